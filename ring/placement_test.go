@@ -1,0 +1,162 @@
+package ring
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+func nodes(n int) []Member {
+	ms := make([]Member, n)
+	for i := range ms {
+		ms[i] = Member{ID: fmt.Sprintf("n%d", i+1), State: StateAlive, Meta: Meta{Role: RoleNode, HTTP: fmt.Sprintf("127.0.0.1:%d", 9000+i)}}
+	}
+	return ms
+}
+
+func rooms(n int) []string {
+	rs := make([]string, n)
+	for i := range rs {
+		rs[i] = fmt.Sprintf("room-%d", i)
+	}
+	return rs
+}
+
+// moved compares two placements over a room set: the fraction of rooms whose owner changed, and
+// the fraction that moved between two members present in both (churn a change did not require).
+func moved(a, b *Placement, rs []string) (frac, between float64) {
+	inB := map[string]bool{}
+	for _, n := range b.nodes {
+		inB[n.ID] = true
+	}
+	inA := map[string]bool{}
+	for _, n := range a.nodes {
+		inA[n.ID] = true
+	}
+	var m, bw int
+	for _, r := range rs {
+		oa, _ := a.Owner(r)
+		ob, _ := b.Owner(r)
+		if oa.ID != ob.ID {
+			m++
+			if inB[oa.ID] && inA[ob.ID] {
+				bw++
+			}
+		}
+	}
+	return float64(m) / float64(len(rs)), float64(bw) / float64(len(rs))
+}
+
+func TestPlacementIndependentOfOrder(t *testing.T) {
+	ms := append(nodes(5), Member{ID: "r1", State: StateAlive, Meta: Meta{Role: RoleRouter}})
+	want := NewPlacement(ms, DefaultPlacementConfig())
+	rs := rooms(5000)
+	for trial := 0; trial < 10; trial++ {
+		shuffled := append([]Member(nil), ms...)
+		rand.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		got := NewPlacement(shuffled, DefaultPlacementConfig())
+		if got.Version() != want.Version() {
+			t.Fatalf("version %s after shuffle, want %s", got.Version(), want.Version())
+		}
+		for _, r := range rs {
+			a, _ := got.Owner(r)
+			b, _ := want.Owner(r)
+			if a.ID != b.ID {
+				t.Fatalf("room %s: owner %s after shuffle, want %s", r, a.ID, b.ID)
+			}
+		}
+	}
+}
+
+func TestRoutersAndDrainingAreNotPlaced(t *testing.T) {
+	ms := nodes(3)
+	ms[1].Draining = true
+	ms = append(ms, Member{ID: "r1", State: StateAlive, Meta: Meta{Role: RoleRouter}},
+		Member{ID: "n9", State: StateDead, Meta: Meta{Role: RoleNode}})
+	p := NewPlacement(ms, DefaultPlacementConfig())
+	for _, r := range rooms(2000) {
+		o, ok := p.Owner(r)
+		if !ok || (o.ID != "n1" && o.ID != "n3") {
+			t.Fatalf("room %s placed on %q", r, o.ID)
+		}
+	}
+	if _, ok := NewPlacement(nil, DefaultPlacementConfig()).Owner("x"); ok {
+		t.Fatal("an empty placement named an owner")
+	}
+}
+
+func TestVersionFollowsPlacementOnly(t *testing.T) {
+	a := NewPlacement(nodes(3), DefaultPlacementConfig())
+	ms := nodes(3)
+	ms[0].HTTP = "10.0.0.1:1"
+	ms[0].Rooms = 42
+	if b := NewPlacement(ms, DefaultPlacementConfig()); b.Version() != a.Version() {
+		t.Fatalf("version changed with addresses only: %s vs %s", a.Version(), b.Version())
+	}
+	if c := NewPlacement(nodes(4), DefaultPlacementConfig()); c.Version() == a.Version() {
+		t.Fatal("version did not change when a node joined")
+	}
+}
+
+// TestMovedFraction checks that a change moves close to the ideal 1/N of rooms, and logs the
+// exact figures for the defaults (go test -run MovedFraction -v ./ring).
+func TestMovedFraction(t *testing.T) {
+	rs := rooms(100_000)
+	cfg := DefaultPlacementConfig()
+	for _, c := range []struct{ from, to int }{{3, 4}, {4, 3}, {4, 5}, {8, 9}, {9, 8}} {
+		a := NewPlacement(nodes(c.from), cfg)
+		b := NewPlacement(nodes(c.to), cfg)
+		frac, between := moved(a, b, rs)
+		ideal := 1 / float64(max(c.from, c.to))
+		t.Logf("%d→%d nodes: %.1f%% of rooms moved (ideal %.1f%%, ratio %.2f), %.1f%% between survivors",
+			c.from, c.to, 100*frac, 100*ideal, frac/ideal, 100*between)
+		if frac > 1.6*ideal {
+			t.Errorf("%d→%d: %.1f%% moved, more than 1.6× the ideal %.1f%%", c.from, c.to, 100*frac, 100*ideal)
+		}
+	}
+}
+
+func TestNeverPanics(t *testing.T) {
+	for _, cfg := range []PlacementConfig{DefaultPlacementConfig(), {Partitions: 7, Replicas: 1, Load: 1}, {Partitions: 271, Replicas: 3, Load: 1}} {
+		for n := 1; n <= 64; n++ {
+			p := NewPlacement(nodes(n), cfg)
+			if _, ok := p.Owner("x"); !ok {
+				t.Fatalf("%+v with %d nodes: no owner", cfg, n)
+			}
+		}
+	}
+}
+
+func TestSuccessors(t *testing.T) {
+	p := NewPlacement(nodes(4), DefaultPlacementConfig())
+	for _, r := range rooms(100) {
+		s := p.Successors(r, 3)
+		o, _ := p.Owner(r)
+		if len(s) != 3 || s[0].ID != o.ID || s[1].ID == s[0].ID || s[2].ID == s[1].ID || s[2].ID == s[0].ID {
+			t.Fatalf("Successors(%s,3) = %v, owner %s", r, s, o.ID)
+		}
+	}
+	if s := p.Successors("x", 10); len(s) != 4 {
+		t.Fatalf("Successors(x,10) on 4 nodes gave %d", len(s))
+	}
+}
+
+func BenchmarkOwner(b *testing.B) {
+	p := NewPlacement(nodes(5), DefaultPlacementConfig())
+	rs := rooms(1024)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		p.Owner(rs[i&1023])
+		i++
+	}
+}
+
+func BenchmarkRebuild(b *testing.B) {
+	ms := nodes(9)
+	b.ReportAllocs()
+	for b.Loop() {
+		NewPlacement(ms, DefaultPlacementConfig())
+	}
+}
+

@@ -1,0 +1,456 @@
+package ring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sockaddr "github.com/hashicorp/go-sockaddr"
+	"github.com/hashicorp/memberlist"
+)
+
+// Ring is this process's membership in the cluster and its current view of placement.
+type Ring struct {
+	cfg  Config
+	log  *slog.Logger
+	ml   *memberlist.Memberlist
+	self string
+
+	metaMu sync.Mutex // serialises changes of the local metadata
+	meta   atomic.Pointer[Meta]
+
+	placement atomic.Pointer[Placement]
+	joined    atomic.Bool
+	left      atomic.Bool
+	changes   atomic.Uint64 // placement versions adopted, for metrics
+
+	kick chan struct{} // membership changed; cap 1
+
+	mu   sync.Mutex
+	subs map[chan *Placement]struct{}
+	live map[string]Member     // members memberlist lists as alive, copied in its callbacks
+	gone map[string]goneMember // members that left or died, kept for operators
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+type goneMember struct {
+	Member
+	at time.Time
+}
+
+// New starts gossip, joins the seeds in cfg.Join (retrying in the background until one answers)
+// and returns the member. Close it to leave the cluster and stop everything it started.
+func New(cfg Config) (*Ring, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	bindHost, bindPort, err := splitPort(cfg.Gossip)
+	if err != nil {
+		return nil, fmt.Errorf("ring: Gossip: %w", err)
+	}
+	advHost, advPort := "", 0
+	if cfg.Advertise != "" {
+		if advHost, advPort, err = splitPort(cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("ring: Advertise: %w", err)
+		}
+	}
+	advHost, err = advertiseHost(advHost, bindHost)
+	if err != nil {
+		return nil, err
+	}
+	meta := Meta{Role: cfg.Role, HTTP: completeHost(cfg.HTTP, advHost), TLS: cfg.TLS}
+	if cfg.Role == RoleNode && cfg.TCP != "" {
+		meta.TCP = completeHost(cfg.TCP, advHost)
+	}
+	if _, err := meta.encode(); err != nil {
+		return nil, err
+	}
+
+	r := &Ring{
+		cfg:  cfg,
+		log:  cfg.Logger.With("node", cfg.ID),
+		self: cfg.ID,
+		kick: make(chan struct{}, 1),
+		subs: map[chan *Placement]struct{}{},
+		live: map[string]Member{},
+		gone: map[string]goneMember{},
+	}
+	r.meta.Store(&meta)
+	r.placement.Store(NewPlacement(nil, cfg.Placement))
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.ID
+	mc.BindAddr, mc.BindPort = bindHost, bindPort
+	mc.AdvertiseAddr, mc.AdvertisePort = advHost, bindPort
+	if advPort != 0 {
+		mc.AdvertisePort = advPort
+	}
+	mc.ProbeInterval, mc.ProbeTimeout = cfg.ProbeInterval, cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.GossipInterval, mc.GossipNodes = cfg.GossipInterval, cfg.GossipNodes
+	mc.PushPullInterval = cfg.PushPull
+	mc.DeadNodeReclaimTime = cfg.DeadReclaim
+	mc.GossipToTheDeadTime = 5 * time.Second
+	mc.TCPTimeout = 2 * time.Second
+	mc.SecretKey = cfg.SecretKey
+	mc.Delegate = delegate{r}
+	mc.Events = delegate{r}
+	mc.Logger = newMemberlistLogger(r.log)
+
+	r.ml, err = memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("ring: start gossip on %s: %w", cfg.Gossip, err)
+	}
+	local := r.ml.LocalNode()
+	r.log.Info("gossip started", "role", cfg.Role, "gossip", net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port))),
+		"http", meta.HTTP, "tcp", meta.TCP)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.rebuild()
+	r.wg.Add(1)
+	go r.coalesce(ctx)
+	if len(cfg.Join) == 0 {
+		r.joined.Store(true)
+	} else {
+		r.wg.Add(1)
+		go r.join(ctx)
+	}
+	return r, nil
+}
+
+// ID is this member's name.
+func (r *Ring) ID() string { return r.self }
+
+// Self is this member as it advertises itself.
+func (r *Ring) Self() Member {
+	return Member{ID: r.self, Gossip: r.GossipAddr(), State: StateAlive, Meta: *r.meta.Load()}
+}
+
+// GossipAddr is the host:port others reach this member's gossip on.
+func (r *Ring) GossipAddr() string {
+	n := r.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Placement is the current placement snapshot. It never blocks.
+func (r *Ring) Placement() *Placement { return r.placement.Load() }
+
+// Ready reports whether the member has joined its seeds and the ring has at least one node.
+func (r *Ring) Ready() bool {
+	return r.joined.Load() && !r.left.Load() && len(r.Placement().nodes) > 0
+}
+
+// Subscribe returns a channel that receives each new placement (only the newest one, if the
+// reader is slow) and a function that ends the subscription.
+func (r *Ring) Subscribe() (<-chan *Placement, func()) {
+	ch := make(chan *Placement, 1)
+	r.mu.Lock()
+	r.subs[ch] = struct{}{}
+	r.mu.Unlock()
+	return ch, func() {
+		r.mu.Lock()
+		delete(r.subs, ch)
+		r.mu.Unlock()
+	}
+}
+
+// UpdateMeta changes this member's gossiped metadata and spreads it. A change that affects
+// placement (draining) rebuilds the local placement at once, without waiting for gossip.
+func (r *Ring) UpdateMeta(ctx context.Context, change func(*Meta)) error {
+	r.metaMu.Lock()
+	old := *r.meta.Load()
+	m := old
+	change(&m)
+	if m == old {
+		r.metaMu.Unlock()
+		return nil
+	}
+	if _, err := m.encode(); err != nil {
+		r.metaMu.Unlock()
+		return err
+	}
+	r.meta.Store(&m)
+	r.metaMu.Unlock()
+	if m.Draining != old.Draining || m.Leaving != old.Leaving {
+		r.rebuild()
+	}
+	timeout := 2 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	return r.ml.UpdateNode(timeout)
+}
+
+// Leave tells the cluster this member is going, waiting up to timeout for the news to spread.
+// The member stops being ready. Close still has to be called.
+func (r *Ring) Leave(timeout time.Duration) error {
+	if r.left.Swap(true) {
+		return nil
+	}
+	r.log.Info("leaving the cluster")
+	ctx, cancel := context.WithTimeout(context.Background(), timeout/2)
+	defer cancel()
+	if err := r.UpdateMeta(ctx, func(m *Meta) { m.Leaving = true }); err != nil {
+		r.log.Warn("could not announce the leave; others may list this member as dead", "err", err)
+	}
+	return r.ml.Leave(timeout / 2)
+}
+
+// Close leaves the cluster (if Leave was not called) and stops gossip and every goroutine.
+// Calling it again does nothing.
+func (r *Ring) Close() error {
+	return r.shutdown(true)
+}
+
+// shutdown stops everything; without leave, the others see a crash.
+func (r *Ring) shutdown(leave bool) error {
+	err := errors.New("ring: already closed")
+	r.closeOnce.Do(func() {
+		if leave {
+			_ = r.Leave(time.Second)
+		}
+		r.cancel()
+		r.wg.Wait()
+		err = r.ml.Shutdown()
+	})
+	return err
+}
+
+// join contacts the seeds until one answers.
+func (r *Ring) join(ctx context.Context) {
+	defer r.wg.Done()
+	_, port, _ := splitPort(r.GossipAddr())
+	seeds := make([]string, len(r.cfg.Join))
+	for i, s := range r.cfg.Join {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			s = net.JoinHostPort(s, strconv.Itoa(port))
+		}
+		seeds[i] = s
+	}
+	for attempt := 1; ; attempt++ {
+		n, err := r.ml.Join(seeds)
+		if n > 0 {
+			r.joined.Store(true)
+			r.log.Info("joined the cluster", "seeds", seeds, "contacted", n)
+			r.nudge()
+			return
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			r.log.Warn("no seed answered; retrying", "seeds", seeds, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.cfg.JoinRetry):
+		}
+	}
+}
+
+// nudge tells the coalescer that membership changed.
+func (r *Ring) nudge() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// coalesce rebuilds placement once per burst of membership events (after Debounce of quiet, or
+// MaxDebounce into a steady stream), and once a second to refresh states and forget old members.
+func (r *Ring) coalesce(ctx context.Context) {
+	defer r.wg.Done()
+	refresh := time.NewTicker(time.Second)
+	defer refresh.Stop()
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	var deadline <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			quiet.Stop()
+			return
+		case <-r.kick:
+			quiet.Reset(r.cfg.Debounce)
+			if deadline == nil {
+				deadline = time.After(r.cfg.MaxDebounce)
+			}
+			continue
+		case <-quiet.C:
+		case <-deadline:
+			quiet.Stop()
+		case <-refresh.C:
+		}
+		deadline = nil
+		r.rebuild()
+	}
+}
+
+// rebuild reads the member list, builds a new placement if anything changed and tells subscribers
+// when the placement version moved. The new consistent hash is built only when the placed set
+// changed; otherwise the previous one is reused.
+func (r *Ring) rebuild() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	members := r.members()
+	prev := r.placement.Load()
+	if slices.Equal(members, prev.members) {
+		return
+	}
+	next := newPlacementFrom(prev, members, r.cfg.Placement)
+	r.placement.Store(next)
+	if next.version == prev.version {
+		return
+	}
+	r.changes.Add(1)
+	ids := make([]string, len(next.nodes))
+	for i, n := range next.nodes {
+		ids[i] = n.ID
+	}
+	r.log.Info("ring changed", "ring", next.version, "previous", prev.version, "nodes", ids, "load", next.load)
+	for ch := range r.subs {
+		select {
+		case <-ch: // drop the stale one: subscribers want the newest
+		default:
+		}
+		ch <- next
+	}
+}
+
+// members lists live and recently gone members, sorted by ID. r.mu is held.
+func (r *Ring) members() []Member {
+	now := time.Now()
+	out := make([]Member, 0, len(r.live)+len(r.gone))
+	for id, m := range r.live {
+		if id == r.self {
+			m.Meta = *r.meta.Load()
+		}
+		// memberlist does not expose suspicion, so members it still lists are alive or, by their
+		// own word, draining.
+		m.State = StateAlive
+		if m.Draining || m.Leaving {
+			m.State = StateDraining
+		}
+		out = append(out, m)
+	}
+	for id, g := range r.gone {
+		if now.Sub(g.at) > r.cfg.GoneRetention {
+			delete(r.gone, id)
+			continue
+		}
+		out = append(out, g.Member)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return compareStrings(a.ID, b.ID) })
+	return out
+}
+
+// newPlacementFrom is NewPlacement, reusing prev's hash when the placed set is unchanged.
+func newPlacementFrom(prev *Placement, members []Member, cfg PlacementConfig) *Placement {
+	var placed []Member
+	for _, m := range members {
+		if m.placed() {
+			placed = append(placed, m)
+		}
+	}
+	if prev == nil || len(prev.owners) == 0 || placementVersion(placed, cfg) != prev.version {
+		return NewPlacement(members, cfg)
+	}
+	return &Placement{version: prev.version, cfg: cfg, load: prev.load, members: members,
+		nodes: placed, owners: prev.owners, hash: prev.hash}
+}
+
+// seen records a member memberlist reports alive. It runs inside memberlist's callbacks, under
+// its lock, which is the only safe moment to read the *memberlist.Node.
+func (r *Ring) seen(n *memberlist.Node) {
+	meta, err := decodeMeta(n.Meta)
+	if err != nil && n.Name != r.self {
+		r.log.Warn("ignoring member with unreadable metadata", "peer", n.Name, "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.live[n.Name] = Member{ID: n.Name, Gossip: n.Address(), State: StateAlive, Meta: meta}
+	delete(r.gone, n.Name)
+	r.mu.Unlock()
+}
+
+// forget moves a member memberlist reports gone to the gone list, as left if it announced its
+// leave and dead otherwise.
+func (r *Ring) forget(n *memberlist.Node) {
+	meta, _ := decodeMeta(n.Meta)
+	st := StateDead
+	if meta.Leaving {
+		st = StateLeft
+	}
+	r.mu.Lock()
+	delete(r.live, n.Name)
+	r.gone[n.Name] = goneMember{Member: Member{ID: n.Name, Gossip: n.Address(), State: st, Meta: meta}, at: time.Now()}
+	r.mu.Unlock()
+	r.log.Info("member gone", "peer", n.Name, "state", st)
+}
+
+func splitPort(hostport string) (string, int, error) {
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", hostport)
+	}
+	return h, port, nil
+}
+
+// advertiseHost picks the IP others reach this member on: the one given, else the bind address,
+// else a private IP of this machine, else its first non-loopback address.
+func advertiseHost(given, bind string) (string, error) {
+	if given != "" {
+		if ip := net.ParseIP(given); ip != nil {
+			return given, nil
+		}
+		ips, err := net.LookupIP(given)
+		if err != nil || len(ips) == 0 {
+			return "", fmt.Errorf("ring: cannot resolve advertise host %q: %v", given, err)
+		}
+		return ips[0].String(), nil
+	}
+	if ip := net.ParseIP(bind); ip != nil && !ip.IsUnspecified() {
+		return bind, nil
+	}
+	if bind != "" && net.ParseIP(bind) == nil {
+		return advertiseHost(bind, "")
+	}
+	if ip, err := sockaddr.GetPrivateIP(); err == nil && ip != "" {
+		return ip, nil
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String(), nil
+		}
+	}
+	return "", fmt.Errorf("ring: no address to advertise; set Advertise (--advertise)")
+}
+
+// completeHost fills an empty or unspecified host in hostport with host.
+func completeHost(hostport, host string) string {
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return hostport
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort(host, p)
+	}
+	return hostport
+}

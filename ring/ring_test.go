@@ -1,0 +1,136 @@
+package ring
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func startMember(t *testing.T, id string, role Role, join ...string) *Ring {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Role = id, role
+	cfg.Gossip = "127.0.0.1:0"
+	cfg.HTTP = "127.0.0.1:1"
+	cfg.TCP = "127.0.0.1:2"
+	cfg.Join = join
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestMembersAgree(t *testing.T) {
+	n1 := startMember(t, "n1", RoleNode)
+	ch, stop := n1.Subscribe()
+	defer stop()
+	n2 := startMember(t, "n2", RoleNode, n1.GossipAddr())
+	n3 := startMember(t, "n3", RoleNode, n2.GossipAddr())
+	rt := startMember(t, "r1", RoleRouter, n1.GossipAddr())
+	all := []*Ring{n1, n2, n3, rt}
+	eventually(t, 10*time.Second, "all members see 3 nodes and agree on the version", func() bool {
+		v := n1.Placement().Version()
+		for _, r := range all {
+			if len(r.Placement().Nodes()) != 3 || r.Placement().Version() != v || len(r.Placement().Members()) != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	for i := range 500 {
+		room := fmt.Sprintf("room-%d", i)
+		want, _ := n1.Placement().Owner(room)
+		for _, r := range all {
+			if got, _ := r.Placement().Owner(room); got.ID != want.ID || got.HTTP != want.HTTP {
+				t.Fatalf("%s: %s says %+v, n1 says %+v", room, r.ID(), got, want)
+			}
+		}
+	}
+	if !rt.Ready() {
+		t.Fatal("router not ready with 3 nodes in the ring")
+	}
+	select {
+	case p := <-ch:
+		if p == nil || p.Version() == "" {
+			t.Fatal("empty placement from Subscribe")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("subscriber heard of no change")
+	}
+
+	// Draining takes a node out of placement everywhere, graceful leave lists it as left.
+	if err := n3.UpdateMeta(t.Context(), func(m *Meta) { m.Draining = true }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the draining node leaves every placement", func() bool {
+		for _, r := range all {
+			if len(r.Placement().Nodes()) != 2 {
+				return false
+			}
+		}
+		m, _ := n1.Placement().Member("n3")
+		return m.State == StateDraining
+	})
+	if err := n3.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "n3 listed as left", func() bool {
+		m, ok := n1.Placement().Member("n3")
+		return ok && m.State == StateLeft
+	})
+}
+
+func TestKilledMemberDeclaredDead(t *testing.T) {
+	n1 := startMember(t, "n1", RoleNode)
+	n2 := startMember(t, "n2", RoleNode, n1.GossipAddr())
+	n3 := startMember(t, "n3", RoleNode, n1.GossipAddr())
+	eventually(t, 10*time.Second, "3 nodes", func() bool { return len(n1.Placement().Nodes()) == 3 && len(n2.Placement().Nodes()) == 3 })
+	// Shutdown without Leave looks like a crash to the others.
+	start := time.Now()
+	n3.shutdown(false)
+	eventually(t, 10*time.Second, "n3 declared dead by both", func() bool {
+		m1, _ := n1.Placement().Member("n3")
+		m2, _ := n2.Placement().Member("n3")
+		return m1.State == StateDead && m2.State == StateDead && len(n1.Placement().Nodes()) == 2
+	})
+	t.Logf("a killed member left the placement after %s", time.Since(start).Round(10*time.Millisecond))
+}
+
+func TestJoinRetriesUntilSeedAnswers(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Gossip, cfg.HTTP = "late", "127.0.0.1:0", "127.0.0.1:1"
+	cfg.Join = []string{"127.0.0.1:1"} // nobody there
+	cfg.JoinRetry = 50 * time.Millisecond
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	time.Sleep(200 * time.Millisecond)
+	if r.Ready() {
+		t.Fatal("ready without having joined")
+	}
+}
