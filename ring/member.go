@@ -37,8 +37,8 @@ type Meta struct {
 	// Leaving is set just before a graceful leave, so the others can tell "left" from "dead":
 	// memberlist does not say which in its leave event.
 	Leaving bool `json:"l,omitempty"`
-	Rooms    int    `json:"n,omitempty"` // rooms held, refreshed now and then; for operators only
-	Conns    int    `json:"c,omitempty"` // client connections held, likewise
+	Rooms   int  `json:"n,omitempty"` // rooms held, refreshed now and then; for operators only
+	Conns   int  `json:"c,omitempty"` // client connections held, likewise
 }
 
 // maxMetaSize is memberlist's limit on node metadata.

@@ -50,10 +50,10 @@ func (c PlacementConfig) Validate() error {
 type Placement struct {
 	version string
 	cfg     PlacementConfig
-	load    float64  // the load factor actually used (raised if cfg.Load could not be met; 0 for round-robin)
-	members []Member // everyone this snapshot knows of, sorted by ID
-	nodes   []Member // the placed members, sorted by ID
-	owners  []int32  // partition → index into nodes
+	load    float64                // the load factor actually used (raised if cfg.Load could not be met; 0 for round-robin)
+	members []Member               // everyone this snapshot knows of, sorted by ID
+	nodes   []Member               // the placed members, sorted by ID
+	owners  []int32                // partition → index into nodes
 	hash    *consistent.Consistent // nil when placement fell back to round-robin
 }
 

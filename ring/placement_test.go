@@ -159,4 +159,3 @@ func BenchmarkRebuild(b *testing.B) {
 		NewPlacement(ms, DefaultPlacementConfig())
 	}
 }
-
