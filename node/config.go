@@ -1,0 +1,83 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a node. Build it with DefaultConfig; every limit is a flag of `roost node`.
+type Config struct {
+	// MaxFrame is the largest WebSocket message a client may send, in bytes; larger ones close
+	// the connection with 1009. Default 1 MiB.
+	MaxFrame int64
+	// HistoryCount and HistoryBytes bound each room's retained messages (for resume); the oldest
+	// go first when either is exceeded. Defaults 1000 messages and 4 MiB.
+	HistoryCount int
+	HistoryBytes int
+	// DedupeIDs is how many recent publish ids each room remembers to acknowledge retries without
+	// delivering them twice. Default 1000.
+	DedupeIDs int
+	// SendQueue is how many frames may wait for one slow connection before it is closed with 4008.
+	// Default 1024.
+	SendQueue int
+	// WriteTimeout bounds one write to a client. Default 10s.
+	WriteTimeout time.Duration
+	// PingInterval is how often idle connections are pinged; a connection that answers nothing
+	// for 2.5 intervals is closed. Default 30s.
+	PingInterval time.Duration
+	// RoomIdle is how long an empty room is kept (history and all) before it is reclaimed.
+	// Default 5m.
+	RoomIdle time.Duration
+	// MaxRooms bounds the rooms one node holds; a new room beyond it is refused with 429.
+	// Default 100000.
+	MaxRooms int
+	// MaxRoomConns bounds the connections of one room; more are refused with 429. Default 50000.
+	MaxRoomConns int
+	// PresenceAnnounceMax is the room size up to which presence is sent as join/leave events;
+	// above it, as one interval summary per PresenceInterval. Defaults 100 and 1s.
+	PresenceAnnounceMax int
+	PresenceInterval    time.Duration
+	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
+	StatsInterval time.Duration
+	// Logger receives the node's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults documented on Config's fields.
+func DefaultConfig() Config {
+	return Config{
+		MaxFrame:            1 << 20,
+		HistoryCount:        1000,
+		HistoryBytes:        4 << 20,
+		DedupeIDs:           1000,
+		SendQueue:           1024,
+		WriteTimeout:        10 * time.Second,
+		PingInterval:        30 * time.Second,
+		RoomIdle:            5 * time.Minute,
+		MaxRooms:            100_000,
+		MaxRoomConns:        50_000,
+		PresenceAnnounceMax: 100,
+		PresenceInterval:    time.Second,
+		StatsInterval:       2 * time.Second,
+	}
+}
+
+// Validate reports the first field that cannot work.
+func (c Config) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxFrame", c.MaxFrame}, {"HistoryCount", int64(c.HistoryCount)}, {"HistoryBytes", int64(c.HistoryBytes)},
+		{"DedupeIDs", int64(c.DedupeIDs)}, {"SendQueue", int64(c.SendQueue)}, {"MaxRooms", int64(c.MaxRooms)},
+		{"MaxRoomConns", int64(c.MaxRoomConns)}, {"PresenceAnnounceMax", int64(c.PresenceAnnounceMax)},
+		{"WriteTimeout", int64(c.WriteTimeout)}, {"PingInterval", int64(c.PingInterval)}, {"RoomIdle", int64(c.RoomIdle)},
+		{"PresenceInterval", int64(c.PresenceInterval)}, {"StatsInterval", int64(c.StatsInterval)},
+	} {
+		if f.v <= 0 {
+			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
+		}
+	}
+	return nil
+}

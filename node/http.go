@@ -1,0 +1,274 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
+)
+
+// Handler serves the node's HTTP API: resolve, WebSocket, cluster, health and metrics.
+func (n *Node) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/rooms/{room}", n.handleResolve)
+	mux.HandleFunc("GET /v1/rooms/{room}/ws", n.handleWS)
+	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		protocol.WriteJSON(w, map[string]string{"status": "ok", "node": n.id})
+	})
+	mux.HandleFunc("GET /readyz", n.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
+	n.mu.Lock()
+	closed := n.closed
+	n.mu.Unlock()
+	if closed || !n.ring.Ready() {
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "not ready: not joined, no node in the ring, or shutting down")
+		return
+	}
+	protocol.WriteJSON(w, map[string]string{"status": "ready", "node": n.id, "ring": n.ring.Placement().Version()})
+}
+
+func (n *Node) handleCluster(w http.ResponseWriter, _ *http.Request) {
+	protocol.WriteJSON(w, n.ring.Placement().Cluster(n.id))
+}
+
+// placeRoom validates the room name and finds its owner, answering the error itself when there
+// is none.
+func (n *Node) placeRoom(w http.ResponseWriter, r *http.Request) (string, ring.Member, *ring.Placement, bool) {
+	room := r.PathValue("room")
+	if err := protocol.ValidRoom(room); err != nil {
+		n.metrics.refused.WithLabelValues("bad_room").Inc()
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRoom, err.Error())
+		return "", ring.Member{}, nil, false
+	}
+	o, p, ok := n.owner(room)
+	if !ok {
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node in the ring owns rooms yet; try again shortly")
+		return "", ring.Member{}, nil, false
+	}
+	return room, o, p, true
+}
+
+// handleResolve answers the owner's coordinates on the owner and a 307 to the owner elsewhere.
+func (n *Node) handleResolve(w http.ResponseWriter, r *http.Request) {
+	room, o, p, ok := n.placeRoom(w, r)
+	if !ok {
+		return
+	}
+	if o.ID != n.id {
+		n.metrics.redirects.Inc()
+		redirect(w, r, o.HTTPURL()+"/v1/rooms/"+room)
+		return
+	}
+	protocol.WriteJSON(w, protocol.Owner{Room: room, Node: o.ID, WSURL: o.WSURL(room), TCPAddr: o.TCP, Ring: p.Version()})
+}
+
+// redirect answers 307 to target, keeping the request's query.
+func redirect(w http.ResponseWriter, r *http.Request, target string) {
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	w.Header().Set("Location", target)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// parseResume reads since, epoch, client and presence from the query.
+func parseResume(r *http.Request) (res resume, client string, presence bool, err error) {
+	q := r.URL.Query()
+	if s := q.Get("since"); s != "" {
+		res.since, err = strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return res, "", false, errors.New("since must be a whole number (the last seq you saw)")
+		}
+		res.hasSince = true
+	}
+	res.epoch = q.Get("epoch")
+	if len(res.epoch) > 64 {
+		return res, "", false, errors.New("epoch is too long; pass back the epoch a welcome gave you")
+	}
+	client = q.Get("client")
+	if len(client) > 128 || strings.ContainsFunc(client, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+		return res, "", false, errors.New("client must be at most 128 printable characters")
+	}
+	switch q.Get("presence") {
+	case "", "0", "false":
+	case "1", "true":
+		presence = true
+	default:
+		return res, "", false, errors.New("presence must be 1 or 0")
+	}
+	return res, client, presence, nil
+}
+
+// handleWS serves a room's WebSocket on its owner and redirects (307, before upgrading) elsewhere.
+func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
+	name, o, _, ok := n.placeRoom(w, r)
+	if !ok {
+		return
+	}
+	if o.ID != n.id {
+		n.metrics.redirects.Inc()
+		redirect(w, r, o.WSURL(name))
+		return
+	}
+	res, client, presence, err := parseResume(r)
+	if err != nil {
+		n.metrics.refused.WithLabelValues("bad_request").Inc()
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	if client == "" {
+		client = newClientID()
+	}
+	room, err := n.room(name)
+	switch {
+	case errors.Is(err, ErrNotOwner): // the ring moved since placeRoom
+		if o, _, ok := n.owner(name); ok {
+			redirect(w, r, o.WSURL(name))
+			return
+		}
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node owns this room right now; try again shortly")
+		return
+	case errors.Is(err, ErrTooManyRooms):
+		n.metrics.refused.WithLabelValues("max_rooms").Inc()
+		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms); try again later")
+		return
+	}
+	if !n.track() {
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
+		return
+	}
+	defer n.handlers.Done()
+	ws, err := n.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	n.serve(ws, room, client, presence, res)
+}
+
+// track counts a connection handler in, unless the node is closing.
+func (n *Node) track() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.handlers.Add(1)
+	return true
+}
+
+// serve runs one client connection to its end: it joins the room, starts the writer and reads.
+func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence bool, res resume) {
+	n.conns.Add(1)
+	n.metrics.connects.Inc()
+	defer n.conns.Add(-1)
+	defer ws.Close()
+	c := newConn(n, ws, client, presence)
+	for attempt := 0; ; attempt++ {
+		err := room.join(c, res)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrRoomFull) {
+			n.metrics.refused.WithLabelValues("room_full").Inc()
+			closeNow(ws, websocket.CloseTryAgainLater, "room full (--max-room-conns); try again later")
+			return
+		}
+		// The room was reclaimed or moved between lookup and join: look again.
+		if room, err = n.room(room.name); err != nil || attempt > 3 {
+			o, _, _ := n.owner(room.name)
+			closeNow(ws, protocol.CloseMoved, string(mustJSON(protocol.MovedReason{Node: o.ID})))
+			return
+		}
+	}
+	go c.writeLoop()
+	defer func() {
+		c.room.leave(c)
+		close(c.quit)
+		<-c.done
+	}()
+
+	readWait := n.cfg.PingInterval * 5 / 2
+	ws.SetReadLimit(n.cfg.MaxFrame)
+	_ = ws.SetReadDeadline(time.Now().Add(readWait))
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(readWait)) })
+	for {
+		mt, data, err := ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				n.metrics.drops.WithLabelValues("too_big").Inc()
+			}
+			return
+		}
+		if !c.isClosing() {
+			_ = ws.SetReadDeadline(time.Now().Add(readWait))
+		}
+		switch mt {
+		case websocket.TextMessage:
+			n.handleText(c, data)
+		case websocket.BinaryMessage:
+			if err := c.room.publish(c, "", data, true); err != nil {
+				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, Error: "the room is moving; publish again after reconnecting"})
+			}
+		}
+	}
+}
+
+// handleText handles one client text frame. Bad frames get an error frame and the connection
+// stays open.
+func (n *Node) handleText(c *conn, data []byte) {
+	var p protocol.Publish
+	if err := json.Unmarshal(data, &p); err != nil {
+		n.metrics.refused.WithLabelValues("bad_json").Inc()
+		c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadJSON,
+			Error: "frame is not a JSON object: " + err.Error()})
+		return
+	}
+	switch p.Type {
+	case protocol.TypePublish:
+		switch {
+		case len(p.ID) > 256:
+			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, Error: "publish id is longer than 256 bytes"})
+		case len(p.Data) == 0:
+			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, ID: p.ID, Error: `a publish needs "data" (any JSON value)`})
+		default:
+			if err := c.room.publish(c, p.ID, p.Data, false); err != nil {
+				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
+					Error: "the room is moving; publish again with the same id after reconnecting"})
+			}
+		}
+	default:
+		n.metrics.refused.WithLabelValues("unknown_type").Inc()
+		c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeUnknownType, ID: p.ID,
+			Error: "unknown frame type " + strconvQuote(p.Type) + `; clients send "publish"`})
+	}
+}
+
+func strconvQuote(s string) string { return strconv.Quote(s) }
+
+func closeNow(ws *websocket.Conn, code int, reason string) {
+	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

@@ -1,0 +1,240 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
+)
+
+// Ring is what a node needs from its membership: who it is, the current placement, word of
+// changes, and a way to gossip its own counters.
+type Ring interface {
+	ID() string
+	Placement() *ring.Placement
+	Subscribe() (<-chan *ring.Placement, func())
+	Ready() bool
+	UpdateMeta(ctx context.Context, change func(*ring.Meta)) error
+}
+
+// Errors the node answers with.
+var (
+	// ErrNotOwner: this node's placement gives the room to another node.
+	ErrNotOwner = errors.New("not the owner of this room")
+	// ErrTooManyRooms: the node holds MaxRooms rooms.
+	ErrTooManyRooms = errors.New("too many rooms on this node")
+	// ErrClosed: the node is shutting down.
+	ErrClosed = errors.New("node closed")
+)
+
+// Node owns rooms and serves their clients.
+type Node struct {
+	cfg      Config
+	id       string
+	ring     Ring
+	log      *slog.Logger
+	rooms    *rooms
+	metrics  *metrics
+	upgrader websocket.Upgrader
+	conns    atomic.Int64
+
+	mu       sync.Mutex // guards closed and handlers.Add
+	closed   bool
+	handlers sync.WaitGroup // open WebSocket connections
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background loops
+}
+
+// New starts a node on the membership r. Close it to close every connection and stop its loops.
+func New(cfg Config, r Ring) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Node{
+		cfg:   cfg,
+		id:    r.ID(),
+		ring:  r,
+		log:   cfg.Logger.With("node", r.ID()),
+		rooms: newRooms(),
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  1024,
+			WriteBufferSize: 1024,
+			WriteBufferPool: &sync.Pool{},
+			// Browsers come in through the router; origin checks are its job and a flag's.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	n.metrics = newMetrics(n)
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(3)
+	go n.watchRing(ctx)
+	go n.reclaimIdle(ctx)
+	go n.gossipStats(ctx)
+	return n, nil
+}
+
+// ID is the node's member id.
+func (n *Node) ID() string { return n.id }
+
+// Close closes every client connection with 1001 (after what is queued to it) and waits for
+// them, then stops the node's loops. It does not hand rooms off: that is Drain's job.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	n.mu.Unlock()
+	n.cancel()
+	for _, r := range n.rooms.all() {
+		n.rooms.remove(r)
+		r.closeAll(protocol.CloseGoingAway, true, func(string) closeReason { return staticReason("node shutting down") })
+	}
+	n.handlers.Wait()
+	n.wg.Wait()
+	return nil
+}
+
+// owner is the room's owner by this node's placement.
+func (n *Node) owner(room string) (ring.Member, *ring.Placement, bool) {
+	p := n.ring.Placement()
+	m, ok := p.Owner(room)
+	return m, p, ok
+}
+
+// room returns the room if this node owns it, creating it on first use.
+func (n *Node) room(name string) (*Room, error) {
+	return n.rooms.getOrCreate(name, func() (*Room, error) {
+		if o, _, ok := n.owner(name); !ok || o.ID != n.id {
+			return nil, ErrNotOwner
+		}
+		if n.rooms.len() >= n.cfg.MaxRooms {
+			return nil, ErrTooManyRooms
+		}
+		n.log.Debug("room created", "room", name)
+		return newRoom(n, name), nil
+	})
+}
+
+// watchRing closes the rooms a new placement gives to another node.
+func (n *Node) watchRing(ctx context.Context) {
+	defer n.wg.Done()
+	changes, stop := n.ring.Subscribe()
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-changes:
+			n.metrics.ringChanges.Inc()
+			n.release(p)
+		}
+	}
+}
+
+// release closes every room p places elsewhere with 4001 naming the new owner; its clients
+// reconnect there with since/epoch.
+func (n *Node) release(p *ring.Placement) {
+	lost := 0
+	for _, r := range n.rooms.all() {
+		o, ok := p.Owner(r.name)
+		if ok && o.ID == n.id {
+			continue
+		}
+		n.rooms.remove(r)
+		r.closeAll(protocol.CloseMoved, true, movedReason(o.ID))
+		n.metrics.roomsMoved.Inc()
+		n.log.Info("room moved away", "room", r.name, "to", o.ID, "ring", p.Version())
+		lost++
+	}
+	if lost > 0 {
+		n.log.Info("rooms lost to a ring change", "rooms", lost, "ring", p.Version())
+	}
+}
+
+func movedReason(node string) func(epoch string) closeReason {
+	return func(epoch string) closeReason {
+		return func(lastSent uint64) string {
+			b, _ := json.Marshal(protocol.MovedReason{Node: node, Epoch: epoch, Seq: lastSent})
+			return string(b)
+		}
+	}
+}
+
+// reclaimIdle forgets rooms nobody has used for RoomIdle.
+func (n *Node) reclaimIdle(ctx context.Context) {
+	defer n.wg.Done()
+	every := min(n.cfg.RoomIdle/4, 30*time.Second)
+	t := time.NewTicker(max(every, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, r := range n.rooms.all() {
+				if r.reclaimIfIdle(now.Add(-n.cfg.RoomIdle)) {
+					n.rooms.remove(r)
+					n.metrics.reclaimed.Inc()
+					n.log.Debug("idle room reclaimed", "room", r.name)
+				}
+			}
+		}
+	}
+}
+
+// gossipStats spreads the node's room and connection counts, for /v1/cluster and ctl status.
+func (n *Node) gossipStats(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rooms, conns := n.rooms.len(), int(n.conns.Load())
+			uctx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := n.ring.UpdateMeta(uctx, func(m *ring.Meta) { m.Rooms, m.Conns = rooms, conns }); err != nil && ctx.Err() == nil {
+				n.log.Debug("could not gossip stats", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Rooms lists the rooms this node holds, for operators and tests.
+func (n *Node) Rooms() []Stats {
+	rs := n.rooms.all()
+	out := make([]Stats, len(rs))
+	for i, r := range rs {
+		out[i] = r.stats()
+	}
+	return out
+}
+
+// HasRoom reports whether the node holds room now.
+func (n *Node) HasRoom(room string) bool { return n.rooms.get(room) != nil }
+
+func newClientID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "c-" + hex.EncodeToString(b[:])
+}
+

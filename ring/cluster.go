@@ -1,0 +1,17 @@
+package ring
+
+import "github.com/roost-dev/roost/protocol"
+
+// Cluster is the public view of this placement, as GET /v1/cluster answers it.
+func (p *Placement) Cluster(self string) protocol.Cluster {
+	c := protocol.Cluster{Self: self, Ring: p.version, Partitions: p.cfg.Partitions, Rooms: map[string]int{},
+		Members: make([]protocol.Member, 0, len(p.members))}
+	for _, m := range p.members {
+		c.Members = append(c.Members, protocol.Member{ID: m.ID, Role: string(m.Role), HTTP: m.HTTP, TCP: m.TCP,
+			State: string(m.State), Gossip: m.Gossip, Rooms: m.Rooms, Conns: m.Conns})
+		if m.Role == RoleNode && (m.State == StateAlive || m.State == StateDraining || m.State == StateSuspect) {
+			c.Rooms[m.ID] = m.Rooms
+		}
+	}
+	return c
+}
