@@ -198,7 +198,6 @@ func (c *conn) abort() {
 	_ = c.ws.Close()
 }
 
-
 func (c *conn) isClosing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

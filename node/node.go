@@ -237,4 +237,3 @@ func newClientID() string {
 	_, _ = rand.Read(b[:])
 	return "c-" + hex.EncodeToString(b[:])
 }
-
