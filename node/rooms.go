@@ -2,6 +2,7 @@ package node
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -13,6 +14,7 @@ const roomShards = 64
 // rooms is the node's room table.
 type rooms struct {
 	shards [roomShards]roomShard
+	count  atomic.Int64 // rooms in all shards; read without taking any shard lock
 }
 
 type roomShard struct {
@@ -55,6 +57,7 @@ func (t *rooms) getOrCreate(name string, create func() (*Room, error)) (*Room, e
 		return nil, err
 	}
 	s.m[name] = r
+	t.count.Add(1)
 	return r, nil
 }
 
@@ -64,6 +67,7 @@ func (t *rooms) remove(r *Room) {
 	s.mu.Lock()
 	if s.m[r.name] == r {
 		delete(s.m, r.name)
+		t.count.Add(-1)
 	}
 	s.mu.Unlock()
 }
@@ -82,13 +86,5 @@ func (t *rooms) all() []*Room {
 	return out
 }
 
-func (t *rooms) len() int {
-	n := 0
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.RLock()
-		n += len(s.m)
-		s.mu.RUnlock()
-	}
-	return n
-}
+// len is the number of rooms. It takes no lock, so create callbacks of getOrCreate may call it.
+func (t *rooms) len() int { return int(t.count.Load()) }
