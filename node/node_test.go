@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 	"go.uber.org/goleak"
@@ -358,16 +359,12 @@ func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
 		}
 		return false
 	})
-	// What the slow one eventually reads ends in a 4008 close.
-	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		if _, _, err = slow.ReadMessage(); err != nil {
-			break
-		}
+	if got := testutil.ToFloat64(n.metrics.drops.WithLabelValues("slow_consumer")); got != 1 {
+		t.Fatalf("slow_consumer drops = %v, want 1", got)
 	}
-	if !websocket.IsCloseError(err, protocol.CloseSlowConsumer) {
-		t.Logf("slow consumer ended with %v (the close frame may be lost behind a full socket)", err)
-	}
+	// Its handler and writer are gone (goleak checks the rest at exit). The 4008 close frame is
+	// best effort: it queues behind whatever already fills the slow socket.
+	eventually(t, 5*time.Second, "slow connection's handler ended", func() bool { return n.conns.Load() == 2 })
 }
 
 func TestNonOwnerRedirectsAndNeverHoldsTheRoom(t *testing.T) {
