@@ -38,6 +38,14 @@ type Config struct {
 	// above it, as one interval summary per PresenceInterval. Defaults 100 and 1s.
 	PresenceAnnounceMax int
 	PresenceInterval    time.Duration
+	// IngestMaxFrame is the largest frame a TCP stream source may send, in bytes. Default 1 MiB.
+	IngestMaxFrame int
+	// MaxRoomSources bounds the TCP stream sources of one room. Default 16.
+	MaxRoomSources int
+	// IngestHandshake bounds how long a source may take to send its handshake line. Default 5s.
+	IngestHandshake time.Duration
+	// IngestIdle closes a source that sends nothing for this long. Default 2m.
+	IngestIdle time.Duration
 	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
 	StatsInterval time.Duration
 	// Logger receives the node's logs. Default slog.Default().
@@ -60,6 +68,10 @@ func DefaultConfig() Config {
 		PresenceAnnounceMax: 100,
 		PresenceInterval:    time.Second,
 		StatsInterval:       2 * time.Second,
+		IngestMaxFrame:      1 << 20,
+		MaxRoomSources:      16,
+		IngestHandshake:     5 * time.Second,
+		IngestIdle:          2 * time.Minute,
 	}
 }
 
@@ -74,6 +86,8 @@ func (c Config) Validate() error {
 		{"MaxRoomConns", int64(c.MaxRoomConns)}, {"PresenceAnnounceMax", int64(c.PresenceAnnounceMax)},
 		{"WriteTimeout", int64(c.WriteTimeout)}, {"PingInterval", int64(c.PingInterval)}, {"RoomIdle", int64(c.RoomIdle)},
 		{"PresenceInterval", int64(c.PresenceInterval)}, {"StatsInterval", int64(c.StatsInterval)},
+		{"IngestMaxFrame", int64(c.IngestMaxFrame)}, {"MaxRoomSources", int64(c.MaxRoomSources)},
+		{"IngestHandshake", int64(c.IngestHandshake)}, {"IngestIdle", int64(c.IngestIdle)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)

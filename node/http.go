@@ -222,7 +222,9 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence boo
 		case websocket.TextMessage:
 			n.handleText(c, data)
 		case websocket.BinaryMessage:
-			if err := c.room.publish(c, "", data, true); err != nil {
+			frame := make([]byte, 8+len(data))
+			copy(frame[8:], data)
+			if _, err := c.room.publishBinary(c, frame); err != nil {
 				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, Error: "the room is moving; publish again after reconnecting"})
 			}
 		}
@@ -247,7 +249,7 @@ func (n *Node) handleText(c *conn, data []byte) {
 		case len(p.Data) == 0:
 			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, ID: p.ID, Error: `a publish needs "data" (any JSON value)`})
 		default:
-			if err := c.room.publish(c, p.ID, p.Data, false); err != nil {
+			if err := c.room.publish(c, p.ID, p.Data); err != nil {
 				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
 					Error: "the room is moving; publish again with the same id after reconnecting"})
 			}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -48,9 +49,10 @@ type Node struct {
 	upgrader websocket.Upgrader
 	conns    atomic.Int64
 
-	mu       sync.Mutex // guards closed and handlers.Add
-	closed   bool
-	handlers sync.WaitGroup // open WebSocket connections
+	mu        sync.Mutex // guards closed, listeners and handlers.Add
+	closed    bool
+	listeners []net.Listener
+	handlers  sync.WaitGroup // open WebSocket connections
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
@@ -102,9 +104,19 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 	n.cancel()
+	n.mu.Lock()
+	for _, ln := range n.listeners {
+		ln.Close()
+	}
+	n.mu.Unlock()
+	bye := farewell{code: protocol.CloseGoingAway, flush: true,
+		reason: func(string) closeReason { return staticReason("node shutting down") },
+		source: func(uint64) string {
+			return "ERR going_away the node is shutting down; resolve the room again and reconnect"
+		}}
 	for _, r := range n.rooms.all() {
 		n.rooms.remove(r)
-		r.closeAll(protocol.CloseGoingAway, true, func(string) closeReason { return staticReason("node shutting down") })
+		r.closeAll(bye)
 	}
 	n.handlers.Wait()
 	n.wg.Wait()
@@ -158,7 +170,8 @@ func (n *Node) release(p *ring.Placement) {
 			continue
 		}
 		n.rooms.remove(r)
-		r.closeAll(protocol.CloseMoved, true, movedReason(o.ID))
+		r.closeAll(farewell{code: protocol.CloseMoved, flush: true, reason: movedReason(o.ID),
+			source: func(accepted uint64) string { return movedLine(o, accepted) }})
 		n.metrics.roomsMoved.Inc()
 		n.log.Info("room moved away", "room", r.name, "to", o.ID, "ring", p.Version())
 		lost++

@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -35,7 +36,8 @@ type Room struct {
 	hist       history
 	ids        dedupe
 	subs       map[*conn]struct{}
-	members    map[string]int // presence: client id → open connections
+	sources    map[*source]struct{} // TCP stream sources
+	members    map[string]int       // presence: client id → open connections
 	joined     map[string]struct{}
 	left       map[string]struct{}
 	timer      *time.Timer // pending presence interval, for large rooms
@@ -51,6 +53,7 @@ func newRoom(n *Node, name string) *Room {
 		hist:       history{maxCount: n.cfg.HistoryCount, maxBytes: n.cfg.HistoryBytes},
 		ids:        dedupe{max: n.cfg.DedupeIDs},
 		subs:       map[*conn]struct{}{},
+		sources:    map[*source]struct{}{},
 		members:    map[string]int{},
 		lastActive: time.Now(),
 	}
@@ -126,31 +129,55 @@ func (r *Room) leave(c *conn) {
 	r.lastActive = time.Now()
 }
 
-// publish sequences one message from c and queues it to every subscriber, then acks it to c. A
-// repeated id is acked with its first seq and not delivered again. data is the JSON of a text
-// message, or the payload of a binary one.
-func (r *Room) publish(c *conn, id string, data []byte, binary bool) error {
+// publish sequences one text message from c and queues it to every subscriber, then acks it to
+// c. A repeated id is acked with its first seq and not delivered again. data is the message's
+// JSON value.
+func (r *Room) publish(c *conn, id string, data []byte) error {
+	_, err := r.sequence(c, c.client, id, func(seq uint64) []byte {
+		b := make([]byte, 0, 64+len(data)+len(c.client)+len(id))
+		return protocol.AppendMessage(b, seq, c.client, id, data)
+	}, false)
+	return err
+}
+
+// publishBinary sequences one binary message. frame is the whole wire frame with its first 8
+// bytes free for the seq, so the payload is never copied again. from (nil for a stream source)
+// gets an ack.
+func (r *Room) publishBinary(from *conn, frame []byte) (uint64, error) {
+	client := ""
+	if from != nil {
+		client = from.client
+	}
+	return r.sequence(from, client, "", func(seq uint64) []byte {
+		binary.BigEndian.PutUint64(frame, seq)
+		return frame
+	}, true)
+}
+
+// sequence gives the next seq to a message, encodes it once (encode builds its wire frame),
+// keeps it in history, queues it to every subscriber, and acks it to from when there is one.
+func (r *Room) sequence(from *conn, client, id string, encode func(seq uint64) []byte, binary bool) (uint64, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return ErrRoomClosed
+		return 0, ErrRoomClosed
 	}
 	if id != "" {
 		if seq, ok := r.ids.lookup(id); ok {
 			r.mu.Unlock()
 			r.n.metrics.dedup.Inc()
-			c.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
-			return nil
+			if from != nil {
+				from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
+			}
+			return seq, nil
 		}
 	}
 	r.seq++
-	e := &entry{seq: r.seq, binary: binary}
+	seq := r.seq
+	e := &entry{seq: seq, binary: binary, frame: encode(seq)}
 	mt := websocket.TextMessage
 	if binary {
-		e.frame = protocol.BinaryFrame(r.seq, data)
 		mt = websocket.BinaryMessage
-	} else {
-		e.frame = protocol.AppendMessage(make([]byte, 0, 64+len(data)+len(c.client)+len(id)), r.seq, c.client, id, data)
 	}
 	pm, err := websocket.NewPreparedMessage(mt, e.frame)
 	if err != nil {
@@ -159,14 +186,16 @@ func (r *Room) publish(c *conn, id string, data []byte, binary bool) error {
 	e.pm = pm
 	r.hist.add(e)
 	if id != "" {
-		r.ids.remember(id, r.seq)
+		r.ids.remember(id, seq)
 	}
 	r.lastActive = time.Now()
 	r.fanout(outFrame{msg: e})
-	c.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: r.seq})
+	if from != nil {
+		from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
+	}
 	r.mu.Unlock()
 	r.n.metrics.messages.Inc()
-	return nil
+	return seq, nil
 }
 
 // fanout queues f to every subscriber, dropping those that fell behind. r.mu is held.
@@ -282,9 +311,17 @@ func (r *Room) memberList() []string {
 	return out
 }
 
-// closeAll closes the room: every connection gets code, after what is queued to it when flush is
-// set. The room takes no more joins or publishes.
-func (r *Room) closeAll(code int, flush bool, reason func(epoch string) closeReason) {
+// farewell says how a closing room parts with its clients.
+type farewell struct {
+	code   int  // close code for WebSocket clients
+	flush  bool // send what is queued before the close frame
+	reason func(epoch string) closeReason
+	source func(accepted uint64) string // the last line for TCP sources, given their accepted count
+}
+
+// closeAll closes the room: it takes no more joins or publishes, and every connection and source
+// is sent on its way as f says.
+func (r *Room) closeAll(f farewell) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -296,16 +333,41 @@ func (r *Room) closeAll(code int, flush bool, reason func(epoch string) closeRea
 		r.timer = nil
 	}
 	for s := range r.subs {
-		s.close(code, flush, reason(r.epoch))
+		s.close(f.code, f.flush, f.reason(r.epoch))
 	}
-	r.subs = nil
+	for s := range r.sources {
+		s.stop(f.source)
+	}
+	r.subs, r.sources = nil, nil
+}
+
+// addSource registers a TCP stream source and returns the room's seq.
+func (r *Room) addSource(s *source) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, ErrRoomClosed
+	}
+	if len(r.sources) >= r.n.cfg.MaxRoomSources {
+		return 0, ErrRoomFull
+	}
+	r.sources[s] = struct{}{}
+	r.lastActive = time.Now()
+	return r.seq, nil
+}
+
+func (r *Room) removeSource(s *source) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.sources, s)
+	r.lastActive = time.Now()
 }
 
 // idleSince reports whether the room has had no connection since before t, and if so closes it.
 func (r *Room) reclaimIfIdle(before time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || len(r.subs) > 0 || r.lastActive.After(before) {
+	if r.closed || len(r.subs) > 0 || len(r.sources) > 0 || r.lastActive.After(before) {
 		return false
 	}
 	r.closed = true

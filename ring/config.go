@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,4 +125,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ring: SecretKey must be 16, 24 or 32 bytes, got %d", n)
 	}
 	return c.Placement.Validate()
+}
+
+// KeyFromSecret derives the 32-byte gossip encryption key from a cluster secret of any length.
+func KeyFromSecret(secret string) []byte {
+	sum := sha256.Sum256([]byte("roost gossip key v1\x00" + secret))
+	return sum[:]
 }

@@ -1,0 +1,209 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
+)
+
+// maxHandshake is the longest handshake line a source may send.
+const maxHandshake = 4096
+
+// handshake is the first line a stream source sends.
+type handshake struct {
+	Room  string `json:"room"`
+	Token string `json:"token,omitempty"`
+}
+
+// source is one TCP stream source of a room. Its goroutine reads frames and publishes each as a
+// binary message; accepted counts the frames that entered the room.
+type source struct {
+	conn     net.Conn
+	accepted uint64 // reader goroutine only
+
+	mu  sync.Mutex
+	bye func(accepted uint64) string // set when the room closes: the last line to send
+}
+
+// stop ends the source from outside: its reader wakes, sends bye's line and closes.
+func (s *source) stop(bye func(accepted uint64) string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bye == nil {
+		s.bye = bye
+	}
+	_ = s.conn.SetReadDeadline(time.Now())
+}
+
+// extend sets the next read deadline unless the source was stopped.
+func (s *source) extend(d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bye != nil {
+		return false
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(d))
+	return true
+}
+
+func (s *source) farewell() func(uint64) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bye
+}
+
+// ServeTCP accepts stream sources on ln until the node is closed.
+func (n *Node) ServeTCP(ln net.Listener) error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	}
+	n.listeners = append(n.listeners, ln)
+	n.mu.Unlock()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if n.isClosed() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		if !n.track() {
+			c.Close()
+			return nil
+		}
+		go func() {
+			defer n.handlers.Done()
+			n.serveSource(c)
+		}()
+	}
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.closed
+}
+
+// serveSource runs one stream source: handshake, then frames until it ends or the room moves.
+func (n *Node) serveSource(c net.Conn) {
+	defer c.Close()
+	reply := func(line string) {
+		_ = c.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+		_, _ = io.WriteString(c, line+"\n")
+	}
+	refuse := func(code, msg string) {
+		n.metrics.refused.WithLabelValues("ingest_" + code).Inc()
+		reply("ERR " + code + " " + msg)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(n.cfg.IngestHandshake))
+	br := bufio.NewReaderSize(c, maxHandshake)
+	line, err := br.ReadSlice('\n')
+	switch {
+	case errors.Is(err, bufio.ErrBufferFull):
+		refuse(protocol.CodeTooLarge, fmt.Sprintf("the handshake line is longer than %d bytes", maxHandshake))
+		return
+	case err != nil:
+		refuse("bad_handshake", `send one line {"room":"ROOM"} and a newline first`)
+		return
+	}
+	var h handshake
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		refuse("bad_handshake", `the handshake must be one JSON object {"room":"ROOM"} on one line: `+err.Error())
+		return
+	}
+	if err := protocol.ValidRoom(h.Room); err != nil {
+		refuse(protocol.CodeBadRoom, err.Error())
+		return
+	}
+	o, _, ok := n.owner(h.Room)
+	if !ok {
+		refuse(protocol.CodeNoNodes, "no node owns rooms yet; try again shortly")
+		return
+	}
+	if o.ID != n.id {
+		n.metrics.redirects.Inc()
+		reply(movedLine(o, 0))
+		return
+	}
+	room, err := n.room(h.Room)
+	if err != nil {
+		if errors.Is(err, ErrTooManyRooms) {
+			refuse(protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms)")
+		} else if o, _, ok := n.owner(h.Room); ok {
+			reply(movedLine(o, 0))
+		}
+		return
+	}
+	s := &source{conn: c}
+	seq, err := room.addSource(s)
+	if errors.Is(err, ErrRoomFull) {
+		refuse(protocol.CodeLimit, fmt.Sprintf("the room has its maximum of %d sources (--max-room-sources)", n.cfg.MaxRoomSources))
+		return
+	}
+	if err != nil { // closed between lookup and join: it moved or was reclaimed
+		if o, _, ok := n.owner(h.Room); ok {
+			reply(movedLine(o, 0))
+		}
+		return
+	}
+	defer room.removeSource(s)
+	reply("OK " + strconv.FormatUint(seq, 10))
+	n.log.Debug("stream source connected", "room", h.Room, "peer", c.RemoteAddr().String())
+
+	var hdr [4]byte
+	for {
+		if !s.extend(n.cfg.IngestIdle) {
+			break
+		}
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			break
+		}
+		size := binary.BigEndian.Uint32(hdr[:])
+		if size == 0 || size > uint32(n.cfg.IngestMaxFrame) {
+			refuse("bad_frame", fmt.Sprintf("frame length %d is outside 1..%d (--ingest-max-frame)", size, n.cfg.IngestMaxFrame))
+			return
+		}
+		frame := make([]byte, 8+size)
+		if _, err := io.ReadFull(br, frame[8:]); err != nil {
+			if s.farewell() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				refuse("truncated", "the frame ended early")
+			}
+			break
+		}
+		if _, err := room.publishBinary(nil, frame); err != nil {
+			break // the room closed: the farewell says where to go
+		}
+		s.accepted++
+	}
+	if bye := s.farewell(); bye != nil {
+		reply(bye(s.accepted))
+	}
+}
+
+// movedLine is the MOVED answer naming the room's owner.
+func movedLine(o ring.Member, accepted uint64) string {
+	if o.ID == "" {
+		return "ERR no_nodes no node owns this room right now; resolve it again shortly"
+	}
+	return fmt.Sprintf("MOVED %s %s %d", o.TCP, o.ID, accepted)
+}

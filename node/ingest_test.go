@@ -1,0 +1,132 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-dev/roost/protocol"
+)
+
+// startIngest serves stream ingest of n on a free port.
+func startIngest(t *testing.T, n *testNode) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go n.ServeTCP(ln)
+	return ln.Addr().String()
+}
+
+func sourceHello(t *testing.T, addr, line string) (net.Conn, *bufio.Reader, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprint(c, line)
+	br := bufio.NewReader(c)
+	got, _ := br.ReadString('\n')
+	return c, br, strings.TrimSpace(got)
+}
+
+func writeFrame(c net.Conn, p []byte) error {
+	var h [4]byte
+	binary.BigEndian.PutUint32(h[:], uint32(len(p)))
+	_, err := c.Write(append(h[:], p...))
+	return err
+}
+
+func TestIngestFramesReachSubscribers(t *testing.T) {
+	n := startNode(t, "n1", DefaultConfig())
+	addr := startIngest(t, n)
+	sub := dial(t, n.addr, "cam", nil)
+	c, _, ok := sourceHello(t, addr, `{"room":"cam"}`+"\n")
+	if ok != "OK 0" {
+		t.Fatalf("handshake: %q", ok)
+	}
+	var want [][]byte
+	for i := range 200 {
+		p := bytes.Repeat([]byte{byte(i)}, 1+i*97)
+		want = append(want, p)
+		if err := writeFrame(c, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "200 binary frames", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == 200 })
+	for i, b := range sub.bins {
+		seq, p, _ := protocol.ParseBinary(b)
+		if seq != uint64(i+1) || !bytes.Equal(p, want[i]) {
+			t.Fatalf("frame %d: seq %d, %d bytes, want %d", i, seq, len(p), len(want[i]))
+		}
+	}
+}
+
+func TestIngestBadInput(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.IngestMaxFrame = 1024
+	cfg.IngestHandshake = 200 * time.Millisecond
+	n := startNode(t, "n1", cfg)
+	addr := startIngest(t, n)
+	for _, c := range []struct{ name, line, want string }{
+		{"garbage", "garbage\n", "ERR bad_handshake "},
+		{"unknown field", `{"room":"a","colour":"red"}` + "\n", "ERR bad_handshake "},
+		{"bad room", `{"room":"a b"}` + "\n", "ERR bad_room "},
+		{"overlong", strings.Repeat("x", 5000) + "\n", "ERR too_large "},
+		{"never finishes", `{"room":`, "ERR bad_handshake "},
+	} {
+		if _, _, got := sourceHello(t, addr, c.line); !strings.HasPrefix(got, c.want) {
+			t.Errorf("%s: %q, want %q...", c.name, got, c.want)
+		}
+	}
+	for _, size := range []uint32{0, 1025} {
+		c, br, ok := sourceHello(t, addr, `{"room":"a"}`+"\n")
+		if !strings.HasPrefix(ok, "OK ") {
+			t.Fatalf("handshake %q", ok)
+		}
+		var h [4]byte
+		binary.BigEndian.PutUint32(h[:], size)
+		c.Write(h[:])
+		if got, _ := br.ReadString('\n'); !strings.HasPrefix(got, "ERR bad_frame ") {
+			t.Errorf("frame length %d: %q", size, got)
+		}
+	}
+	// The node still serves everyone else.
+	sub := dial(t, n.addr, "a", nil)
+	c, _, _ := sourceHello(t, addr, `{"room":"a"}`+"\n")
+	writeFrame(c, []byte("fine"))
+	eventually(t, 5*time.Second, "a good frame after the bad ones", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == 1 })
+}
+
+func TestIngestNonOwnerAnswersMoved(t *testing.T) {
+	a := startNode(t, "n1", DefaultConfig())
+	b := startNode(t, "n2", DefaultConfig(), a.ring.GossipAddr())
+	eventually(t, 5*time.Second, "two nodes", func() bool {
+		return len(a.ring.Placement().Nodes()) == 2 && len(b.ring.Placement().Nodes()) == 2
+	})
+	addrA := startIngest(t, a)
+	for i := range 20 {
+		room := fmt.Sprint("r", i)
+		o, _ := a.ring.Placement().Owner(room)
+		if o.ID == "n1" {
+			continue
+		}
+		_, _, got := sourceHello(t, addrA, fmt.Sprintf(`{"room":%q}`+"\n", room))
+		if want := fmt.Sprintf("MOVED %s n2 0", o.TCP); got != want {
+			t.Fatalf("%s on the non-owner: %q, want %q", room, got, want)
+		}
+		if a.HasRoom(room) {
+			t.Fatal("non-owner created the room")
+		}
+		return
+	}
+	t.Fatal("no room owned by n2 among 20")
+}
