@@ -144,6 +144,9 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		}
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node owns this room right now; try again shortly")
 		return
+	case errors.Is(err, ErrClosed):
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
+		return
 	case errors.Is(err, ErrTooManyRooms):
 		n.metrics.refused.WithLabelValues("max_rooms").Inc()
 		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms); try again later")

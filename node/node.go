@@ -133,6 +133,9 @@ func (n *Node) owner(room string) (ring.Member, *ring.Placement, bool) {
 // room returns the room if this node owns it, creating it on first use.
 func (n *Node) room(name string) (*Room, error) {
 	return n.rooms.getOrCreate(name, func() (*Room, error) {
+		if n.isClosed() {
+			return nil, ErrClosed
+		}
 		if o, _, ok := n.owner(name); !ok || o.ID != n.id {
 			return nil, ErrNotOwner
 		}

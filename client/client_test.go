@@ -1,0 +1,311 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/protocol"
+	"go.uber.org/goleak"
+)
+
+func TestResolveAndDialFollowRedirects(t *testing.T) {
+	n1, n2 := startPair(t)
+	room := roomOwnedBy(t, n1, "n2", "far")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	for _, base := range []string{n1.base(), "ws://" + n1.addr, n1.addr, n1.base() + "/"} {
+		o, err := client.Resolve(ctx, base, room, nil)
+		if err != nil {
+			t.Fatalf("Resolve via %s: %v", base, err)
+		}
+		if o.Room != room || o.Node != "n2" || o.WSURL != "ws://"+n2.addr+"/v1/rooms/"+room+"/ws" || o.Ring != n2.ring.Placement().Version() {
+			t.Fatalf("Resolve via %s: %+v", base, o)
+		}
+	}
+
+	// Through the non-owner, the WebSocket ends at the owner.
+	c := dial(t, n1.base(), room, &client.Options{ClientID: "far-client"})
+	if w := c.Welcome(); w.Node != "n2" || w.Room != room || w.Client != "far-client" || w.Epoch == "" {
+		t.Fatalf("welcome through the non-owner: %+v", w)
+	}
+	if !n2.HasRoom(room) || n1.HasRoom(room) {
+		t.Fatal("the room must live on its owner only")
+	}
+	if seq := publish(t, c, "", "hi"); seq != 1 {
+		t.Fatalf("first publish got seq %d", seq)
+	}
+	if m := messages(t, c, 1)[0]; m.Seq != 1 || string(m.Data) != `"hi"` || m.Client != "far-client" {
+		t.Fatalf("own message %+v", m)
+	}
+}
+
+func TestBadRoomIsAnHTTPError(t *testing.T) {
+	n := startNode(t, "n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	check := func(what string, err error) {
+		t.Helper()
+		var he *client.HTTPError
+		if !errors.As(err, &he) || he.Status != 400 || he.Code != protocol.CodeBadRoom || he.Message == "" || he.Retryable() {
+			t.Fatalf("%s: %v (%#v), want an HTTPError 400 bad_room", what, err, he)
+		}
+	}
+	_, err := client.Resolve(ctx, n.base(), "bad name", nil)
+	check("Resolve", err)
+	_, err = client.Dial(ctx, n.base(), "bad/name", nil)
+	check("Dial", err)
+	_, err = client.Dial(ctx, n.base(), strings.Repeat("x", 200), nil)
+	check("Dial, long name", err)
+
+	// A bad parameter is refused before the upgrade too.
+	_, err = client.Dial(ctx, n.base(), "ok", &client.Options{ClientID: "bad\x01id"})
+	var he *client.HTTPError
+	if !errors.As(err, &he) || he.Status != 400 || he.Code != protocol.CodeBadRequest {
+		t.Fatalf("bad client id: %v", err)
+	}
+	// A room URL is not a base address.
+	if _, err := client.Dial(ctx, n.base()+"/v1/rooms/x/ws", "x", nil); err == nil || !strings.Contains(err.Error(), "base address") {
+		t.Fatalf("room URL as base: %v", err)
+	}
+}
+
+func TestPublishInOrder(t *testing.T) {
+	n := startNode(t, "n1")
+	pub := dial(t, n.base(), "order", &client.Options{ClientID: "pub"})
+	sub := dial(t, n.base(), "order", &client.Options{ClientID: "sub"})
+
+	const seqN = 200
+	for i := range seqN {
+		if seq := publish(t, pub, "", map[string]int{"i": i}); seq != uint64(i+1) {
+			t.Fatalf("publish %d got seq %d", i, seq)
+		}
+	}
+	for i, m := range messages(t, sub, seqN) {
+		if m.Seq != uint64(i+1) || m.Client != "pub" || len(m.ID) != 32 || string(m.Data) != fmt.Sprintf(`{"i":%d}`, i) {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+	}
+	for i, m := range messages(t, pub, seqN) { // the publisher gets its own messages too
+		if m.Seq != uint64(i+1) {
+			t.Fatalf("publisher's own message %d: seq %d", i, m.Seq)
+		}
+	}
+	if sub.LastSeq() != seqN || sub.Epoch() != sub.Welcome().Epoch {
+		t.Fatalf("LastSeq %d Epoch %q", sub.LastSeq(), sub.Epoch())
+	}
+
+	// Many goroutines on one Conn: every publish acked once, every message once, in seq order.
+	const workers, each = 8, 25
+	var mu sync.Mutex
+	acked := map[string]uint64{}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				id := fmt.Sprintf("w%d-%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				seq, err := pub.PublishID(ctx, id, id)
+				cancel()
+				if err != nil {
+					t.Errorf("publish %s: %v", id, err)
+					return
+				}
+				mu.Lock()
+				acked[id] = seq
+				mu.Unlock()
+			}
+		})
+	}
+	got := messages(t, sub, workers*each)
+	wg.Wait()
+	for i, m := range got {
+		if m.Seq != uint64(seqN+i+1) {
+			t.Fatalf("concurrent message %d has seq %d", i, m.Seq)
+		}
+		if acked[m.ID] != m.Seq || string(m.Data) != `"`+m.ID+`"` {
+			t.Fatalf("message %+v does not match its ack %d", m, acked[m.ID])
+		}
+	}
+	if len(acked) != workers*each {
+		t.Fatalf("%d acks", len(acked))
+	}
+}
+
+func TestRepeatedIDAckedWithTheSameSeqDeliveredOnce(t *testing.T) {
+	n := startNode(t, "n1")
+	pub := dial(t, n.base(), "dup", &client.Options{Discard: true})
+	sub := dial(t, n.base(), "dup", nil)
+	first := publish(t, pub, "same", 1)
+	again := publish(t, pub, "same", 2)
+	if first != 1 || again != 1 {
+		t.Fatalf("seqs %d and %d for one id", first, again)
+	}
+	publish(t, pub, "marker", "end")
+	got := messages(t, sub, 2)
+	if got[0].ID != "same" || string(got[0].Data) != "1" || got[1].ID != "marker" || got[1].Seq != 2 {
+		t.Fatalf("messages %+v", got)
+	}
+	if pub.LastSeq() != 2 {
+		t.Fatalf("a Discard Conn still tracks LastSeq: %d", pub.LastSeq())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := pub.PublishID(ctx, strings.Repeat("x", client.MaxIDLen+1), 1); err == nil {
+		t.Fatal("an id over MaxIDLen was accepted")
+	}
+	if _, err := pub.Publish(ctx, func() {}); err == nil {
+		t.Fatal("data that is not JSON was accepted")
+	}
+	if _, err := pub.Publish(ctx, json.RawMessage(`{"broken"`)); err == nil {
+		t.Fatal("broken raw JSON was accepted")
+	}
+	big := strings.Repeat("x", 2<<20)
+	if _, err := pub.Publish(ctx, big); !errors.Is(err, client.ErrTooLarge) {
+		t.Fatalf("oversized publish: %v", err)
+	}
+	// The Conn survived all of that.
+	if seq := publish(t, pub, "", "still here"); seq != 3 {
+		t.Fatalf("publish after refusals: seq %d", seq)
+	}
+}
+
+func TestResume(t *testing.T) {
+	n := startNode(t, "n1")
+	pub := dial(t, n.base(), "hist", nil)
+	for i := 1; i <= 10; i++ {
+		publish(t, pub, "", i)
+	}
+	epoch := pub.Welcome().Epoch
+
+	since := uint64(3)
+	c := dial(t, n.base(), "hist", &client.Options{Since: &since, Epoch: epoch})
+	if c.LastSeq() != 3 || c.Epoch() != epoch {
+		t.Fatalf("before any event: LastSeq %d Epoch %q", c.LastSeq(), c.Epoch())
+	}
+	for i, m := range messages(t, c, 7) {
+		if m.Seq != uint64(4+i) || string(m.Data) != fmt.Sprint(4+i) {
+			t.Fatalf("resumed message %d: %+v", i, m)
+		}
+	}
+	if c.LastSeq() != 10 {
+		t.Fatalf("LastSeq %d", c.LastSeq())
+	}
+	// Live messages follow the history.
+	publish(t, pub, "", 11)
+	if m := messages(t, c, 1)[0]; m.Seq != 11 {
+		t.Fatalf("live after history: %+v", m)
+	}
+
+	// An epoch the room does not have: a reset, then everything retained.
+	since = 5
+	r := dial(t, n.base(), "hist", &client.Options{Since: &since, Epoch: "gone"})
+	if r.Epoch() != "gone" || r.LastSeq() != 5 {
+		t.Fatalf("before the reset: %q %d", r.Epoch(), r.LastSeq())
+	}
+	if ev := next(t, r); ev.Type != client.EventReset || ev.Epoch != epoch || ev.Seq != 11 {
+		t.Fatalf("want a reset first, got %+v", ev)
+	}
+	if r.Epoch() != epoch || r.LastSeq() != 0 {
+		t.Fatalf("after the reset: %q %d", r.Epoch(), r.LastSeq())
+	}
+	if ms := messages(t, r, 11); ms[0].Seq != 1 || ms[10].Seq != 11 {
+		t.Fatalf("after reset: %+v", ms)
+	}
+
+	// Live only: nothing from before.
+	l := dial(t, n.base(), "hist", nil)
+	if l.LastSeq() != 11 {
+		t.Fatalf("live-only LastSeq %d", l.LastSeq())
+	}
+	publish(t, pub, "", 12)
+	if m := messages(t, l, 1)[0]; m.Seq != 12 {
+		t.Fatalf("live-only client got %+v", m)
+	}
+}
+
+func TestBinaryRoundTrip(t *testing.T) {
+	n := startNode(t, "n1")
+	a := dial(t, n.base(), "bin", nil)
+	b := dial(t, n.base(), "bin", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	publish(t, a, "", "text first")
+	if err := a.PublishBinary(ctx, []byte{0, 1, 2, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, a, "", "text after")
+	got := messages(t, b, 3)
+	if got[0].Type != client.EventMessage || got[1].Type != client.EventBinary || got[2].Type != client.EventMessage {
+		t.Fatalf("types %s %s %s", got[0].Type, got[1].Type, got[2].Type)
+	}
+	if got[1].Seq != 2 || !slices.Equal(got[1].Payload, []byte{0, 1, 2, 0xff}) || got[2].Seq != 3 {
+		t.Fatalf("binary %+v then %+v", got[1], got[2])
+	}
+}
+
+func TestPresence(t *testing.T) {
+	n := startNode(t, "n1")
+	w := dial(t, n.base(), "p", &client.Options{ClientID: "watcher", Presence: true})
+	if ev := next(t, w); ev.Type != client.EventPresence || ev.Presence != protocol.PresenceState || ev.Count != 1 || !slices.Equal(ev.Clients, []string{"watcher"}) {
+		t.Fatalf("state %+v", ev)
+	}
+	a := dial(t, n.base(), "p", &client.Options{ClientID: "alice"})
+	if ev := next(t, w); ev.Type != client.EventPresence || ev.Presence != protocol.PresenceJoin || ev.Client != "alice" || ev.Count != 2 {
+		t.Fatalf("join %+v", ev)
+	}
+	a.Close()
+	if ev := next(t, w); ev.Presence != protocol.PresenceLeave || ev.Client != "alice" || ev.Count != 1 {
+		t.Fatalf("leave %+v", ev)
+	}
+}
+
+func TestCloseStopsEverything(t *testing.T) {
+	n := startNode(t, "n1")
+	ignore := goleak.IgnoreCurrent()
+	c := dial(t, n.base(), "bye", &client.Options{PingInterval: 10 * time.Millisecond})
+	publish(t, c, "", "x")
+	time.Sleep(50 * time.Millisecond) // let the pinger run
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // idempotent
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done not closed after Close")
+	}
+	if ev := next(t, c); ev.Seq != 1 { // what was received is still there
+		t.Fatalf("buffered event %+v", ev)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := c.Next(ctx); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Next after Close: %v", err)
+	}
+	if _, err := c.Publish(ctx, 1); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Publish after Close: %v", err)
+	}
+	if err := c.PublishBinary(ctx, []byte{1}); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("PublishBinary after Close: %v", err)
+	}
+	// The server saw a clean close and let the connection go.
+	eventually(t, 5*time.Second, "the node dropped the connection", func() bool {
+		for _, s := range n.Rooms() {
+			if s.Name == "bye" {
+				return s.Conns == 0
+			}
+		}
+		return true
+	})
+	goleak.VerifyNone(t, ignore)
+}

@@ -1,0 +1,115 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/ring"
+)
+
+// TestReconnectWhenTheRoomMoves moves a room for real: its owner starts draining, which takes it
+// out of the placement, and closes the room's connections with 4001. The clients must carry on
+// at the new owner on their own: the publisher's calls all succeed, each exactly once, and the
+// subscriber sees every message exactly once. There is no state hand-off yet, so the new owner
+// starts a new epoch and the subscriber gets a reset.
+func TestReconnectWhenTheRoomMoves(t *testing.T) {
+	n1, n2 := startPair(t)
+	room := roomOwnedBy(t, n1, "n1", "moving")
+	opts := client.Options{ClientID: "pub", Discard: true, MaxReconnectDelay: 200 * time.Millisecond}
+	pub := dial(t, n1.base(), room, &opts)
+	sub := dial(t, n1.base(), room, &client.Options{ClientID: "sub", MaxReconnectDelay: 200 * time.Millisecond})
+	oldEpoch := sub.Welcome().Epoch
+	if pub.Welcome().Node != "n1" || sub.Welcome().Node != "n1" {
+		t.Fatalf("both should start on n1: %+v %+v", pub.Welcome(), sub.Welcome())
+	}
+
+	// The publisher publishes total messages one after the other; the room moves after the
+	// first few, so some publishes are in flight when it does.
+	const total, moveAfter = 150, 30
+	moveNow := make(chan struct{})
+	var (
+		mu    sync.Mutex
+		acked = map[string]uint64{}
+	)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range total {
+			if i == moveAfter {
+				close(moveNow)
+			}
+			id := fmt.Sprintf("m%03d", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			seq, err := pub.PublishID(ctx, id, i)
+			cancel()
+			if err != nil {
+				t.Errorf("publish %s: %v", id, err)
+				return
+			}
+			mu.Lock()
+			acked[id] = seq
+			mu.Unlock()
+		}
+	})
+	<-moveNow
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n1.ring.UpdateMeta(ctx, func(m *ring.Meta) { m.Draining = true }); err != nil {
+		t.Fatal(err)
+	}
+
+	seen := map[string]int{}
+	var reconnected, resets []client.Event
+	lastSeq := map[string]uint64{}
+	epoch := oldEpoch
+	for len(seen) < total {
+		ev := next(t, sub)
+		switch ev.Type {
+		case client.EventMessage:
+			if ev.Seq <= lastSeq[epoch] {
+				t.Fatalf("seq %d after %d in epoch %s", ev.Seq, lastSeq[epoch], epoch)
+			}
+			lastSeq[epoch] = ev.Seq
+			seen[ev.ID]++
+			if seen[ev.ID] > 1 {
+				t.Fatalf("message %s delivered twice", ev.ID)
+			}
+		case client.EventReconnected:
+			reconnected = append(reconnected, ev)
+			var ce *client.CloseError
+			if !errors.As(ev.Err, &ce) || ce.Code != 4001 {
+				t.Fatalf("reconnected after %v, want a 4001 close", ev.Err)
+			}
+			if moved, ok := ce.Moved(); !ok || moved.Node != "n2" || moved.Epoch != oldEpoch {
+				t.Fatalf("4001 reason %+v", moved)
+			}
+		case client.EventReset:
+			resets = append(resets, ev)
+			epoch = ev.Epoch
+		default:
+			t.Fatalf("unexpected event %+v", ev)
+		}
+	}
+	wg.Wait()
+	if len(reconnected) != 1 || reconnected[0].Welcome.Node != "n2" || len(resets) != 1 || resets[0].Epoch == oldEpoch {
+		t.Fatalf("reconnected %+v, resets %+v", reconnected, resets)
+	}
+	if w := sub.Welcome(); w.Node != "n2" || w.Client != "sub" || sub.Epoch() != w.Epoch {
+		t.Fatalf("subscriber after the move: welcome %+v, epoch %q", w, sub.Epoch())
+	}
+	if pub.Welcome().Node != "n2" || !n2.HasRoom(room) || n1.HasRoom(room) {
+		t.Fatalf("the room should live on n2 only now; publisher on %s", pub.Welcome().Node)
+	}
+	if len(acked) != total {
+		t.Fatalf("%d of %d publishes acked", len(acked), total)
+	}
+	// Publishing keeps working on the new owner, and LastSeq follows.
+	seq := publish(t, pub, "after", "after the move")
+	if ev := next(t, sub); ev.ID != "after" || ev.Seq != seq || sub.LastSeq() != seq {
+		t.Fatalf("after the move: %+v (LastSeq %d, ack %d)", ev, sub.LastSeq(), seq)
+	}
+}
