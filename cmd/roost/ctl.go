@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/protocol"
+)
+
+const ctlUsage = `Usage: roost ctl COMMAND [flags]
+
+  resolve ROOM                  print the owner of ROOM (follows the redirect)
+  tail ROOM [--since N]         join ROOM and print every message as a JSON line
+  publish ROOM JSON [--id ID]   publish one message and print its ack
+  status [--json]               the cluster: members, roles, ring version, rooms per node
+
+Flags of every command:
+  --addr URL     any node or router (default http://127.0.0.1:8080, env ROOST_ADDR)
+  --token T      a client token, when the cluster has auth on (env ROOST_TOKEN)
+  --timeout D    how long a one-shot command may take (default 10s)
+`
+
+// ctlOut is where ctl prints; a variable so tests can capture it.
+var ctlOut io.Writer = os.Stdout
+
+type ctlFlags struct {
+	addr, token string
+	timeout     time.Duration
+}
+
+func newCtlFlags(name string) (*flag.FlagSet, *ctlFlags) {
+	fs := flag.NewFlagSet("roost ctl "+name, flag.ContinueOnError)
+	c := &ctlFlags{}
+	fs.StringVar(&c.addr, "addr", "http://127.0.0.1:8080", "any node or router of the cluster")
+	fs.StringVar(&c.token, "token", "", "client token, when the cluster has auth on")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long a one-shot command may take")
+	return fs, c
+}
+
+// parseMixed parses flags that may come before, between or after the positional arguments
+// ("roost ctl tail lobby --since 3"), and returns the positionals.
+func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parse(fs, args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func runCtl(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(os.Stderr, ctlUsage)
+		return flag.ErrHelp
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "resolve":
+		return ctlResolve(ctx, rest)
+	case "tail":
+		return ctlTail(ctx, rest)
+	case "publish":
+		return ctlPublish(ctx, rest)
+	case "status":
+		return ctlStatus(ctx, rest)
+	default:
+		fmt.Fprint(os.Stderr, ctlUsage)
+		return fmt.Errorf("unknown ctl command %q", cmd)
+	}
+}
+
+func ctlResolve(ctx context.Context, args []string) error {
+	fs, c := newCtlFlags("resolve")
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: roost ctl resolve ROOM")
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	o, err := client.Resolve(ctx, c.addr, pos[0], &client.ResolveOptions{Token: c.token})
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(ctlOut).Encode(o)
+}
+
+// tailLine is how tail prints one event.
+type tailLine struct {
+	Type    string          `json:"type"`
+	Seq     uint64          `json:"seq,omitempty"`
+	Client  string          `json:"client,omitempty"`
+	ID      string          `json:"id,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Size    *int            `json:"size,omitempty"`   // binary
+	Base64  string          `json:"base64,omitempty"` // binary, the payload
+	Event   string          `json:"event,omitempty"`  // presence
+	Clients []string        `json:"clients,omitempty"`
+	Joined  []string        `json:"joined,omitempty"`
+	Left    []string        `json:"left,omitempty"`
+	Count   *int            `json:"count,omitempty"`
+	From    uint64          `json:"from,omitempty"`
+	To      uint64          `json:"to,omitempty"`
+	Epoch   string          `json:"epoch,omitempty"`
+	Node    string          `json:"node,omitempty"`
+	Error   string          `json:"error,omitempty"`
+}
+
+func ctlTail(ctx context.Context, args []string) error {
+	fs, c := newCtlFlags("tail")
+	since := fs.Int64("since", -1, "resume after this seq (0: everything the room still retains); default: live only")
+	epoch := fs.String("epoch", "", "the epoch --since belongs to")
+	presence := fs.Bool("presence", false, "also print presence events")
+	count := fs.Int("count", 0, "exit after this many messages (0: run until interrupted)")
+	binary := fs.Bool("binary", false, "print binary payloads in full (base64); by default only their size")
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: roost ctl tail ROOM [--since N]")
+	}
+	opts := &client.Options{Token: c.token, Presence: *presence, Epoch: *epoch}
+	if *since >= 0 {
+		s := uint64(*since)
+		opts.Since = &s
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.timeout)
+	conn, err := client.Dial(dctx, c.addr, pos[0], opts)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	w := conn.Welcome()
+	fmt.Fprintf(os.Stderr, "tailing %s on %s (epoch %s, latest seq %d, %d in the room); Ctrl-C to stop\n", w.Room, w.Node, w.Epoch, w.Seq, w.Count)
+	enc := json.NewEncoder(ctlOut)
+	messages := 0
+	for {
+		ev, err := conn.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		l := tailLine{Type: string(ev.Type), Seq: ev.Seq, Client: ev.Client, ID: ev.ID, Data: ev.Data, Event: ev.Presence,
+			Clients: ev.Clients, Joined: ev.Joined, Left: ev.Left, From: ev.From, To: ev.To, Epoch: ev.Epoch}
+		switch ev.Type {
+		case client.EventBinary:
+			n := len(ev.Payload)
+			l.Size = &n
+			if *binary {
+				l.Base64 = base64.StdEncoding.EncodeToString(ev.Payload)
+			}
+		case client.EventPresence:
+			l.Count = &ev.Count
+		case client.EventReconnected:
+			l.Node, l.Epoch = ev.Welcome.Node, ev.Welcome.Epoch
+			if ev.Err != nil {
+				l.Error = ev.Err.Error()
+			}
+		case client.EventError:
+			l.Error = ev.Err.Error()
+		}
+		if err := enc.Encode(l); err != nil {
+			return err
+		}
+		if ev.Type == client.EventMessage || ev.Type == client.EventBinary {
+			messages++
+			if *count > 0 && messages >= *count {
+				return nil
+			}
+		}
+	}
+}
+
+func ctlPublish(ctx context.Context, args []string) error {
+	fs, c := newCtlFlags("publish")
+	id := fs.String("id", "", "publish id (default: a random one); repeating an id the room remembers is acked, not delivered again")
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return errors.New(`usage: roost ctl publish ROOM JSON   (e.g. '{"text":"hi"}' or '"a string"')`)
+	}
+	if !json.Valid([]byte(pos[1])) {
+		return fmt.Errorf("the message %q is not valid JSON; quote strings, e.g. '\"hello\"'", pos[1])
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	conn, err := client.Dial(ctx, c.addr, pos[0], &client.Options{Token: c.token, Discard: true})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if *id == "" {
+		*id = client.NewID()
+	}
+	seq, err := conn.PublishID(ctx, *id, json.RawMessage(pos[1]))
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(ctlOut).Encode(protocol.Ack{Type: protocol.TypeAck, ID: *id, Seq: seq})
+}
+
+func ctlStatus(ctx context.Context, args []string) error {
+	fs, c := newCtlFlags("status")
+	asJSON := fs.Bool("json", false, "print the raw JSON of GET /v1/cluster")
+	if _, err := parseMixed(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	base := strings.TrimSuffix(c.addr, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/cluster", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("is a roost node or router at %s? %w", c.addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /v1/cluster: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	if *asJSON {
+		_, err := ctlOut.Write(body)
+		return err
+	}
+	var cl protocol.Cluster
+	if err := json.Unmarshal(body, &cl); err != nil {
+		return fmt.Errorf("GET /v1/cluster: %w", err)
+	}
+	fmt.Fprintf(ctlOut, "ring %s, %d partitions, asked %s\n\n", cl.Ring, cl.Partitions, cl.Self)
+	tw := tabwriter.NewWriter(ctlOut, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tROLE\tSTATE\tHTTP\tTCP\tROOMS\tCONNS")
+	for _, m := range cl.Members {
+		tcp, rooms := m.TCP, fmt.Sprint(m.Rooms)
+		if tcp == "" {
+			tcp = "-"
+		}
+		if m.Role != "node" {
+			rooms = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", m.ID, m.Role, m.State, m.HTTP, tcp, rooms, m.Conns)
+	}
+	return tw.Flush()
+}

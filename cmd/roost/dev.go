@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+func runDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("roost dev", flag.ContinueOnError)
+	httpAddr := fs.String("http", "127.0.0.1:8080", "host:port of the router (roost ctl's default --addr)")
+	nodes := fs.Int("nodes", 3, "how many nodes to start")
+	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	cfg := nodeFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *nodes < 1 {
+		return errors.New("--nodes must be at least 1")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(devStderr, &slog.HandlerOptions{Level: level}))
+
+	var servers []*server
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for i := len(servers) - 1; i >= 0; i-- {
+			_ = servers[i].shutdown(sctx)
+		}
+	}()
+	seed := ""
+	for i := 1; i <= *nodes; i++ {
+		m := devMember(fmt.Sprintf("n%d", i), "127.0.0.1:0", seed)
+		s, err := startNode(m, *cfg, "127.0.0.1:0", log)
+		if err != nil {
+			return fmt.Errorf("start node n%d: %w", i, err)
+		}
+		servers = append(servers, s)
+		if seed == "" {
+			seed = s.ring.GossipAddr()
+		}
+	}
+	rc := routerFlags(flag.NewFlagSet("", flag.ContinueOnError))
+	rt, err := startRouter(devMember("r1", *httpAddr, seed), *rc, log)
+	if err != nil {
+		return fmt.Errorf("start the router on %s (is another roost dev running? try --http 127.0.0.1:0): %w", *httpAddr, err)
+	}
+	servers = append(servers, rt)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rt.ring.Placement().Nodes()) < *nodes && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	fmt.Fprintf(devStdout, "roost dev: %d nodes and a router on 127.0.0.1, ring %s\n\n", *nodes, rt.ring.Placement().Version())
+	fmt.Fprintf(devStdout, "  router  %s   (roost ctl talks to it by default)\n", rt.URL())
+	for _, s := range servers[:len(servers)-1] {
+		fmt.Fprintf(devStdout, "  node    %s   %s   tcp %s\n", s.URL(), s.ring.ID(), s.ring.Self().TCP)
+	}
+	fmt.Fprintf(devStdout, `
+Try, in another terminal:
+  roost ctl tail lobby                          # or: go run ./cmd/roost ctl tail lobby
+  roost ctl publish lobby '{"text":"hello"}'
+  curl -sL %s/v1/rooms/lobby                 # follows the redirect to the owner
+  roost ctl status
+
+Ctrl-C stops the cluster.
+`, rt.URL())
+	<-ctx.Done()
+	fmt.Fprintln(devStdout, "\nroost dev: stopping")
+	return nil
+}
+
+func devMember(id, httpAddr, seed string) *member {
+	m := memberFlags(flag.NewFlagSet("", flag.ContinueOnError), httpAddr)
+	m.id, m.gossip, m.join = id, "127.0.0.1:0", seed
+	return m
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/roost-dev/roost/node"
+	"github.com/roost-dev/roost/ring"
+)
+
+// parse parses args into fs, then fills every flag not given on the command line from its
+// ROOST_<FLAG_IN_UPPER_SNAKE> environment variable.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)
+			}
+		}
+	})
+	return err
+}
+
+func envName(flagName string) string {
+	return "ROOST_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// member holds the flags every cluster member has.
+type member struct {
+	id, gossip, advertise, http, join, secret string
+	logFormat, logLevel                       string
+	shutdown                                  time.Duration
+	ring                                      ring.Config
+}
+
+func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
+	host, _ := os.Hostname()
+	m := &member{ring: ring.DefaultConfig()}
+	fs.StringVar(&m.id, "id", host, "unique name of this member in the cluster")
+	fs.StringVar(&m.gossip, "gossip", "0.0.0.0:7946", "host:port for gossip, TCP and UDP (port 0 picks one)")
+	fs.StringVar(&m.advertise, "advertise", "", "host:port others reach this member's gossip on (NAT, Kubernetes); default: the bind address or a private IP")
+	fs.StringVar(&m.http, "http", httpDefault, "host:port of the HTTP and WebSocket listener (port 0 picks one)")
+	fs.StringVar(&m.join, "join", "", "comma-separated seeds to join: host:port or DNS names (which may resolve to several addresses)")
+	fs.StringVar(&m.secret, "cluster-secret", "", "shared secret of the cluster: encrypts gossip (every member needs the same one)")
+	fs.StringVar(&m.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&m.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&m.shutdown, "shutdown-timeout", 10*time.Second, "how long a clean shutdown may take on SIGTERM/SIGINT")
+	r := &m.ring
+	fs.IntVar(&r.Placement.Partitions, "partitions", r.Placement.Partitions, "hash partitions rooms fall into (same on every member)")
+	fs.IntVar(&r.Placement.Replicas, "replicas", r.Placement.Replicas, "points per node on the hash circle (same on every member)")
+	fs.Float64Var(&r.Placement.Load, "load", r.Placement.Load, "bounded-load factor: a node holds at most this times the mean (same on every member)")
+	fs.DurationVar(&r.ProbeInterval, "probe-interval", r.ProbeInterval, "memberlist: how often each member probes another")
+	fs.DurationVar(&r.ProbeTimeout, "probe-timeout", r.ProbeTimeout, "memberlist: how long a probe waits for its ack")
+	fs.IntVar(&r.SuspicionMult, "suspicion-mult", r.SuspicionMult, "memberlist: a suspect is declared dead after this many probe intervals (×log10 N)")
+	fs.DurationVar(&r.GossipInterval, "gossip-interval", r.GossipInterval, "memberlist: how often state is gossiped")
+	fs.DurationVar(&r.Debounce, "ring-debounce", r.Debounce, "quiet period that ends a burst of membership events before placement is rebuilt")
+	return m
+}
+
+// ringConfig completes the ring config from the flags, for a member whose HTTP (and TCP) listeners
+// are already open.
+func (m *member) ringConfig(role ring.Role, httpAddr, tcpAddr string, log *slog.Logger) ring.Config {
+	c := m.ring
+	c.ID, c.Role, c.Gossip, c.Advertise, c.HTTP, c.TCP, c.Logger = m.id, role, m.gossip, m.advertise, httpAddr, tcpAddr, log
+	c.Join = splitList(m.join)
+	if m.secret != "" {
+		c.SecretKey = ring.KeyFromSecret(m.secret)
+	}
+	return c
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (m *member) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(m.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", m.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch m.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: use text or json", m.logFormat)
+}
+
+func nodeFlags(fs *flag.FlagSet) *node.Config {
+	c := node.DefaultConfig()
+	fs.Int64Var(&c.MaxFrame, "max-frame", c.MaxFrame, "largest WebSocket message a client may send, bytes (larger: close 1009)")
+	fs.IntVar(&c.HistoryCount, "history", c.HistoryCount, "messages each room keeps for resume")
+	fs.IntVar(&c.HistoryBytes, "history-bytes", c.HistoryBytes, "bytes each room keeps for resume")
+	fs.IntVar(&c.DedupeIDs, "dedupe-ids", c.DedupeIDs, "recent publish ids each room remembers to ack retries once")
+	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "frames that may wait for one connection before it is dropped with 4008")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest a write to one client may take")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often idle connections are pinged (silent for 2.5x: closed)")
+	fs.DurationVar(&c.RoomIdle, "room-idle", c.RoomIdle, "how long an empty room is kept before it is reclaimed")
+	fs.IntVar(&c.MaxRooms, "max-rooms", c.MaxRooms, "rooms one node holds at most (more: 429)")
+	fs.IntVar(&c.MaxRoomConns, "max-room-conns", c.MaxRoomConns, "connections one room holds at most (more: 429)")
+	fs.IntVar(&c.PresenceAnnounceMax, "presence-announce-max", c.PresenceAnnounceMax, "room size up to which presence is sent as join/leave events")
+	fs.DurationVar(&c.PresenceInterval, "presence-interval", c.PresenceInterval, "period of presence summaries in larger rooms")
+	fs.IntVar(&c.IngestMaxFrame, "ingest-max-frame", c.IngestMaxFrame, "largest frame a TCP stream source may send, bytes")
+	fs.IntVar(&c.MaxRoomSources, "max-room-sources", c.MaxRoomSources, "TCP stream sources one room takes at most")
+	fs.DurationVar(&c.IngestHandshake, "ingest-handshake-timeout", c.IngestHandshake, "how long a stream source may take to send its handshake")
+	fs.DurationVar(&c.IngestIdle, "ingest-idle-timeout", c.IngestIdle, "a stream source silent this long is closed")
+	return &c
+}

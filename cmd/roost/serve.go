@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/roost-dev/roost/node"
+	"github.com/roost-dev/roost/ring"
+	"github.com/roost-dev/roost/router"
+)
+
+// server is one running member: its gossip, its HTTP listener and what serves it.
+type server struct {
+	log     *slog.Logger
+	ring    *ring.Ring
+	http    *http.Server
+	httpLn  net.Listener
+	tcpAddr string
+	closeFn func() error // closes the node or router
+	served  chan error
+}
+
+// startNode opens the listeners, joins the cluster and serves a node.
+func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*server, error) {
+	httpLn, err := net.Listen("tcp", m.http)
+	if err != nil {
+		return nil, fmt.Errorf("--http %s: %w", m.http, err)
+	}
+	tcpLn, err := net.Listen("tcp", tcp)
+	if err != nil {
+		httpLn.Close()
+		return nil, fmt.Errorf("--tcp %s: %w", tcp, err)
+	}
+	r, err := ring.New(m.ringConfig(ring.RoleNode, httpLn.Addr().String(), tcpLn.Addr().String(), log))
+	if err != nil {
+		httpLn.Close()
+		tcpLn.Close()
+		return nil, err
+	}
+	cfg.Logger = log
+	n, err := node.New(cfg, r)
+	if err != nil {
+		r.Close()
+		httpLn.Close()
+		tcpLn.Close()
+		return nil, err
+	}
+	go func() {
+		if err := n.ServeTCP(tcpLn); err != nil {
+			log.Error("stream ingest stopped", "err", err)
+		}
+	}()
+	return serve(log, r, httpLn, n.Handler(), n.Close), nil
+}
+
+// startRouter opens the listener, joins the cluster and serves a router.
+func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error) {
+	httpLn, err := net.Listen("tcp", m.http)
+	if err != nil {
+		return nil, fmt.Errorf("--http %s: %w", m.http, err)
+	}
+	r, err := ring.New(m.ringConfig(ring.RoleRouter, httpLn.Addr().String(), "", log))
+	if err != nil {
+		httpLn.Close()
+		return nil, err
+	}
+	cfg.Logger = log
+	rt, err := router.New(cfg, r)
+	if err != nil {
+		r.Close()
+		httpLn.Close()
+		return nil, err
+	}
+	return serve(log, r, httpLn, rt.Handler(), rt.Close), nil
+}
+
+func serve(log *slog.Logger, r *ring.Ring, ln net.Listener, h http.Handler, closeFn func() error) *server {
+	s := &server{log: log, ring: r, httpLn: ln, closeFn: closeFn, served: make(chan error, 1),
+		http: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	go func() { s.served <- s.http.Serve(ln) }()
+	log.Info("serving", "http", "http://"+r.Self().HTTP, "listen", ln.Addr().String(), "role", r.Self().Role)
+	return s
+}
+
+// URL is the member's advertised base URL.
+func (s *server) URL() string { return s.ring.Self().HTTPURL() }
+
+// shutdown leaves the gossip first (so the others re-place this member's rooms), then closes
+// client connections and the listener, within ctx.
+func (s *server) shutdown(ctx context.Context) error {
+	leave := 2 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		leave = min(leave, time.Until(d)/2)
+	}
+	errs := []error{s.ring.Leave(leave)}
+	errs = append(errs, s.closeFn())
+	errs = append(errs, s.http.Shutdown(ctx))
+	errs = append(errs, s.ring.Close())
+	if err := <-s.served; !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// runMember serves until ctx ends (a signal), then shuts down within the timeout.
+func runMember(ctx context.Context, s *server, timeout time.Duration) error {
+	select {
+	case <-ctx.Done():
+	case err := <-s.served:
+		s.served <- err
+		s.log.Error("HTTP server stopped", "err", err)
+	}
+	s.log.Info("shutting down", "timeout", timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := s.shutdown(sctx)
+	s.log.Info("stopped", "err", err)
+	return err
+}
+
+func runNode(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("roost node", flag.ContinueOnError)
+	m := memberFlags(fs, ":9000")
+	cfg := nodeFlags(fs)
+	tcp := fs.String("tcp", ":9100", "host:port of TCP stream ingest (port 0 picks one)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := m.logger()
+	if err != nil {
+		return err
+	}
+	warnOpen(log, m)
+	s, err := startNode(m, *cfg, *tcp, log)
+	if err != nil {
+		return err
+	}
+	return runMember(ctx, s, m.shutdown)
+}
+
+func runRouter(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("roost router", flag.ContinueOnError)
+	m := memberFlags(fs, ":8080")
+	cfg := routerFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := m.logger()
+	if err != nil {
+		return err
+	}
+	warnOpen(log, m)
+	s, err := startRouter(m, *cfg, log)
+	if err != nil {
+		return err
+	}
+	return runMember(ctx, s, m.shutdown)
+}
+
+func routerFlags(fs *flag.FlagSet) *router.Config {
+	c := router.DefaultConfig()
+	fs.Int64Var(&c.MaxFrame, "max-frame", c.MaxFrame, "largest WebSocket message a client may send through the router, bytes (larger: close 1009)")
+	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often idle proxied connections are pinged")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest one write may take")
+	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "longest a dial to the owner may take")
+	return &c
+}
+
+func warnOpen(log *slog.Logger, m *member) {
+	if m.secret == "" {
+		log.Warn("running open: no --cluster-secret, so gossip is unencrypted and anyone who reaches the gossip port can join; no client auth is configured")
+	}
+}

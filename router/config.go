@@ -1,0 +1,45 @@
+package router
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a router. Build it with DefaultConfig.
+type Config struct {
+	// MaxFrame is the largest message a client may send through the router, in bytes; a larger
+	// one closes the client with 1009. Default 1 MiB (the node's default).
+	MaxFrame int64
+	// PingInterval is how often the router pings both legs of a proxied connection; a leg silent
+	// for 2.5 intervals is taken for dead. Default 30s.
+	PingInterval time.Duration
+	// WriteTimeout bounds one write to either leg. Default 10s.
+	WriteTimeout time.Duration
+	// DialTimeout bounds dialing the owner, redirects included. Default 5s.
+	DialTimeout time.Duration
+	// MaxRedirects is how many 307s from nodes the router follows while members disagree about
+	// the ring. Default 3.
+	MaxRedirects int
+	// Logger receives the router's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
+		DialTimeout: 5 * time.Second, MaxRedirects: 3}
+}
+
+// Validate reports the first field that cannot work.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxFrame <= 0:
+		return fmt.Errorf("router: MaxFrame must be positive, got %d", c.MaxFrame)
+	case c.PingInterval <= 0, c.WriteTimeout <= 0, c.DialTimeout <= 0:
+		return fmt.Errorf("router: PingInterval, WriteTimeout and DialTimeout must be positive")
+	case c.MaxRedirects < 0:
+		return fmt.Errorf("router: MaxRedirects must not be negative, got %d", c.MaxRedirects)
+	}
+	return nil
+}

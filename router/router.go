@@ -1,0 +1,188 @@
+package router
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
+)
+
+// Ring is what a router needs from its membership.
+type Ring interface {
+	ID() string
+	Placement() *ring.Placement
+	Ready() bool
+}
+
+// Router is the edge: redirects and WebSocket proxying to room owners.
+type Router struct {
+	cfg      Config
+	id       string
+	ring     Ring
+	log      *slog.Logger
+	metrics  *metrics
+	upgrader websocket.Upgrader
+	dialer   websocket.Dialer
+	buffers  sync.Pool // *[]byte for copying frames
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*session]struct{}
+	handlers sync.WaitGroup
+}
+
+// New makes a router on the membership r.
+func New(cfg Config, r Ring) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	rt := &Router{
+		cfg:      cfg,
+		id:       r.ID(),
+		ring:     r,
+		log:      cfg.Logger.With("node", r.ID()),
+		sessions: map[*session]struct{}{},
+		upgrader: websocket.Upgrader{
+			ReadBufferSize:  1024,
+			WriteBufferSize: 1024,
+			WriteBufferPool: &sync.Pool{},
+			CheckOrigin:     func(*http.Request) bool { return true },
+		},
+		dialer: websocket.Dialer{
+			HandshakeTimeout: cfg.DialTimeout,
+			ReadBufferSize:   1024,
+			WriteBufferSize:  1024,
+			WriteBufferPool:  &sync.Pool{},
+		},
+		buffers: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
+	}
+	rt.metrics = newMetrics(rt)
+	return rt, nil
+}
+
+// Handler serves the router's HTTP API.
+func (rt *Router) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/rooms/{room}", rt.handleResolve)
+	mux.HandleFunc("GET /v1/rooms/{room}/ws", rt.handleWS)
+	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
+		protocol.WriteJSON(w, rt.ring.Placement().Cluster(rt.id))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		protocol.WriteJSON(w, map[string]string{"status": "ok", "node": rt.id})
+	})
+	mux.HandleFunc("GET /readyz", rt.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(rt.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", rt.handleIndex)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+func (rt *Router) handleIndex(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte(`roost router ` + rt.id + `
+
+GET /v1/rooms/{room}       307 to the room's owner, which answers {"room","node","ws_url","tcp_addr","ring"}
+GET /v1/rooms/{room}/ws    WebSocket to the room, proxied to its owner (?since=N&epoch=E&client=ID&presence=1)
+GET /v1/cluster            members, roles, ring version, rooms per node
+GET /healthz, /readyz      liveness, readiness
+GET /metrics               Prometheus metrics
+`))
+}
+
+func (rt *Router) handleReady(w http.ResponseWriter, _ *http.Request) {
+	rt.mu.Lock()
+	closed := rt.closed
+	rt.mu.Unlock()
+	if closed || !rt.ring.Ready() {
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "not ready: not joined, no node in the ring, or shutting down")
+		return
+	}
+	protocol.WriteJSON(w, map[string]string{"status": "ready", "node": rt.id, "ring": rt.ring.Placement().Version()})
+}
+
+// place validates the room and finds its owner, answering the error itself when it cannot.
+func (rt *Router) place(w http.ResponseWriter, r *http.Request) (string, ring.Member, bool) {
+	room := r.PathValue("room")
+	if err := protocol.ValidRoom(room); err != nil {
+		rt.metrics.refused.WithLabelValues("bad_room").Inc()
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRoom, err.Error())
+		return "", ring.Member{}, false
+	}
+	o, ok := rt.ring.Placement().Owner(room)
+	if !ok {
+		rt.metrics.refused.WithLabelValues("no_nodes").Inc()
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node in the ring owns rooms yet; try again shortly")
+		return "", ring.Member{}, false
+	}
+	return room, o, true
+}
+
+func (rt *Router) handleResolve(w http.ResponseWriter, r *http.Request) {
+	room, o, ok := rt.place(w, r)
+	if !ok {
+		return
+	}
+	rt.metrics.redirects.Inc()
+	target := o.HTTPURL() + "/v1/rooms/" + room
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	w.Header().Set("Location", target)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusTemporaryRedirect)
+}
+
+// Sessions is the number of open proxied connections.
+func (rt *Router) Sessions() int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return len(rt.sessions)
+}
+
+// Close closes every proxied connection with 1001 and waits for their goroutines.
+func (rt *Router) Close() error {
+	rt.mu.Lock()
+	if rt.closed {
+		rt.mu.Unlock()
+		return nil
+	}
+	rt.closed = true
+	for s := range rt.sessions {
+		s.shutdown()
+	}
+	rt.mu.Unlock()
+	rt.handlers.Wait()
+	return nil
+}
+
+// track registers a session unless the router is closing.
+func (rt *Router) track(s *session) error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.closed {
+		return errClosed
+	}
+	rt.sessions[s] = struct{}{}
+	rt.handlers.Add(1)
+	return nil
+}
+
+func (rt *Router) untrack(s *session) {
+	rt.mu.Lock()
+	delete(rt.sessions, s)
+	rt.mu.Unlock()
+	rt.handlers.Done()
+}
+
+var errClosed = errors.New("router closed")
