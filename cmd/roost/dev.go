@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -63,15 +65,19 @@ func runDev(ctx context.Context, args []string) error {
 	for _, s := range servers[:len(servers)-1] {
 		fmt.Fprintf(devStdout, "  node    %s   %s   tcp %s\n", s.URL(), s.ring.ID(), s.ring.Self().TCP)
 	}
+	bin := os.Args[0]
+	if strings.Contains(bin, "go-build") { // go run: the binary is in a temporary folder
+		bin = "go run ./cmd/roost"
+	}
 	fmt.Fprintf(devStdout, `
 Try, in another terminal:
-  roost ctl tail lobby                          # or: go run ./cmd/roost ctl tail lobby
-  roost ctl publish lobby '{"text":"hello"}'
-  curl -sL %s/v1/rooms/lobby                 # follows the redirect to the owner
-  roost ctl status
+  %[1]s ctl tail lobby
+  %[1]s ctl publish lobby '{"text":"hello"}'
+  curl -sL %[2]s/v1/rooms/lobby     # follows the redirect to the owner
+  %[1]s ctl status
 
 Ctrl-C stops the cluster.
-`, rt.URL())
+`, bin, rt.URL())
 	<-ctx.Done()
 	fmt.Fprintln(devStdout, "\nroost dev: stopping")
 	return nil
