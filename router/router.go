@@ -1,10 +1,12 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,6 +19,7 @@ type Ring interface {
 	ID() string
 	Placement() *ring.Placement
 	Ready() bool
+	UpdateMeta(ctx context.Context, change func(*ring.Meta)) error
 }
 
 // Router is the edge: redirects and WebSocket proxying to room owners.
@@ -34,6 +37,9 @@ type Router struct {
 	closed   bool
 	sessions map[*session]struct{}
 	handlers sync.WaitGroup
+
+	stop  chan struct{} // ends gossipStats
+	stats sync.WaitGroup
 }
 
 // New makes a router on the membership r.
@@ -65,7 +71,30 @@ func New(cfg Config, r Ring) (*Router, error) {
 		buffers: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
 	rt.metrics = newMetrics(rt)
+	rt.stop = make(chan struct{})
+	rt.stats.Add(1)
+	go rt.gossipStats(cfg.StatsInterval)
 	return rt, nil
+}
+
+// gossipStats spreads the router's connection count, for /v1/cluster and ctl status.
+func (rt *Router) gossipStats(every time.Duration) {
+	defer rt.stats.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-rt.stop:
+			return
+		case <-t.C:
+			conns := rt.Sessions()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := rt.ring.UpdateMeta(ctx, func(m *ring.Meta) { m.Conns = conns }); err != nil {
+				rt.log.Debug("could not gossip stats", "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // Handler serves the router's HTTP API.
@@ -162,6 +191,8 @@ func (rt *Router) Close() error {
 		s.shutdown()
 	}
 	rt.mu.Unlock()
+	close(rt.stop)
+	rt.stats.Wait()
 	rt.handlers.Wait()
 	return nil
 }

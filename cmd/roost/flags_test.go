@@ -1,0 +1,47 @@
+package main
+
+import (
+	"flag"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestEnvFillsUnsetFlags(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	m := memberFlags(fs, ":9000")
+	cfg := nodeFlags(fs)
+	t.Setenv("ROOST_MAX_ROOMS", "7")
+	t.Setenv("ROOST_ID", "from-env")
+	t.Setenv("ROOST_PROBE_INTERVAL", "400ms")
+	if err := parse(fs, []string{"--id", "from-flag", "--join", "a:1, b:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if m.id != "from-flag" {
+		t.Errorf("--id %q: the command line must win over ROOST_ID", m.id)
+	}
+	if cfg.MaxRooms != 7 || m.ring.ProbeInterval != 400*time.Millisecond {
+		t.Errorf("env not applied: max rooms %d, probe interval %s", cfg.MaxRooms, m.ring.ProbeInterval)
+	}
+	if got := splitList(m.join); !slices.Equal(got, []string{"a:1", "b:2"}) {
+		t.Errorf("join list %q", got)
+	}
+}
+
+func TestBadEnvIsAnError(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	nodeFlags(fs)
+	t.Setenv("ROOST_SEND_QUEUE", "lots")
+	if err := parse(fs, nil); err == nil {
+		t.Fatal("ROOST_SEND_QUEUE=lots was accepted")
+	}
+}
+
+func TestParseMixed(t *testing.T) {
+	fs, c := newCtlFlags("tail")
+	since := fs.Int64("since", -1, "")
+	pos, err := parseMixed(fs, []string{"lobby", "--since", "3", "--addr", "http://x:1"})
+	if err != nil || !slices.Equal(pos, []string{"lobby"}) || *since != 3 || c.addr != "http://x:1" {
+		t.Fatalf("pos %v since %d addr %s err %v", pos, *since, c.addr, err)
+	}
+}
