@@ -134,3 +134,14 @@ func TestJoinRetriesUntilSeedAnswers(t *testing.T) {
 		t.Fatal("ready without having joined")
 	}
 }
+
+// A seed given as a DNS name ("localhost" resolves to 127.0.0.1 and often ::1 too) is joined
+// through whichever of its addresses answers.
+func TestJoinByDNSName(t *testing.T) {
+	n1 := startMember(t, "n1", RoleNode)
+	_, port, _ := splitPort(n1.GossipAddr())
+	n2 := startMember(t, "n2", RoleNode, fmt.Sprintf("localhost:%d", port))
+	eventually(t, 10*time.Second, "joined through localhost", func() bool {
+		return len(n2.Placement().Nodes()) == 2 && len(n1.Placement().Nodes()) == 2
+	})
+}

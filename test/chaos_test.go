@@ -71,3 +71,22 @@ func TestKillNineIsDetected(t *testing.T) {
 			q(dead, .5), q(dead, .99), dead[len(dead)-1].Round(time.Millisecond), q(served, .5), q(served, .99))
 	}
 }
+
+// TestSigtermShutsDownCleanly: SIGTERM makes a node leave the gossip (the others list it as
+// "left", not "dead") and exit 0.
+func TestSigtermShutsDownCleanly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	ps := startProcCluster(t, 2)
+	ps[1].signal(syscall.SIGTERM)
+	select {
+	case <-ps[1].exited:
+	case <-time.After(15 * time.Second):
+		t.Fatal("node did not exit within 15s of SIGTERM")
+	}
+	if code := ps[1].cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM\n%s", code, ps[1].log)
+	}
+	eventually(t, 5*time.Second, "the survivor lists it as left", func() bool { return ps[0].nodeState(ps[1].id) == "left" })
+}
