@@ -46,6 +46,21 @@ type Config struct {
 	IngestHandshake time.Duration
 	// IngestIdle closes a source that sends nothing for this long. Default 2m.
 	IngestIdle time.Duration
+	// HandoffTimeout bounds one hand-off call to the new owner. Default 5s.
+	HandoffTimeout time.Duration
+	// HandoffHold is how long a publish waits while its room is being handed off; it then fails
+	// as moved. Default HandoffTimeout + 1s.
+	HandoffHold time.Duration
+	// ArriveTimeout is how long a room this node gained waits for its previous owner to hand it
+	// over (while that owner is alive but does not answer) before starting afresh with a new
+	// epoch. Default 5s.
+	ArriveTimeout time.Duration
+	// FenceWait is how long a hand-off receiver waits for its own placement to name it the owner
+	// of the rooms it is sent, before refusing them. Default 2s.
+	FenceWait time.Duration
+	// PeerKey, when set, signs and checks node-to-node calls (HMAC-SHA256). Derive it from the
+	// cluster secret; every node needs the same.
+	PeerKey []byte
 	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
 	StatsInterval time.Duration
 	// Logger receives the node's logs. Default slog.Default().
@@ -68,6 +83,10 @@ func DefaultConfig() Config {
 		PresenceAnnounceMax: 100,
 		PresenceInterval:    time.Second,
 		StatsInterval:       2 * time.Second,
+		HandoffTimeout:      5 * time.Second,
+		HandoffHold:         6 * time.Second,
+		ArriveTimeout:       5 * time.Second,
+		FenceWait:           2 * time.Second,
 		IngestMaxFrame:      1 << 20,
 		MaxRoomSources:      16,
 		IngestHandshake:     5 * time.Second,
@@ -88,6 +107,8 @@ func (c Config) Validate() error {
 		{"PresenceInterval", int64(c.PresenceInterval)}, {"StatsInterval", int64(c.StatsInterval)},
 		{"IngestMaxFrame", int64(c.IngestMaxFrame)}, {"MaxRoomSources", int64(c.MaxRoomSources)},
 		{"IngestHandshake", int64(c.IngestHandshake)}, {"IngestIdle", int64(c.IngestIdle)},
+		{"HandoffTimeout", int64(c.HandoffTimeout)}, {"HandoffHold", int64(c.HandoffHold)},
+		{"ArriveTimeout", int64(c.ArriveTimeout)}, {"FenceWait", int64(c.FenceWait)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -24,6 +25,8 @@ func (n *Node) Handler() http.Handler {
 		protocol.WriteJSON(w, map[string]string{"status": "ok", "node": n.id})
 	})
 	mux.HandleFunc("GET /readyz", n.handleReady)
+	mux.HandleFunc("POST /internal/v1/handoff", n.handleHandoff)
+	mux.HandleFunc("POST /internal/v1/rooms/{room}/release", n.handleRelease)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
@@ -35,7 +38,7 @@ func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
 	n.mu.Lock()
 	closed := n.closed
 	n.mu.Unlock()
-	if closed || !n.ring.Ready() {
+	if closed || n.draining.Load() || !n.ring.Ready() {
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "not ready: not joined, no node in the ring, or shutting down")
 		return
 	}
@@ -135,8 +138,13 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	if client == "" {
 		client = newClientID()
 	}
-	room, err := n.room(name)
+	room, err := n.acquire(r.Context(), name)
+	var moved *redirectError
 	switch {
+	case errors.As(err, &moved): // the previous owner still holds it: send the client there
+		n.metrics.redirects.Inc()
+		redirect(w, r, moved.to.WSURL(name))
+		return
 	case errors.Is(err, ErrNotOwner): // the ring moved since placeRoom
 		if o, _, ok := n.owner(name); ok {
 			redirect(w, r, o.WSURL(name))
@@ -150,6 +158,9 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrTooManyRooms):
 		n.metrics.refused.WithLabelValues("max_rooms").Inc()
 		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms); try again later")
+		return
+	case err != nil:
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "the room is moving here; try again shortly")
 		return
 	}
 	if !n.track() {
@@ -193,8 +204,9 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence boo
 			return
 		}
 		// The room was reclaimed or moved between lookup and join: look again.
-		if room, err = n.room(room.name); err != nil || attempt > 3 {
-			o, _, _ := n.owner(room.name)
+		name := room.name
+		if room, err = n.acquire(context.Background(), name); err != nil || attempt > 3 {
+			o, _, _ := n.owner(name)
 			closeNow(ws, protocol.CloseMoved, string(mustJSON(protocol.MovedReason{Node: o.ID})))
 			return
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -145,7 +146,12 @@ func (n *Node) serveSource(c net.Conn) {
 		reply(movedLine(o, 0))
 		return
 	}
-	room, err := n.room(h.Room)
+	room, err := n.acquire(context.Background(), h.Room)
+	var held *redirectError
+	if errors.As(err, &held) {
+		reply(movedLine(held.to, 0))
+		return
+	}
 	if err != nil {
 		if errors.Is(err, ErrTooManyRooms) {
 			refuse(protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms)")

@@ -8,17 +8,21 @@ import (
 // metrics are the node's Prometheus metrics, in a registry of its own so several nodes can run
 // in one process (roost dev, tests).
 type metrics struct {
-	reg         *prometheus.Registry
-	messages    prometheus.Counter
-	deliveries  prometheus.Counter
-	dedup       prometheus.Counter
-	drops       *prometheus.CounterVec
-	connects    prometheus.Counter
-	refused     *prometheus.CounterVec
-	redirects   prometheus.Counter
-	ringChanges prometheus.Counter
-	roomsMoved  prometheus.Counter
-	reclaimed   prometheus.Counter
+	reg            *prometheus.Registry
+	messages       prometheus.Counter
+	deliveries     prometheus.Counter
+	dedup          prometheus.Counter
+	drops          *prometheus.CounterVec
+	connects       prometheus.Counter
+	refused        *prometheus.CounterVec
+	redirects      prometheus.Counter
+	ringChanges    prometheus.Counter
+	roomsLost      prometheus.Counter
+	roomsGained    *prometheus.CounterVec
+	reclaimed      prometheus.Counter
+	handoffs       *prometheus.CounterVec
+	handoffBytes   prometheus.Counter
+	handoffSeconds prometheus.Histogram
 }
 
 func newMetrics(n *Node) *metrics {
@@ -40,13 +44,22 @@ func newMetrics(n *Node) *metrics {
 			Help: "Requests redirected to another owner."}),
 		ringChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_ring_changes_total",
 			Help: "Placement versions adopted."}),
-		roomsMoved: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_lost_total",
-			Help: "Rooms closed here because the ring gave them to another node."}),
+		roomsLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_lost_total",
+			Help: "Rooms handed off to another node after a ring change."}),
+		roomsGained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roost_rooms_gained_total",
+			Help: "Rooms this node started serving: handoff (state received), fresh (no previous owner held it), timeout (the previous owner stayed silent: state lost)."},
+			[]string{"how"}),
+		handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roost_handoffs_total",
+			Help: "Rooms sent to a new owner, by result (ok, refused, failed)."}, []string{"result"}),
+		handoffBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_handoff_bytes_total",
+			Help: "Bytes of room state sent in hand-offs."}),
+		handoffSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "roost_handoff_duration_seconds",
+			Help: "Time of one hand-off batch, from freeze to acceptance.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_reclaimed_total",
 			Help: "Idle rooms reclaimed."}),
 	}
 	m.reg.MustRegister(m.messages, m.deliveries, m.dedup, m.drops, m.connects, m.refused, m.redirects,
-		m.ringChanges, m.roomsMoved, m.reclaimed,
+		m.ringChanges, m.roomsLost, m.roomsGained, m.reclaimed, m.handoffs, m.handoffBytes, m.handoffSeconds,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_rooms", Help: "Rooms held by this node."},
 			func() float64 { return float64(n.rooms.len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_connections", Help: "Open client connections."},
@@ -58,6 +71,12 @@ func newMetrics(n *Node) *metrics {
 	)
 	for _, r := range []string{"slow_consumer"} {
 		m.drops.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "refused", "failed"} {
+		m.handoffs.WithLabelValues(r)
+	}
+	for _, h := range []string{"handoff", "fresh", "timeout"} {
+		m.roomsGained.WithLabelValues(h)
 	}
 	return m
 }

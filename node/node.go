@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
+	"golang.org/x/sync/singleflight"
 )
 
 // Ring is what a node needs from its membership: who it is, the current placement, word of
@@ -54,9 +55,19 @@ type Node struct {
 	listeners []net.Listener
 	handlers  sync.WaitGroup // open WebSocket connections
 
+	peers    *http.Client       // node-to-node calls
+	arrivals singleflight.Group // one acquisition per room at a time
+	draining atomic.Bool
+
+	pastMu sync.Mutex
+	past   []*ring.Placement // the last few placements, to find a room's previous owners
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
 }
+
+// pastPlacements is how many earlier placements are kept to find where a room was.
+const pastPlacements = 4
 
 // New starts a node on the membership r. Close it to close every connection and stop its loops.
 func New(cfg Config, r Ring) (*Node, error) {
@@ -81,6 +92,8 @@ func New(cfg Config, r Ring) (*Node, error) {
 		},
 	}
 	n.metrics = newMetrics(n)
+	n.peers = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute}}
+	n.past = []*ring.Placement{r.Placement()}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(3)
@@ -104,6 +117,7 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 	n.cancel()
+	n.wg.Wait() // no hand-off in flight from here on
 	n.mu.Lock()
 	for _, ln := range n.listeners {
 		ln.Close()
@@ -119,7 +133,7 @@ func (n *Node) Close() error {
 		r.closeAll(bye)
 	}
 	n.handlers.Wait()
-	n.wg.Wait()
+	n.peers.CloseIdleConnections()
 	return nil
 }
 
@@ -130,57 +144,32 @@ func (n *Node) owner(room string) (ring.Member, *ring.Placement, bool) {
 	return m, p, ok
 }
 
-// room returns the room if this node owns it, creating it on first use.
-func (n *Node) room(name string) (*Room, error) {
-	return n.rooms.getOrCreate(name, func() (*Room, error) {
-		if n.isClosed() {
-			return nil, ErrClosed
-		}
-		if o, _, ok := n.owner(name); !ok || o.ID != n.id {
-			return nil, ErrNotOwner
-		}
-		if n.rooms.len() >= n.cfg.MaxRooms {
-			return nil, ErrTooManyRooms
-		}
-		n.log.Debug("room created", "room", name)
-		return newRoom(n, name), nil
-	})
-}
-
-// watchRing closes the rooms a new placement gives to another node.
+// watchRing hands off the rooms each new placement gives to other nodes, and retries what could
+// not be handed off yet.
 func (n *Node) watchRing(ctx context.Context) {
 	defer n.wg.Done()
 	changes, stop := n.ring.Subscribe()
 	defer stop()
+	retry := time.NewTicker(250 * time.Millisecond)
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case p := <-changes:
 			n.metrics.ringChanges.Inc()
-			n.release(p)
+			n.pastMu.Lock()
+			n.past = append(n.past, p)
+			if len(n.past) > pastPlacements {
+				n.past = n.past[1:]
+			}
+			n.pastMu.Unlock()
+			n.rebalance(ctx)
+		case <-retry.C:
+			if n.lost() {
+				n.rebalance(ctx)
+			}
 		}
-	}
-}
-
-// release closes every room p places elsewhere with 4001 naming the new owner; its clients
-// reconnect there with since/epoch.
-func (n *Node) release(p *ring.Placement) {
-	lost := 0
-	for _, r := range n.rooms.all() {
-		o, ok := p.Owner(r.name)
-		if ok && o.ID == n.id {
-			continue
-		}
-		n.rooms.remove(r)
-		r.closeAll(farewell{code: protocol.CloseMoved, flush: true, reason: movedReason(o.ID),
-			source: func(accepted uint64) string { return movedLine(o, accepted) }})
-		n.metrics.roomsMoved.Inc()
-		n.log.Info("room moved away", "room", r.name, "to", o.ID, "ring", p.Version())
-		lost++
-	}
-	if lost > 0 {
-		n.log.Info("rooms lost to a ring change", "rooms", lost, "ring", p.Version())
 	}
 }
 

@@ -43,6 +43,8 @@ type Room struct {
 	timer      *time.Timer // pending presence interval, for large rooms
 	lastActive time.Time
 	closed     bool
+	frozen     bool          // leaving: a hand-off is in flight, nothing new is sequenced
+	thaw       chan struct{} // closed when the freeze ends (thawed, or the room closed)
 }
 
 func newRoom(n *Node, name string) *Room {
@@ -158,6 +160,10 @@ func (r *Room) publishBinary(from *conn, frame []byte) (uint64, error) {
 // keeps it in history, queues it to every subscriber, and acks it to from when there is one.
 func (r *Room) sequence(from *conn, client, id string, encode func(seq uint64) []byte, binary bool) (uint64, error) {
 	r.mu.Lock()
+	if !r.waitThawed() {
+		r.mu.Unlock()
+		return 0, ErrRoomClosed
+	}
 	if r.closed {
 		r.mu.Unlock()
 		return 0, ErrRoomClosed
@@ -196,6 +202,55 @@ func (r *Room) sequence(from *conn, client, id string, encode func(seq uint64) [
 	r.mu.Unlock()
 	r.n.metrics.messages.Inc()
 	return seq, nil
+}
+
+// waitThawed holds a write while a hand-off is in flight: it returns once the room is thawed
+// (true) or closed, or after HandoffHold (false). r.mu is held, and released while waiting.
+func (r *Room) waitThawed() bool {
+	if !r.frozen {
+		return true
+	}
+	t := time.NewTimer(r.n.cfg.HandoffHold)
+	defer t.Stop()
+	for r.frozen {
+		ch := r.thaw
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-t.C:
+			r.mu.Lock()
+			return false
+		}
+		r.mu.Lock()
+	}
+	return !r.closed
+}
+
+// freeze stops sequencing for a hand-off. It reports false when the room is closed or another
+// hand-off holds it already.
+func (r *Room) freeze() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.frozen {
+		return false
+	}
+	r.frozen, r.thaw = true, make(chan struct{})
+	return true
+}
+
+// unfreeze resumes a room whose hand-off did not happen; held writes go on.
+func (r *Room) unfreeze() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.endFreeze()
+}
+
+// endFreeze wakes held writes. r.mu is held.
+func (r *Room) endFreeze() {
+	if r.frozen {
+		r.frozen = false
+		close(r.thaw)
+	}
 }
 
 // fanout queues f to every subscriber, dropping those that fell behind. r.mu is held.
@@ -328,6 +383,7 @@ func (r *Room) closeAll(f farewell) {
 		return
 	}
 	r.closed = true
+	r.endFreeze() // held writes see the room closed and are refused as moved
 	if r.timer != nil {
 		r.timer.Stop()
 		r.timer = nil
