@@ -397,7 +397,7 @@ func (n *Node) create(name, how string) (*Room, error) {
 // previousOwners are the live members other than this node that owned room in recent placements.
 func (n *Node) previousOwners(room string, current *ring.Placement) []ring.Member {
 	n.pastMu.Lock()
-	past := append([]*ring.Placement(nil), n.past...)
+	past := append(append([]*ring.Placement(nil), n.past...), n.alts...)
 	n.pastMu.Unlock()
 	seen := map[string]bool{n.id: true}
 	var out []ring.Member

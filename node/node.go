@@ -61,6 +61,7 @@ type Node struct {
 
 	pastMu sync.Mutex
 	past   []*ring.Placement // the last few placements, to find a room's previous owners
+	alts   []*ring.Placement // the newest one's counterfactuals (see remember)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
@@ -68,6 +69,20 @@ type Node struct {
 
 // pastPlacements is how many earlier placements are kept to find where a room was.
 const pastPlacements = 4
+
+// remember keeps p, and where rooms were just before it, for finding rooms' previous owners.
+// Subscriptions deliver only the newest placement, and a node that just joined has seen none
+// before its own, so past placements alone can miss where a room is.
+func (n *Node) remember(p *ring.Placement) {
+	alts := p.Counterfactuals(n.id)
+	n.pastMu.Lock()
+	defer n.pastMu.Unlock()
+	n.past = append(n.past, p)
+	if len(n.past) > pastPlacements {
+		n.past = n.past[1:]
+	}
+	n.alts = alts
+}
 
 // New starts a node on the membership r. Close it to close every connection and stop its loops.
 func New(cfg Config, r Ring) (*Node, error) {
@@ -93,7 +108,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 	}
 	n.metrics = newMetrics(n)
 	n.peers = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute}}
-	n.past = []*ring.Placement{r.Placement()}
+	n.remember(r.Placement())
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(3)
@@ -158,12 +173,7 @@ func (n *Node) watchRing(ctx context.Context) {
 			return
 		case p := <-changes:
 			n.metrics.ringChanges.Inc()
-			n.pastMu.Lock()
-			n.past = append(n.past, p)
-			if len(n.past) > pastPlacements {
-				n.past = n.past[1:]
-			}
-			n.pastMu.Unlock()
+			n.remember(p)
 			n.rebalance(ctx)
 		case <-retry.C:
 			if n.lost() {

@@ -219,3 +219,24 @@ func (p *Placement) Member(id string) (Member, bool) {
 	}
 	return p.members[i], true
 }
+
+// Config is the placement configuration this snapshot was built with.
+func (p *Placement) Config() PlacementConfig { return p.cfg }
+
+// Counterfactuals are the placements of this snapshot's live members as if self were not a
+// member, and as if no member were draining: where a room was just before self joined or a
+// draining node left. A node that gains a room looks there for its previous owner.
+func (p *Placement) Counterfactuals(self string) []*Placement {
+	var without, undrained []Member
+	for _, m := range p.members {
+		if m.State == StateLeft || m.State == StateDead {
+			continue
+		}
+		m.Draining, m.Leaving, m.State = false, false, StateAlive
+		undrained = append(undrained, m)
+		if m.ID != self {
+			without = append(without, m)
+		}
+	}
+	return []*Placement{NewPlacement(without, p.cfg), NewPlacement(undrained, p.cfg)}
+}

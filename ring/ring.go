@@ -220,11 +220,13 @@ func (r *Ring) Close() error {
 func (r *Ring) shutdown(leave bool) error {
 	err := errors.New("ring: already closed")
 	r.closeOnce.Do(func() {
+		// Stop the join and coalesce loops first, so nothing is inside memberlist's Join while
+		// it leaves and shuts down.
+		r.cancel()
+		r.wg.Wait()
 		if leave {
 			_ = r.Leave(time.Second)
 		}
-		r.cancel()
-		r.wg.Wait()
 		err = r.ml.Shutdown()
 	})
 	return err

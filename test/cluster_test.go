@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ type member struct {
 	http   string // host:port
 	tcp    string
 	srv    *http.Server
-	stop   func()
+	stop   func() // idempotent
 }
 
 func (m *member) url() string { return "http://" + m.http }
@@ -37,7 +38,6 @@ func (m *member) url() string { return "http://" + m.http }
 type cluster struct {
 	t       *testing.T
 	members []*member
-	seed    string
 }
 
 func testLogger() *slog.Logger {
@@ -63,8 +63,8 @@ func newCluster(t *testing.T, nodes, routers int) *cluster {
 func (c *cluster) ringConfig(id string, role ring.Role, httpAddr, tcpAddr string) ring.Config {
 	rc := ring.DefaultConfig()
 	rc.ID, rc.Role, rc.Gossip, rc.HTTP, rc.TCP, rc.Logger = id, role, "127.0.0.1:0", httpAddr, tcpAddr, testLogger()
-	if c.seed != "" {
-		rc.Join = []string{c.seed}
+	if len(c.members) > 0 { // any live member will do as a seed
+		rc.Join = []string{c.members[len(c.members)-1].ring.GossipAddr()}
 	}
 	return rc
 }
@@ -96,7 +96,7 @@ func (c *cluster) addNode(id string) *member {
 		srv: &http.Server{Handler: n.Handler()}}
 	go m.srv.Serve(httpLn)
 	go n.ServeTCP(tcpLn)
-	m.stop = func() { n.Close(); m.srv.Close(); r.Close() }
+	m.stop = sync.OnceFunc(func() { n.Close(); m.srv.Close(); r.Close() })
 	c.add(m)
 	return m
 }
@@ -117,17 +117,32 @@ func (c *cluster) addRouter(id string) *member {
 	}
 	m := &member{id: id, role: ring.RoleRouter, ring: r, router: rt, http: ln.Addr().String(), srv: &http.Server{Handler: rt.Handler()}}
 	go m.srv.Serve(ln)
-	m.stop = func() { rt.Close(); m.srv.Close(); r.Close() }
+	m.stop = sync.OnceFunc(func() { rt.Close(); m.srv.Close(); r.Close() })
 	c.add(m)
 	return m
 }
 
 func (c *cluster) add(m *member) {
-	if c.seed == "" {
-		c.seed = m.ring.GossipAddr()
-	}
 	c.members = append(c.members, m)
 	c.t.Cleanup(m.stop)
+}
+
+// drain stops a node the way SIGTERM does: hand its rooms off, leave, close.
+func (c *cluster) drain(m *member) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.node.Drain(ctx); err != nil {
+		c.t.Errorf("drain %s: %v", m.id, err)
+	}
+	m.ring.Leave(time.Second)
+	m.stop()
+	for i, x := range c.members {
+		if x == m {
+			c.members = append(c.members[:i], c.members[i+1:]...)
+			break
+		}
+	}
 }
 
 func (c *cluster) nodes() []*member   { return c.byRole(ring.RoleNode) }

@@ -34,7 +34,7 @@ func runDev(ctx context.Context, args []string) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		for i := len(servers) - 1; i >= 0; i-- {
-			_ = servers[i].shutdown(sctx)
+			_ = servers[i].shutdown(sctx, 0)
 		}
 	}()
 	seed := ""

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 // server is one running member: its gossip, its HTTP listener and what serves it.
 type server struct {
+	drain   func(context.Context) error // hands rooms off before leaving (nodes); nil for routers
 	log     *slog.Logger
 	ring    *ring.Ring
 	http    *http.Server
@@ -44,6 +46,9 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 		return nil, err
 	}
 	cfg.Logger = log
+	if m.secret != "" {
+		cfg.PeerKey = peerKey(m.secret)
+	}
 	n, err := node.New(cfg, r)
 	if err != nil {
 		r.Close()
@@ -56,7 +61,9 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 			log.Error("stream ingest stopped", "err", err)
 		}
 	}()
-	return serve(log, r, httpLn, n.Handler(), n.Close), nil
+	s := serve(log, r, httpLn, n.Handler(), n.Close)
+	s.drain = n.Drain
+	return s, nil
 }
 
 // startRouter opens the listener, joins the cluster and serves a router.
@@ -91,14 +98,22 @@ func serve(log *slog.Logger, r *ring.Ring, ln net.Listener, h http.Handler, clos
 // URL is the member's advertised base URL.
 func (s *server) URL() string { return s.ring.Self().HTTPURL() }
 
-// shutdown leaves the gossip first (so the others re-place this member's rooms), then closes
-// client connections and the listener, within ctx.
-func (s *server) shutdown(ctx context.Context) error {
+// shutdown drains a node (its rooms move to their owners on the ring without it, within
+// drainTimeout), leaves the gossip, then closes client connections and the listener, within ctx.
+func (s *server) shutdown(ctx context.Context, drainTimeout time.Duration) error {
+	var errs []error
+	if s.drain != nil && drainTimeout > 0 {
+		dctx, cancel := context.WithTimeout(ctx, drainTimeout)
+		if err := s.drain(dctx); err != nil {
+			s.log.Warn("drain incomplete", "err", err)
+		}
+		cancel()
+	}
 	leave := 2 * time.Second
 	if d, ok := ctx.Deadline(); ok {
 		leave = min(leave, time.Until(d)/2)
 	}
-	errs := []error{s.ring.Leave(leave)}
+	errs = append(errs, s.ring.Leave(leave))
 	errs = append(errs, s.closeFn())
 	errs = append(errs, s.http.Shutdown(ctx))
 	errs = append(errs, s.ring.Close())
@@ -108,8 +123,9 @@ func (s *server) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// runMember serves until ctx ends (a signal), then shuts down within the timeout.
-func runMember(ctx context.Context, s *server, timeout time.Duration) error {
+// runMember serves until ctx ends (a signal), then shuts down: drain within drainTimeout (nodes),
+// the rest within timeout.
+func runMember(ctx context.Context, s *server, drainTimeout, timeout time.Duration) error {
 	select {
 	case <-ctx.Done():
 	case err := <-s.served:
@@ -117,9 +133,9 @@ func runMember(ctx context.Context, s *server, timeout time.Duration) error {
 		s.log.Error("HTTP server stopped", "err", err)
 	}
 	s.log.Info("shutting down", "timeout", timeout)
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout+timeout)
 	defer cancel()
-	err := s.shutdown(sctx)
+	err := s.shutdown(sctx, drainTimeout)
 	s.log.Info("stopped", "err", err)
 	return err
 }
@@ -129,6 +145,7 @@ func runNode(ctx context.Context, args []string) error {
 	m := memberFlags(fs, ":9000")
 	cfg := nodeFlags(fs)
 	tcp := fs.String("tcp", ":9100", "host:port of TCP stream ingest (port 0 picks one)")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long the node may take to hand its rooms off before it leaves (0: leave at once)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -141,7 +158,7 @@ func runNode(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runMember(ctx, s, m.shutdown)
+	return runMember(ctx, s, *drain, m.shutdown)
 }
 
 func runRouter(ctx context.Context, args []string) error {
@@ -160,7 +177,7 @@ func runRouter(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return runMember(ctx, s, m.shutdown)
+	return runMember(ctx, s, 0, m.shutdown)
 }
 
 func routerFlags(fs *flag.FlagSet) *router.Config {
@@ -170,6 +187,13 @@ func routerFlags(fs *flag.FlagSet) *router.Config {
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest one write may take")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "longest a dial to the owner may take")
 	return &c
+}
+
+// peerKey derives the key that signs node-to-node calls from the cluster secret; it differs from
+// the gossip key so neither gives away the other.
+func peerKey(secret string) []byte {
+	sum := sha256.Sum256([]byte("roost peer key v1\x00" + secret))
+	return sum[:]
 }
 
 func warnOpen(log *slog.Logger, m *member) {
