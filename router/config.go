@@ -21,6 +21,10 @@ type Config struct {
 	// MaxRedirects is how many 307s from nodes the router follows while members disagree about
 	// the ring. Default 3.
 	MaxRedirects int
+	// RedialTimeout is how long the router keeps trying to reach a room's new owner after the old
+	// one moved the room or went away, before it closes the client with 1001. A crashed owner is
+	// replaced once the ring notices (about 1.5 s by default), so keep it above that. Default 10s.
+	RedialTimeout time.Duration
 	// StatsInterval is how often the connection count is gossiped. Default 2s.
 	StatsInterval time.Duration
 	// Logger receives the router's logs. Default slog.Default().
@@ -30,7 +34,7 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
-		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second}
+		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second}
 }
 
 // Validate reports the first field that cannot work.
@@ -38,8 +42,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxFrame <= 0:
 		return fmt.Errorf("router: MaxFrame must be positive, got %d", c.MaxFrame)
-	case c.PingInterval <= 0, c.WriteTimeout <= 0, c.DialTimeout <= 0, c.StatsInterval <= 0:
-		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout and StatsInterval must be positive")
+	case c.PingInterval <= 0, c.WriteTimeout <= 0, c.DialTimeout <= 0, c.StatsInterval <= 0, c.RedialTimeout <= 0:
+		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout, StatsInterval and RedialTimeout must be positive")
 	case c.MaxRedirects < 0:
 		return fmt.Errorf("router: MaxRedirects must not be negative, got %d", c.MaxRedirects)
 	}

@@ -14,6 +14,7 @@ type metrics struct {
 	bytes     *prometheus.CounterVec
 	redirects prometheus.Counter
 	refused   *prometheus.CounterVec
+	redials   *prometheus.CounterVec
 }
 
 func newMetrics(rt *Router) *metrics {
@@ -32,7 +33,9 @@ func newMetrics(rt *Router) *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roost_refused_total",
 			Help: "Requests refused, by reason."}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.opened, m.dials, m.frames, m.bytes, m.redirects, m.refused,
+	m.redials = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roost_router_redials_total",
+		Help: "Owner legs replaced after a room moved or its owner went away, by result (ok, failed)."}, []string{"result"})
+	m.reg.MustRegister(m.redials, m.opened, m.dials, m.frames, m.bytes, m.redirects, m.refused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_connections", Help: "Open proxied connections."},
 			func() float64 { return float64(rt.Sessions()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_ring_nodes", Help: "Nodes in this member's placement."},

@@ -182,8 +182,12 @@ func TestProxyFramesBothWays(t *testing.T) {
 	}
 }
 
+// With no other node to take the room over, the router's re-dial gives up and the client gets
+// the owner's 1001.
 func TestOwnerCloseReachesClient(t *testing.T) {
-	f := start(t, DefaultConfig())
+	cfg := DefaultConfig()
+	cfg.RedialTimeout = 300 * time.Millisecond
+	f := start(t, cfg)
 	c, _ := f.dial(t, "bye")
 	f.nodeStop() // the node closes its clients with 1001
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -1,0 +1,428 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/protocol"
+)
+
+// session is one proxied connection: the client leg, the owner leg, a pump per direction, and
+// the handler goroutine that owns both, keeps them alive and waits for them.
+//
+// Migration: when the owner leg ends because the room moved (4001) or the owner went away
+// (1001, or the connection broke), the down pump re-dials the room's owner with since/epoch/
+// client and carries on, so the client sees the frames continue with no close, hole or
+// duplicate. To resume exactly, the session follows what it forwards: the client id and epoch
+// (welcome, reset) and the last seq (messages, gap). The new owner's welcome is swallowed. The
+// client's publishes that have no ack yet are kept (an id-less one is given an id first) and
+// re-sent on the new leg; the owner acks a repeated id once and delivers it once.
+type session struct {
+	rt     *Router
+	room   string
+	log    *slog.Logger
+	query  url.Values  // the client's query, for re-dials
+	header http.Header // what the owner is told of the client
+
+	mu       sync.Mutex // guards client and stopping
+	client   *websocket.Conn
+	stopping bool
+
+	upMu    sync.Mutex // guards up and pending; held while writing upstream and while re-dialing
+	up      *websocket.Conn
+	pending []pendingPublish // the client's unacked publishes, oldest first
+
+	// Down pump only.
+	welcomed bool
+	clientID string
+	epoch    string
+	lastSeq  uint64
+}
+
+type pendingPublish struct {
+	id    string
+	frame []byte
+}
+
+// maxPending bounds the unacked publishes a session keeps for re-sending.
+const maxPending = 4096
+
+// pumpEnd says how a pump ended: an error reading its source, or writing its destination.
+type pumpEnd struct {
+	err  error
+	read bool
+}
+
+func (s *session) attach(c *websocket.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.client = c
+	return !s.stopping
+}
+
+// stop marks the session as ending, so the down pump does not re-dial.
+func (s *session) stop() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+}
+
+func (s *session) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
+}
+
+func (s *session) upstream() *websocket.Conn {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	return s.up
+}
+
+// shutdown closes both legs with 1001 (router Close).
+func (s *session) shutdown() {
+	s.mu.Lock()
+	s.stopping = true
+	client := s.client
+	s.mu.Unlock()
+	if client == nil {
+		return
+	}
+	up := s.upstream()
+	closeWith(client, websocket.CloseGoingAway, "router shutting down")
+	closeWith(up, websocket.CloseGoingAway, "client's router shutting down")
+	grace := time.Now().Add(time.Second)
+	_ = client.SetReadDeadline(grace)
+	_ = up.SetReadDeadline(grace)
+}
+
+func (s *session) run() {
+	cfg := s.rt.cfg
+	readWait := cfg.PingInterval * 5 / 2
+	keepAlive(s.client, readWait, cfg.WriteTimeout)
+	keepAlive(s.up, readWait, cfg.WriteTimeout)
+	s.client.SetReadLimit(cfg.MaxFrame)
+	down, up := make(chan pumpEnd, 1), make(chan pumpEnd, 1)
+	go func() { down <- s.pumpDown(readWait) }()
+	go func() { up <- s.pumpUp(readWait) }()
+	defer func() {
+		s.client.Close()
+		s.upstream().Close()
+	}()
+
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case end := <-down:
+			if end.read { // the owner is gone for good: tell the client why
+				code, text := closeOf(end.err, "the room's owner went away")
+				closeWith(s.client, code, text)
+				s.log.Debug("owner closed a proxied connection", "code", code)
+			} else { // the client is gone
+				s.stop()
+				closeWith(s.upstream(), websocket.CloseGoingAway, "client went away")
+			}
+			s.finish(up)
+			return
+		case end := <-up: // the client closed or vanished: tell the owner
+			s.stop() // no re-dial for a client that left
+			code, text := closeOf(end.err, "client went away")
+			if errors.Is(end.err, websocket.ErrReadLimit) {
+				code, text = websocket.CloseGoingAway, "client sent a frame over the limit"
+			}
+			closeWith(s.upstream(), code, text)
+			s.finish(down)
+			return
+		case <-ping.C:
+			deadline := time.Now().Add(cfg.WriteTimeout)
+			if s.client.WriteControl(websocket.PingMessage, nil, deadline) != nil {
+				s.client.Close()
+			}
+			_ = s.upstream().WriteControl(websocket.PingMessage, nil, deadline)
+		}
+	}
+}
+
+// finish gives the other pump a moment to see the close handshake end, then cuts both legs.
+func (s *session) finish(other <-chan pumpEnd) {
+	select {
+	case <-other:
+		return
+	case <-time.After(time.Second):
+	}
+	s.client.Close()
+	s.upstream().Close()
+	<-other
+}
+
+// readMessage reads one whole message into buf.
+func readMessage(c *websocket.Conn, buf *bytes.Buffer) (int, []byte, error) {
+	mt, r, err := c.NextReader()
+	if err != nil {
+		return 0, nil, err
+	}
+	buf.Reset()
+	if _, err := buf.ReadFrom(r); err != nil {
+		return 0, nil, err
+	}
+	return mt, buf.Bytes(), nil
+}
+
+// pumpDown forwards the owner's frames to the client, re-dialing when the owner leg ends.
+func (s *session) pumpDown(readWait time.Duration) pumpEnd {
+	var buf bytes.Buffer
+	frames, bytes := s.rt.metrics.frames.WithLabelValues("down"), s.rt.metrics.bytes.WithLabelValues("down")
+	for {
+		up := s.upstream()
+		mt, msg, err := readMessage(up, &buf)
+		if err != nil {
+			if s.shouldRedial(err) && s.redial(err) == nil {
+				continue
+			}
+			return pumpEnd{err: err, read: true}
+		}
+		_ = up.SetReadDeadline(time.Now().Add(readWait))
+		if !s.observe(mt, msg) {
+			continue
+		}
+		_ = s.client.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
+		if err := s.client.WriteMessage(mt, msg); err != nil {
+			return pumpEnd{err: err}
+		}
+		frames.Inc()
+		bytes.Add(float64(len(msg)))
+	}
+}
+
+// pumpUp forwards the client's frames to the owner, keeping publishes until they are acked.
+// It ends only when the client leg does: a failed write upstream means the owner leg is ending,
+// and the down pump re-dials or ends the session.
+func (s *session) pumpUp(readWait time.Duration) pumpEnd {
+	var buf bytes.Buffer
+	frames, bytes := s.rt.metrics.frames.WithLabelValues("up"), s.rt.metrics.bytes.WithLabelValues("up")
+	for {
+		mt, msg, err := readMessage(s.client, &buf)
+		if err != nil {
+			return pumpEnd{err: err, read: true}
+		}
+		_ = s.client.SetReadDeadline(time.Now().Add(readWait))
+		s.upMu.Lock()
+		if mt == websocket.TextMessage {
+			msg = s.keep(msg)
+		}
+		_ = s.up.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
+		if err := s.up.WriteMessage(mt, msg); err == nil {
+			frames.Inc()
+			bytes.Add(float64(len(msg)))
+		}
+		s.upMu.Unlock()
+	}
+}
+
+// keep records a publish as pending (giving it an id if it has none) and returns the frame to
+// send. Other frames pass as they are. s.upMu is held.
+func (s *session) keep(msg []byte) []byte {
+	var p protocol.Publish
+	if json.Unmarshal(msg, &p) != nil || p.Type != protocol.TypePublish || len(p.Data) == 0 {
+		return msg // the owner answers it with an error frame
+	}
+	if p.ID == "" {
+		p.ID = newID()
+		if b, err := json.Marshal(p); err == nil {
+			msg = b
+		}
+	}
+	if len(s.pending) >= maxPending {
+		s.rt.metrics.refused.WithLabelValues("pending_full").Inc()
+		return msg // not kept: a move now could lose it; the client's own retry is its guard
+	}
+	s.pending = append(s.pending, pendingPublish{id: p.ID, frame: bytes.Clone(msg)})
+	return msg
+}
+
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "r-" + hex.EncodeToString(b[:])
+}
+
+var (
+	messagePrefix = []byte(`{"type":"message","seq":`)
+	typePrefix    = []byte(`{"type":"`)
+)
+
+// observe follows a frame from the owner and reports whether to forward it to the client. Room
+// messages are recognised by the prefix the node writes them with, so the hot path does not
+// parse JSON.
+func (s *session) observe(mt int, msg []byte) bool {
+	if mt == websocket.BinaryMessage {
+		if len(msg) >= 8 {
+			s.lastSeq = binary.BigEndian.Uint64(msg)
+		}
+		return true
+	}
+	if rest, ok := bytes.CutPrefix(msg, messagePrefix); ok {
+		end := bytes.IndexByte(rest, ',')
+		if seq, err := strconv.ParseUint(string(rest[:max(end, 0)]), 10, 64); err == nil {
+			s.lastSeq = seq
+		}
+		return true
+	}
+	if !bytes.HasPrefix(msg, typePrefix) {
+		return true
+	}
+	var f protocol.Incoming
+	if json.Unmarshal(msg, &f) != nil {
+		return true
+	}
+	switch f.Type {
+	case protocol.TypeWelcome:
+		if s.welcomed {
+			return false // the client has its welcome; this one is from a re-dial
+		}
+		s.welcomed, s.clientID, s.epoch, s.lastSeq = true, f.Client, f.Epoch, f.Seq
+		if since, err := strconv.ParseUint(s.query.Get("since"), 10, 64); err == nil && since <= f.Seq {
+			s.lastSeq = since // a resume: the owner replays from since+1
+		}
+	case protocol.TypeReset:
+		s.epoch, s.lastSeq = f.Epoch, 0 // the owner replays the new epoch's history next
+	case protocol.TypeGap:
+		s.lastSeq = f.To
+	case protocol.TypeAck:
+		s.acked(f.ID)
+	case protocol.TypeError:
+		if f.Code == protocol.CodeMoved && s.isPending(f.ID) {
+			return false // it will be re-sent on the next leg
+		}
+	}
+	return true
+}
+
+func (s *session) acked(id string) {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	for i, p := range s.pending {
+		if p.id == id {
+			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			return
+		}
+	}
+}
+
+func (s *session) isPending(id string) bool {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	for _, p := range s.pending {
+		if p.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// shouldRedial: the owner leg ended in a way another owner can take over from.
+func (s *session) shouldRedial(err error) bool {
+	if !s.welcomed || s.isStopping() {
+		return false
+	}
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case protocol.CloseMoved, websocket.CloseGoingAway, websocket.CloseAbnormalClosure, websocket.CloseServiceRestart, websocket.CloseTryAgainLater:
+			return true
+		}
+		return false
+	}
+	return true // the connection broke: the owner may have crashed
+}
+
+// redial replaces the owner leg: it dials the room's owner (the one a 4001 names, else the
+// current one by this router's ring) with since/epoch/client, swallows its welcome and re-sends
+// the pending publishes. It keeps trying for RedialTimeout, as an owner that crashed is only
+// replaced once the ring notices.
+func (s *session) redial(cause error) error {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	start := time.Now()
+	var moved protocol.MovedReason
+	var ce *websocket.CloseError
+	if errors.As(cause, &ce) && ce.Code == protocol.CloseMoved {
+		_ = json.Unmarshal([]byte(ce.Text), &moved)
+	}
+	q := url.Values{}
+	for k, v := range s.query {
+		q[k] = v
+	}
+	q.Set("since", strconv.FormatUint(s.lastSeq, 10))
+	q.Set("epoch", s.epoch)
+	q.Set("client", s.clientID)
+	ctx, cancel := context.WithTimeout(context.Background(), s.rt.cfg.RedialTimeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		target := ""
+		if m, ok := s.rt.ring.Placement().Member(moved.Node); ok && attempt == 0 {
+			target = m.WSURL(s.room)
+		} else if o, ok := s.rt.ring.Placement().Owner(s.room); ok {
+			target = o.WSURL(s.room)
+		}
+		if target != "" {
+			dctx, dcancel := context.WithTimeout(ctx, s.rt.cfg.DialTimeout)
+			c, _, err := s.rt.dial(dctx, target, q.Encode(), s.header)
+			dcancel()
+			if err == nil {
+				if err = s.adopt(c); err == nil {
+					s.rt.metrics.redials.WithLabelValues("ok").Inc()
+					s.log.Debug("re-dialed the room's owner", "cause", cause, "since", s.lastSeq, "took", time.Since(start))
+					return nil
+				}
+			}
+		}
+		if s.isStopping() {
+			return errClosed
+		}
+		select {
+		case <-ctx.Done():
+			s.rt.metrics.redials.WithLabelValues("failed").Inc()
+			s.log.Warn("could not re-dial the room's owner; closing the client", "cause", cause, "took", time.Since(start))
+			return ctx.Err()
+		case <-time.After(min(50*time.Millisecond<<min(attempt, 5), time.Second)):
+		}
+	}
+}
+
+// adopt makes c the owner leg: it reads and swallows c's welcome, re-sends the pending
+// publishes, and closes the old leg. s.upMu is held.
+func (s *session) adopt(c *websocket.Conn) error {
+	_ = c.SetReadDeadline(time.Now().Add(s.rt.cfg.DialTimeout))
+	var w protocol.Welcome
+	if err := c.ReadJSON(&w); err != nil || w.Type != protocol.TypeWelcome {
+		c.Close()
+		return errors.New("no welcome from the new owner")
+	}
+	for _, p := range s.pending {
+		_ = c.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
+		if err := c.WriteMessage(websocket.TextMessage, p.frame); err != nil {
+			c.Close()
+			return err
+		}
+	}
+	readWait := s.rt.cfg.PingInterval * 5 / 2
+	keepAlive(c, readWait, s.rt.cfg.WriteTimeout)
+	old := s.up
+	s.up = c
+	old.Close()
+	return nil
+}
