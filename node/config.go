@@ -61,6 +61,13 @@ type Config struct {
 	// PeerKey, when set, signs and checks node-to-node calls (HMAC-SHA256). Derive it from the
 	// cluster secret; every node needs the same.
 	PeerKey []byte
+	// StaleAfter: a node that did not run for this long (a pause, a VM stall) may have been
+	// declared dead and its rooms started elsewhere, so it drops every room. Keep it below the
+	// ring's failure-detection time (suspicion: 4 × 250 ms by default). Default 1s.
+	StaleAfter time.Duration
+	// Quarantine is how long a node that woke from such a pause creates no room, while gossip
+	// brings its ring up to date. Default 3s.
+	Quarantine time.Duration
 	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
 	StatsInterval time.Duration
 	// Logger receives the node's logs. Default slog.Default().
@@ -83,6 +90,8 @@ func DefaultConfig() Config {
 		PresenceAnnounceMax: 100,
 		PresenceInterval:    time.Second,
 		StatsInterval:       2 * time.Second,
+		StaleAfter:          time.Second,
+		Quarantine:          3 * time.Second,
 		HandoffTimeout:      5 * time.Second,
 		HandoffHold:         6 * time.Second,
 		ArriveTimeout:       5 * time.Second,
@@ -109,6 +118,7 @@ func (c Config) Validate() error {
 		{"IngestHandshake", int64(c.IngestHandshake)}, {"IngestIdle", int64(c.IngestIdle)},
 		{"HandoffTimeout", int64(c.HandoffTimeout)}, {"HandoffHold", int64(c.HandoffHold)},
 		{"ArriveTimeout", int64(c.ArriveTimeout)}, {"FenceWait", int64(c.FenceWait)},
+		{"StaleAfter", int64(c.StaleAfter)}, {"Quarantine", int64(c.Quarantine)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)

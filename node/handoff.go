@@ -265,7 +265,7 @@ func (n *Node) handleHandoff(w http.ResponseWriter, r *http.Request) {
 			reply.Refused = append(reply.Refused, st.Room)
 			continue
 		}
-		if !owns(st.Room) || n.isClosed() {
+		if !owns(st.Room) || n.isClosed() || n.stale() {
 			reply.Refused = append(reply.Refused, st.Room)
 			continue
 		}
@@ -377,6 +377,9 @@ func (n *Node) create(name, how string) (*Room, error) {
 	r, err := n.rooms.getOrCreate(name, func() (*Room, error) {
 		if n.isClosed() {
 			return nil, ErrClosed
+		}
+		if n.stale() || n.quarantined() {
+			return nil, ErrStale
 		}
 		if o, _, ok := n.owner(name); !ok || o.ID != n.id {
 			return nil, ErrNotOwner

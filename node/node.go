@@ -37,6 +37,8 @@ var (
 	ErrTooManyRooms = errors.New("too many rooms on this node")
 	// ErrClosed: the node is shutting down.
 	ErrClosed = errors.New("node closed")
+	// ErrStale: the node was paused and has not yet caught up with the ring.
+	ErrStale = errors.New("node catching up after a pause")
 )
 
 // Node owns rooms and serves their clients.
@@ -58,6 +60,10 @@ type Node struct {
 	peers    *http.Client       // node-to-node calls
 	arrivals singleflight.Group // one acquisition per room at a time
 	draining atomic.Bool
+
+	start           time.Time    // the monotonic base of lastTick
+	lastTick        atomic.Int64 // when the watchdog last ran, as time since start
+	quarantineUntil atomic.Int64 // no room is created before this, as time since start
 
 	pastMu sync.Mutex
 	past   []*ring.Placement // the last few placements, to find a room's previous owners
@@ -106,12 +112,14 @@ func New(cfg Config, r Ring) (*Node, error) {
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	n.start = time.Now()
 	n.metrics = newMetrics(n)
 	n.peers = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute}}
 	n.remember(r.Placement())
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go n.watchdog(ctx)
 	go n.watchRing(ctx)
 	go n.reclaimIdle(ctx)
 	go n.gossipStats(ctx)

@@ -160,7 +160,7 @@ func (r *Room) publishBinary(from *conn, frame []byte) (uint64, error) {
 // keeps it in history, queues it to every subscriber, and acks it to from when there is one.
 func (r *Room) sequence(from *conn, client, id string, encode func(seq uint64) []byte, binary bool) (uint64, error) {
 	r.mu.Lock()
-	if !r.waitThawed() {
+	if !r.waitThawed() || r.n.stale() {
 		r.mu.Unlock()
 		return 0, ErrRoomClosed
 	}

@@ -186,6 +186,7 @@ func routerFlags(fs *flag.FlagSet) *router.Config {
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often idle proxied connections are pinged")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest one write may take")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "longest a dial to the owner may take")
+	fs.DurationVar(&c.RedialTimeout, "redial-timeout", c.RedialTimeout, "how long to keep re-dialing a room's new owner after a move or an owner's loss before closing the client")
 	return &c
 }
 
