@@ -101,6 +101,10 @@ func TestReconnectWhenTheRoomMoves(t *testing.T) {
 	if w := sub.Welcome(); w.Node != "n2" || w.Client != "sub" || sub.Epoch() != w.Epoch {
 		t.Fatalf("subscriber after the move: welcome %+v, epoch %q", w, sub.Epoch())
 	}
+	// The publisher may have finished before its own connection moved: give it a moment.
+	for deadline := time.Now().Add(5 * time.Second); pub.Welcome().Node != "n2" && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if pub.Welcome().Node != "n2" || !n2.HasRoom(room) || n1.HasRoom(room) {
 		t.Fatalf("the room should live on n2 only now; publisher on %s", pub.Welcome().Node)
 	}

@@ -51,8 +51,12 @@ type rememberedID struct {
 }
 
 type handoffBatch struct {
-	From  string      `json:"from"`
-	Ring  string      `json:"ring"` // the sender's placement version
+	From string `json:"from"`
+	Ring string `json:"ring"` // the sender's placement version
+	// Check asks only whether the receiver owns the rooms (waiting for its ring as a real batch
+	// would); the rooms carry their names alone. Senders check first, so their rooms stay
+	// frozen for the transfer only, not while gossip catches up.
+	Check bool        `json:"check,omitempty"`
 	Rooms []roomState `json:"rooms"`
 }
 
@@ -168,8 +172,10 @@ func (n *Node) lost() bool {
 	return false
 }
 
-// handOff moves rooms to the node to: freeze, send, and on acceptance close them here.
+// handOff moves rooms to the node to: check it owns them, freeze, send, and on acceptance close
+// them here.
 func (n *Node) handOff(ctx context.Context, to ring.Member, version string, rooms []*Room) {
+	rooms = n.ownedBy(ctx, to, version, rooms)
 	var frozen []*Room
 	batch := handoffBatch{From: n.id, Ring: version}
 	for _, r := range rooms {
@@ -232,6 +238,38 @@ func (n *Node) handOff(ctx context.Context, to ring.Member, version string, room
 		"held", len(reply.Held), "bytes", len(body), "took", took)
 }
 
+// ownedBy returns the rooms the node to says it owns, after the wait for its ring that a batch
+// would have. Nothing is frozen meanwhile.
+func (n *Node) ownedBy(ctx context.Context, to ring.Member, version string, rooms []*Room) []*Room {
+	check := handoffBatch{From: n.id, Ring: version, Check: true, Rooms: make([]roomState, len(rooms))}
+	for i, r := range rooms {
+		check.Rooms[i].Room = r.name
+	}
+	body, _ := json.Marshal(check)
+	cctx, cancel := context.WithTimeout(ctx, n.cfg.HandoffTimeout)
+	out, err := n.callPeer(cctx, to.HTTPURL(), "/internal/v1/handoff", body)
+	cancel()
+	var reply handoffReply
+	if err == nil {
+		err = json.Unmarshal(out, &reply)
+	}
+	if err != nil {
+		n.log.Warn("hand-off check failed; will retry", "peer", to.ID, "rooms", len(rooms), "err", err)
+		return nil
+	}
+	owned := map[string]bool{}
+	for _, name := range reply.Accepted {
+		owned[name] = true
+	}
+	var out2 []*Room
+	for _, r := range rooms {
+		if owned[r.name] {
+			out2 = append(out2, r)
+		}
+	}
+	return out2
+}
+
 // handleHandoff receives rooms from their previous owner. It accepts a room only if its own
 // placement names it the owner, waiting up to FenceWait for gossip to catch up.
 func (n *Node) handleHandoff(w http.ResponseWriter, r *http.Request) {
@@ -259,6 +297,17 @@ func (n *Node) handleHandoff(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	var reply handoffReply
+	if b.Check {
+		for _, st := range b.Rooms {
+			if owns(st.Room) && !n.stale() {
+				reply.Accepted = append(reply.Accepted, st.Room)
+			} else {
+				reply.Refused = append(reply.Refused, st.Room)
+			}
+		}
+		protocol.WriteJSON(w, reply)
+		return
+	}
 	for _, st := range b.Rooms {
 		if err := st.validate(); err != nil {
 			n.log.Warn("refusing malformed room state", "room", st.Room, "peer", b.From, "err", err)

@@ -54,7 +54,7 @@ func newMetrics(n *Node) *metrics {
 		handoffBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_handoff_bytes_total",
 			Help: "Bytes of room state sent in hand-offs."}),
 		handoffSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "roost_handoff_duration_seconds",
-			Help: "Time of one hand-off batch, from freeze to acceptance.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+			Help: "Time of one hand-off batch, from freeze to acceptance.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_reclaimed_total",
 			Help: "Idle rooms reclaimed."}),
 	}

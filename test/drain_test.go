@@ -1,0 +1,99 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/roost-dev/roost/client"
+)
+
+// TestDrainLiveRooms drains a node holding live rooms (each with a client and some history) and
+// reports how long the drain took and how long each hand-off batch kept its rooms frozen, which
+// bounds the write pause of every room in it. ROOST_DRAIN_ROOMS sets the number of rooms across
+// the cluster (default 300; the figures in the README use 3000, about 1000 on the drained node).
+func TestDrainLiveRooms(t *testing.T) {
+	rooms := 300
+	if v, err := strconv.Atoi(os.Getenv("ROOST_DRAIN_ROOMS")); err == nil && v > 0 {
+		rooms = v
+	}
+	c := newCluster(t, 3, 0)
+	victim := c.nodes()[0]
+	var wg sync.WaitGroup
+	conns := make([]*client.Conn, rooms)
+	for i := range rooms {
+		wg.Go(func() {
+			conn, err := client.Dial(t.Context(), c.nodes()[i%3].url(), fmt.Sprint("drain-", i), &client.Options{Discard: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conns[i] = conn
+			for k := range 5 {
+				if _, err := conn.Publish(t.Context(), map[string]any{"k": k, "pad": "0123456789abcdef0123456789abcdef"}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	held := len(victim.node.Rooms())
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := victim.node.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	p50, p99, batches := handoffQuantiles(t, victim.url())
+	t.Logf("drained %d live rooms in %s; %d hand-off batches, each freezing its rooms for p50 ≤ %s, p99 ≤ %s",
+		held, took.Round(time.Millisecond), batches, p50, p99)
+}
+
+// handoffQuantiles reads the hand-off duration histogram from a node's /metrics and returns the
+// bucket bounds holding its p50 and p99.
+func handoffQuantiles(t *testing.T, base string) (p50, p99 time.Duration, count uint64) {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := families["roost_handoff_duration_seconds"]
+	if f == nil || len(f.Metric) == 0 {
+		t.Fatal("no roost_handoff_duration_seconds")
+	}
+	h := f.Metric[0].GetHistogram()
+	count = h.GetSampleCount()
+	buckets := h.GetBucket()
+	sort.Slice(buckets, func(i, j int) bool { return buckets[i].GetUpperBound() < buckets[j].GetUpperBound() })
+	at := func(q float64) time.Duration {
+		for _, b := range buckets {
+			if float64(b.GetCumulativeCount()) >= q*float64(count) {
+				return time.Duration(b.GetUpperBound() * float64(time.Second))
+			}
+		}
+		return -1
+	}
+	return at(0.5), at(0.99), count
+}
