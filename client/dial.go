@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/protocol"
@@ -25,7 +26,8 @@ const maxDialHops = 4
 // answers with (at most 4), so it ends at the owner. The base address is kept: reconnects go
 // through it again, and its redirects lead to wherever the room lives by then.
 //
-// opts may be nil for the defaults. Dial itself does not retry: a refusal before the upgrade is
+// opts may be nil for the defaults. Dial retries only redirect loops, which happen for a moment
+// while members disagree about the ring, within HandshakeTimeout. Otherwise a refusal before the upgrade is
 // an *HTTPError with the server's code (e.g. protocol.CodeBadRoom for a bad room name,
 // protocol.CodeNoNodes while the cluster has no node yet), a close right after it a
 // *CloseError (e.g. 4401 for a bad token). ctx bounds the dial only, not the connection.
@@ -153,7 +155,8 @@ func (c *Conn) dialRoom(ctx context.Context, base *url.URL, q url.Values) (*webs
 	if c.opts.Token != "" {
 		hdr.Set("Authorization", "Bearer "+c.opts.Token)
 	}
-	for hop := 0; ; hop++ {
+	start := u
+	for hop, round := 0, 0; ; hop++ {
 		ws, w, resp, err := c.dialOnce(ctx, u, hdr)
 		if err == nil {
 			return ws, w, nil
@@ -165,8 +168,18 @@ func (c *Conn) dialRoom(ctx context.Context, base *url.URL, q url.Values) (*webs
 			return nil, protocol.Welcome{}, httpError(u.Redacted(), resp)
 		}
 		if hop == maxDialHops {
-			return nil, protocol.Welcome{}, fmt.Errorf("roost: connect to room %q: more than %d redirects, last to %s; the cluster may still be converging",
-				c.room, maxDialHops, u.Redacted())
+			// Members that disagree about the ring for a moment (gossip takes a few hundred
+			// ms to spread a change) send each other the room; start over from the base address
+			// shortly, within HandshakeTimeout.
+			round++
+			select {
+			case <-ctx.Done():
+				return nil, protocol.Welcome{}, fmt.Errorf("roost: connect to room %q: more than %d redirects, last to %s; the cluster may still be converging",
+					c.room, maxDialHops, u.Redacted())
+			case <-time.After(min(25*time.Millisecond*time.Duration(round), 500*time.Millisecond)):
+			}
+			u, hop = start, -1
+			continue
 		}
 		next, err := follow(u, resp.Header.Get("Location"), c.opts.Token != "")
 		if err != nil {

@@ -142,6 +142,11 @@ func (n *Node) rebalance(ctx context.Context) {
 	for _, r := range n.rooms.all() {
 		o, ok := p.Owner(r.name)
 		if !ok || o.ID == n.id {
+			if ok && r.isParked() {
+				// The ring gave it back before a hand-off settled. If the other node did take
+				// it, it pushes it back here and the newer copy wins (see handleHandoff).
+				r.unfreeze()
+			}
 			continue
 		}
 		groups[o.ID] = append(groups[o.ID], r)
@@ -200,11 +205,13 @@ func (n *Node) handOff(ctx context.Context, to ring.Member, version string, room
 		err = json.Unmarshal(out, &reply)
 	}
 	if err != nil {
+		// The receiver may have installed the rooms before the call failed: keep them frozen,
+		// so a retry sends the very same state, which the receiver then accepts again.
 		for _, r := range frozen {
-			r.unfreeze()
+			r.park()
 		}
 		n.metrics.handoffs.WithLabelValues("failed").Add(float64(len(frozen)))
-		n.log.Warn("hand-off failed; will retry", "peer", to.ID, "rooms", len(frozen), "err", err)
+		n.log.Warn("hand-off failed; its rooms stay frozen until a retry settles it", "peer", to.ID, "rooms", len(frozen), "err", err)
 		return
 	}
 	done := map[string]bool{}
@@ -319,10 +326,13 @@ func (n *Node) handleHandoff(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		installed := false
-		_, err := n.rooms.getOrCreate(st.Room, func() (*Room, error) {
+		held, err := n.rooms.getOrCreate(st.Room, func() (*Room, error) {
 			installed = true
 			return restoreRoom(n, st), nil
 		})
+		if err == nil && !installed && n.supersede(held, st) {
+			installed = true
+		}
 		switch {
 		case err != nil:
 			reply.Refused = append(reply.Refused, st.Room)
@@ -336,6 +346,27 @@ func (n *Node) handleHandoff(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	protocol.WriteJSON(w, reply)
+}
+
+// supersede settles a pushed room this node already holds. A copy of the same epoch that is not
+// newer than the pushed state is the sender's own earlier push (a retry after a failed call) or an
+// older copy: the pushed state replaces it and its clients resume on it. A newer copy, or one of
+// another epoch, stays ("held"), and the sender closes its own.
+func (n *Node) supersede(held *Room, st roomState) bool {
+	held.mu.Lock()
+	same, identical := held.epoch == st.Epoch && held.seq <= st.Seq, held.epoch == st.Epoch && held.seq == st.Seq
+	held.mu.Unlock()
+	if identical {
+		return true // a retry of a push this node took already
+	}
+	if !same {
+		return false
+	}
+	n.rooms.remove(held)
+	held.closeAll(farewell{code: protocol.CloseMoved, flush: true, reason: movedReason(n.id),
+		source: func(accepted uint64) string { o, _, _ := n.owner(st.Room); return movedLine(o, accepted) }})
+	_, err := n.rooms.getOrCreate(st.Room, func() (*Room, error) { return restoreRoom(n, st), nil })
+	return err == nil
 }
 
 // handleRelease is the pull: a node that owns a room by its placement asks this node, a recent

@@ -44,6 +44,7 @@ type Room struct {
 	lastActive time.Time
 	closed     bool
 	frozen     bool          // leaving: a hand-off is in flight, nothing new is sequenced
+	parked     bool          // frozen by a hand-off whose outcome is unknown; retried as it is
 	thaw       chan struct{} // closed when the freeze ends (thawed, or the room closed)
 }
 
@@ -227,15 +228,37 @@ func (r *Room) waitThawed() bool {
 }
 
 // freeze stops sequencing for a hand-off. It reports false when the room is closed or another
-// hand-off holds it already.
+// hand-off holds it already. A parked room (an earlier attempt's outcome is unknown) is taken
+// over as it is: still frozen, so its state is the one that may already be at the receiver.
 func (r *Room) freeze() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || r.frozen {
+	if r.closed || (r.frozen && !r.parked) {
 		return false
 	}
-	r.frozen, r.thaw = true, make(chan struct{})
+	if !r.frozen {
+		r.frozen, r.thaw = true, make(chan struct{})
+	}
+	r.parked = false
 	return true
+}
+
+// park leaves the room frozen after a hand-off whose outcome is unknown (the call failed: the
+// receiver may or may not have installed it). Thawing could let two copies diverge, so the
+// room stays frozen until a retry settles it or the ring gives it back to this node.
+func (r *Room) park() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.frozen {
+		r.parked = true
+	}
+}
+
+// isParked reports whether the room waits for a hand-off to be retried.
+func (r *Room) isParked() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.parked
 }
 
 // unfreeze resumes a room whose hand-off did not happen; held writes go on.
@@ -248,7 +271,7 @@ func (r *Room) unfreeze() {
 // endFreeze wakes held writes. r.mu is held.
 func (r *Room) endFreeze() {
 	if r.frozen {
-		r.frozen = false
+		r.frozen, r.parked = false, false
 		close(r.thaw)
 	}
 }

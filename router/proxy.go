@@ -89,13 +89,26 @@ func (rt *Router) dial(ctx context.Context, wsURL, rawQuery string, h http.Heade
 	if rawQuery != "" {
 		u += "?" + rawQuery
 	}
-	for hops := 0; ; hops++ {
+	start := u
+	for hops, round := 0, 0; ; hops++ {
 		c, resp, err := rt.dialer.DialContext(ctx, u, h)
 		if err == nil {
 			return c, resp, nil
 		}
-		if resp == nil || resp.StatusCode != http.StatusTemporaryRedirect || hops >= rt.cfg.MaxRedirects {
+		if resp == nil || resp.StatusCode != http.StatusTemporaryRedirect {
 			return nil, resp, err
+		}
+		if hops >= rt.cfg.MaxRedirects {
+			// Nodes that disagree about the ring for a moment send each other the room: start
+			// over shortly, within ctx.
+			round++
+			select {
+			case <-ctx.Done():
+				return nil, nil, fmt.Errorf("more than %d redirects while the ring converges: %w", rt.cfg.MaxRedirects, err)
+			case <-time.After(min(25*time.Millisecond*time.Duration(round), 500*time.Millisecond)):
+			}
+			u, hops = start, -1
+			continue
 		}
 		rt.metrics.dials.WithLabelValues("redirect").Inc()
 		u = resp.Header.Get("Location") // a node's redirect keeps the query

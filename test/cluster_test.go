@@ -88,6 +88,9 @@ func (c *cluster) addNode(id string) *member {
 	}
 	cfg := node.DefaultConfig()
 	cfg.Logger = testLogger()
+	// Every member runs in this process, so a CPU stall (a loaded CI machine, -race) pauses them
+	// all alike and nobody is declared dead for it; the pause watchdog is for real processes.
+	cfg.StaleAfter = 10 * time.Second
 	n, err := node.New(cfg, r)
 	if err != nil {
 		t.Fatal(err)
