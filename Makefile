@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/roost
 TIMEOUT ?= 15m
 
-.PHONY: build run test vet fmt conformance clean
+.PHONY: build run test vet fmt conformance clean chaos
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/roost
@@ -29,3 +29,10 @@ conformance:
 
 clean:
 	rm -rf bin
+
+# The longer chaos soak: repeated kill -9 trials with real processes, and the hand-off tests at
+# full size. Prints the measured figures (time to dead, to served, drain time, freeze per batch).
+chaos:
+	ROOST_KILL_TRIALS=20 ROOST_DRAIN_ROOMS=3000 $(GO) test -count=1 -timeout 20m -v \
+		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing' ./test \
+		| grep -E '^(---|ok|FAIL)|kill -9|trials|drained|acked|served again'

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +130,39 @@ func TestIngestNonOwnerAnswersMoved(t *testing.T) {
 		return
 	}
 	t.Fatal("no room owned by n2 among 20")
+}
+
+func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.PeerKey = []byte("0123456789abcdef0123456789abcdef")
+	n := startNode(t, "n1", cfg)
+	body := `{"from":"mallory","ring":"x","rooms":[{"room":"r","epoch":"e","seq":1}]}`
+	for _, sig := range []string{"", "123.deadbeef", signature([]byte("another secret"), "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body))} {
+		req, _ := http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", strings.NewReader(body))
+		if sig != "" {
+			req.Header.Set(signatureHeader, sig)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("hand-off signed %q: %d, want 401", sig, resp.StatusCode)
+		}
+	}
+	if n.HasRoom("r") {
+		t.Fatal("a forged hand-off installed a room")
+	}
+	// Signed with the right key, it is heard (and fenced: this node owns every room).
+	req, _ := http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", strings.NewReader(body))
+	req.Header.Set(signatureHeader, signature(cfg.PeerKey, "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !n.HasRoom("r") {
+		t.Fatalf("signed hand-off: %d, room installed %v", resp.StatusCode, n.HasRoom("r"))
+	}
 }

@@ -106,7 +106,7 @@ func TestPlannedChangesUnderLoad(t *testing.T) {
 			}
 			o := opts(l.room + "-p")
 			o.Discard = true
-			if l.pub, err = client.Dial(ctx, rt.url(), l.room, o); err != nil {
+			if l.pub, err = client.Dial(ctx, bases[i%2], l.room, o); err != nil { // publishers on both doors
 				l.fail("dial: %v", err)
 			}
 		})
