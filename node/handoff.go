@@ -193,17 +193,7 @@ func (n *Node) handOff(ctx context.Context, to ring.Member, version string, room
 		return
 	}
 	start := time.Now()
-	body, err := json.Marshal(batch)
-	if err != nil {
-		panic(err)
-	}
-	cctx, cancel := context.WithTimeout(ctx, n.cfg.HandoffTimeout)
-	out, err := n.callPeer(cctx, to.HTTPURL(), "/internal/v1/handoff", body)
-	cancel()
-	var reply handoffReply
-	if err == nil {
-		err = json.Unmarshal(out, &reply)
-	}
+	reply, size, err := n.sendBatch(ctx, to, batch)
 	if err != nil {
 		// The receiver may have installed the rooms before the call failed: keep them frozen,
 		// so a retry sends the very same state, which the receiver then accepts again.
@@ -235,14 +225,31 @@ func (n *Node) handOff(ctx context.Context, to ring.Member, version string, room
 	took := time.Since(start)
 	n.metrics.handoffs.WithLabelValues("ok").Add(float64(len(reply.Accepted) + len(reply.Held)))
 	n.metrics.handoffs.WithLabelValues("refused").Add(float64(len(reply.Refused)))
-	n.metrics.handoffBytes.Add(float64(len(body)))
+	n.metrics.handoffBytes.Add(float64(size))
 	n.metrics.handoffSeconds.Observe(took.Seconds())
 	n.metrics.roomsLost.Add(float64(len(reply.Accepted) + len(reply.Held)))
 	if len(reply.Refused) > 0 {
 		n.log.Info("hand-off refused for now: the receiver's ring disagrees; will retry", "peer", to.ID, "rooms", len(reply.Refused))
 	}
 	n.log.Debug("hand-off batch", "peer", to.ID, "rooms", len(frozen), "accepted", len(reply.Accepted),
-		"held", len(reply.Held), "bytes", len(body), "took", took)
+		"held", len(reply.Held), "bytes", size, "took", took)
+}
+
+// sendBatch posts a hand-off batch (or check) to a node and returns its reply and the batch's
+// size in bytes.
+func (n *Node) sendBatch(ctx context.Context, to ring.Member, b handoffBatch) (handoffReply, int, error) {
+	var reply handoffReply
+	body, err := json.Marshal(b)
+	if err != nil {
+		return reply, 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.HandoffTimeout)
+	defer cancel()
+	out, err := n.callPeer(ctx, to.HTTPURL(), "/internal/v1/handoff", body)
+	if err == nil {
+		err = json.Unmarshal(out, &reply)
+	}
+	return reply, len(body), err
 }
 
 // ownedBy returns the rooms the node to says it owns, after the wait for its ring that a batch
@@ -252,14 +259,7 @@ func (n *Node) ownedBy(ctx context.Context, to ring.Member, version string, room
 	for i, r := range rooms {
 		check.Rooms[i].Room = r.name
 	}
-	body, _ := json.Marshal(check)
-	cctx, cancel := context.WithTimeout(ctx, n.cfg.HandoffTimeout)
-	out, err := n.callPeer(cctx, to.HTTPURL(), "/internal/v1/handoff", body)
-	cancel()
-	var reply handoffReply
-	if err == nil {
-		err = json.Unmarshal(out, &reply)
-	}
+	reply, _, err := n.sendBatch(ctx, to, check)
 	if err != nil {
 		n.log.Warn("hand-off check failed; will retry", "peer", to.ID, "rooms", len(rooms), "err", err)
 		return nil
