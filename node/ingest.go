@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,15 +126,9 @@ func (n *Node) serveSource(c net.Conn) {
 		refuse("bad_handshake", `send one line {"room":"ROOM"} and a newline first`)
 		return
 	}
-	var h handshake
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&h); err != nil {
-		refuse("bad_handshake", `the handshake must be one JSON object {"room":"ROOM"} on one line: `+err.Error())
-		return
-	}
-	if err := protocol.ValidRoom(h.Room); err != nil {
-		refuse(protocol.CodeBadRoom, err.Error())
+	h, code, msg := parseHandshake(line)
+	if code != "" {
+		refuse(code, msg)
 		return
 	}
 	o, _, ok := n.owner(h.Room)
@@ -184,9 +179,9 @@ func (n *Node) serveSource(c net.Conn) {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			break
 		}
-		size := binary.BigEndian.Uint32(hdr[:])
-		if size == 0 || size > uint32(n.cfg.IngestMaxFrame) {
-			refuse("bad_frame", fmt.Sprintf("frame length %d is outside 1..%d (--ingest-max-frame)", size, n.cfg.IngestMaxFrame))
+		size, err := frameLength(hdr, n.cfg.IngestMaxFrame)
+		if err != nil {
+			refuse("bad_frame", err.Error())
 			return
 		}
 		frame := make([]byte, 8+size)
@@ -204,6 +199,42 @@ func (n *Node) serveSource(c net.Conn) {
 	if bye := s.farewell(); bye != nil {
 		reply(bye(s.accepted))
 	}
+}
+
+// parseHandshake reads a source's handshake line. On a bad line it returns the ERR code and
+// sentence to answer with.
+func parseHandshake(line []byte) (h handshake, code, msg string) {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&h); err != nil {
+		return h, "bad_handshake", `the handshake must be one JSON object {"room":"ROOM"} on one line: ` + oneLine(err.Error())
+	}
+	if dec.More() {
+		return h, "bad_handshake", `the handshake must be one JSON object {"room":"ROOM"} on one line`
+	}
+	if err := protocol.ValidRoom(h.Room); err != nil {
+		return h, protocol.CodeBadRoom, oneLine(err.Error())
+	}
+	return h, "", ""
+}
+
+// frameLength reads a frame's 4-byte big-endian length and checks it is within 1..max.
+func frameLength(hdr [4]byte, max int) (uint32, error) {
+	size := binary.BigEndian.Uint32(hdr[:])
+	if size == 0 || uint64(size) > uint64(max) {
+		return 0, fmt.Errorf("frame length %d is outside 1..%d (--ingest-max-frame)", size, max)
+	}
+	return size, nil
+}
+
+// oneLine keeps an answer on one line whatever an error quotes back.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // movedLine is the MOVED answer naming the room's owner.
