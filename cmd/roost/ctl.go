@@ -23,6 +23,7 @@ const ctlUsage = `Usage: roost ctl COMMAND [flags]
   resolve ROOM                  print the owner of ROOM (follows the redirect)
   tail ROOM [--since N]         join ROOM and print every message as a JSON line
   publish ROOM JSON [--id ID]   publish one message and print its ack
+  stream ROOM [FILE|-]          be a TCP stream source: send FILE (or stdin) as frames
   status [--json]               the cluster: members, roles, ring version, rooms per node
 
 Flags of every command:
@@ -79,6 +80,8 @@ func runCtl(ctx context.Context, args []string) error {
 		return ctlPublish(ctx, rest)
 	case "status":
 		return ctlStatus(ctx, rest)
+	case "stream":
+		return ctlStream(ctx, rest)
 	default:
 		fmt.Fprint(os.Stderr, ctlUsage)
 		return fmt.Errorf("unknown ctl command %q", cmd)
@@ -273,4 +276,69 @@ func ctlStatus(ctx context.Context, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", m.ID, m.Role, m.State, m.HTTP, tcp, rooms, m.Conns)
 	}
 	return tw.Flush()
+}
+
+func ctlStream(ctx context.Context, args []string) error {
+	fs, c := newCtlFlags("stream")
+	frameSize := fs.Int("frame-size", 64<<10, "bytes per frame (at most the node's --ingest-max-frame)")
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return errors.New("usage: roost ctl stream ROOM [FILE|-] [--frame-size N]")
+	}
+	if *frameSize < 1 || *frameSize > 1<<30 {
+		return fmt.Errorf("--frame-size %d: use 1 byte to 1 GiB", *frameSize)
+	}
+	in := io.Reader(os.Stdin)
+	if len(pos) == 2 && pos[1] != "-" {
+		f, err := os.Open(pos[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	src, err := client.OpenStream(ctx, c.addr, pos[0], &client.StreamOptions{Token: c.token, MaxFrame: *frameSize, DialTimeout: c.timeout})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	start, lastPrint := time.Now(), time.Now()
+	progress := func(final bool) {
+		secs := time.Since(start).Seconds()
+		end := "\r"
+		if final {
+			end = "\n"
+		}
+		fmt.Fprintf(os.Stderr, "streamed %d frames, %d bytes, %.1f MB/s, %d moves%s",
+			src.Frames(), src.Bytes(), float64(src.Bytes())/1e6/max(secs, 1e-9), src.Moves(), end)
+	}
+	buf := make([]byte, *frameSize)
+	for {
+		n, err := io.ReadFull(in, buf)
+		if n > 0 {
+			if serr := src.Send(ctx, buf[:n]); serr != nil {
+				progress(true)
+				return serr
+			}
+		}
+		if time.Since(lastPrint) > time.Second {
+			progress(false)
+			lastPrint = time.Now()
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			progress(true)
+			return nil
+		}
+		if err != nil {
+			progress(true)
+			return err
+		}
+		if ctx.Err() != nil {
+			progress(true)
+			return nil
+		}
+	}
 }
