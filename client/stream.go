@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -40,7 +41,7 @@ type Stream struct {
 	opts       StreamOptions
 
 	conn   net.Conn
-	lines  chan string // lines the node sent after OK (MOVED or ERR), from the reader goroutine
+	ends   chan streamEnd // how the node ended the connection, from the reader goroutine
 	reader sync.WaitGroup
 
 	window      [][]byte // frames sent on this connection, oldest first
@@ -49,6 +50,12 @@ type Stream struct {
 
 	frames, bytes uint64
 	moves         int
+}
+
+// streamEnd is how a connection ended: the node's last line (MOVED or ERR), or none.
+type streamEnd struct {
+	line string
+	eof  bool // the node closed its side cleanly
 }
 
 // OpenStream resolves room through base (any node or router) and connects to its owner's
@@ -113,9 +120,9 @@ func (s *Stream) connect(ctx context.Context, addr string) error {
 		case len(f) >= 1 && f[0] == "OK":
 			_ = conn.SetDeadline(time.Time{})
 			s.conn, s.window, s.windowBytes, s.dropped = conn, nil, 0, 0
-			s.lines = make(chan string, 1)
+			s.ends = make(chan streamEnd, 1)
 			s.reader.Add(1)
-			go s.readLines(br, s.lines)
+			go s.readEnd(br, s.ends)
 			return nil
 		case len(f) == 4 && f[0] == "MOVED":
 			conn.Close()
@@ -128,14 +135,16 @@ func (s *Stream) connect(ctx context.Context, addr string) error {
 	return errors.New("roost: stream: too many MOVED answers; the cluster may still be converging")
 }
 
-// readLines passes on the line the node sends before it closes (MOVED or ERR).
-func (s *Stream) readLines(br *bufio.Reader, out chan<- string) {
+// readEnd passes on how the node ends the connection: the line it sends before it closes
+// (MOVED or ERR), or a close without one.
+func (s *Stream) readEnd(br *bufio.Reader, out chan<- streamEnd) {
 	defer s.reader.Done()
 	line, err := br.ReadString('\n')
 	if err != nil {
-		line = ""
+		out <- streamEnd{eof: errors.Is(err, io.EOF) && line == ""}
+		return
 	}
-	out <- strings.TrimSpace(line)
+	out <- streamEnd{line: strings.TrimSpace(line)}
 }
 
 // Send sends one frame (1..MaxFrame bytes). It returns once the frame is written to the owner;
@@ -164,8 +173,8 @@ func (s *Stream) Send(ctx context.Context, frame []byte) error {
 
 func (s *Stream) write(frame []byte) error {
 	select {
-	case line := <-s.lines: // the node said something: the connection is ending
-		s.lines <- line
+	case end := <-s.ends: // the node said something: the connection is ending
+		s.ends <- end
 		return errors.New("connection ending")
 	default:
 	}
@@ -192,11 +201,17 @@ func (s *Stream) keep(frame []byte) {
 // the frames the old one did not take in; on a plain drop it reconnects through the base
 // address; on ERR it gives up.
 func (s *Stream) recover(ctx context.Context) error {
-	var line string
+	var end streamEnd
 	select {
-	case line = <-s.lines:
+	case end = <-s.ends:
 	case <-time.After(2 * time.Second):
 	}
+	return s.follow(ctx, end)
+}
+
+// follow acts on how the connection ended (see recover).
+func (s *Stream) follow(ctx context.Context, end streamEnd) error {
+	line := end.line
 	s.conn.Close()
 	s.reader.Wait()
 	f := strings.Fields(line)
@@ -241,7 +256,41 @@ func (s *Stream) recover(ctx context.Context) error {
 	return nil
 }
 
-// Close ends the stream.
+// Finish ends the stream cleanly: it tells the owner no more frames come and waits until the
+// owner has taken in every frame sent, following the room to a new owner (and resending there)
+// if it moves meanwhile; then it closes. Without Finish, frames still in socket buffers when
+// the room moves are not resent, as no later Send hears the MOVED.
+func (s *Stream) Finish(ctx context.Context) error {
+	defer s.Close()
+	deadline := time.Now().Add(s.opts.MaxReconnectWait)
+	for {
+		var end streamEnd
+		if hc, ok := s.conn.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
+			select {
+			case end = <-s.ends:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		f := strings.Fields(end.line)
+		switch {
+		case end.eof:
+			return nil // the owner read to the end and took in every frame before closing
+		case len(f) > 0 && f[0] == "ERR":
+			return fmt.Errorf("roost: stream refused: %s", end.line)
+		case len(f) == 0 || f[0] != "MOVED":
+			return errors.New("roost: stream: the connection broke while finishing; frames in flight may be lost")
+		}
+		if err := s.follow(ctx, end); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return errors.New("roost: stream: gave up reaching the room's owner")
+		}
+	}
+}
+
+// Close ends the stream at once; see Finish.
 func (s *Stream) Close() error {
 	err := s.conn.Close()
 	s.reader.Wait()

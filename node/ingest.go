@@ -106,7 +106,7 @@ func (n *Node) isClosed() bool {
 
 // serveSource runs one stream source: handshake, then frames until it ends or the room moves.
 func (n *Node) serveSource(c net.Conn) {
-	defer c.Close()
+	defer closeGently(c)
 	reply := func(line string) {
 		_ = c.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
 		_, _ = io.WriteString(c, line+"\n")
@@ -192,6 +192,14 @@ func (n *Node) serveSource(c net.Conn) {
 			break
 		}
 		if _, err := room.publishBinary(nil, frame); err != nil {
+			if s.farewell() == nil {
+				// The room stopped taking frames without closing (a hand-off held it too long):
+				// send the source to the owner by this node's ring, with its exact count, so it
+				// resends the rest rather than taking this for a crash.
+				o, _, _ := n.owner(h.Room)
+				reply(movedLine(o, s.accepted))
+				return
+			}
 			break // the room closed: the farewell says where to go
 		}
 		s.accepted++
@@ -199,6 +207,22 @@ func (n *Node) serveSource(c net.Conn) {
 	if bye := s.farewell(); bye != nil {
 		reply(bye(s.accepted))
 	}
+}
+
+// lingerTimeout bounds how long a source's connection is kept open after the node's last line.
+const lingerTimeout = time.Second
+
+// closeGently ends a source's connection after the node's last line (MOVED, ERR). Closing a
+// socket with unread frames in it sends a reset, and a reset can destroy the last line before
+// the source reads it: a MOVED lost that way would make the source take a move for a crash.
+// So the node half-closes, discards what the source still sends until it closes its side
+// (it does on reading the line), and only then closes.
+func closeGently(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
+		_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
+		_, _ = io.Copy(io.Discard, c)
+	}
+	c.Close()
 }
 
 // parseHandshake reads a source's handshake line. On a bad line it returns the ERR code and

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"encoding/gob"
 	"fmt"
 	"net"
 	"net/http"
@@ -136,7 +137,11 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.PeerKey = []byte("0123456789abcdef0123456789abcdef")
 	n := startNode(t, "n1", cfg)
-	body := `{"from":"mallory","ring":"x","rooms":[{"room":"r","epoch":"e","seq":1}]}`
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(handoffBatch{From: "mallory", Ring: "x", Rooms: []roomState{{Room: "r", Epoch: "e", Seq: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	body := buf.String()
 	for _, sig := range []string{"", "123.deadbeef", signature([]byte("another secret"), "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body))} {
 		req, _ := http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", strings.NewReader(body))
 		if sig != "" {

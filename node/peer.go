@@ -56,12 +56,12 @@ func (n *Node) verifyPeer(r *http.Request) ([]byte, error) {
 }
 
 // callPeer POSTs body to a peer's path, signed, and returns the answer's body.
-func (n *Node) callPeer(ctx context.Context, base, path string, body []byte) ([]byte, error) {
+func (n *Node) callPeer(ctx context.Context, base, path, contentType string, body []byte) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	if len(n.cfg.PeerKey) > 0 {
 		req.Header.Set(signatureHeader, signature(n.cfg.PeerKey, http.MethodPost, path, time.Now().Unix(), body))
 	}

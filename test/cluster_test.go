@@ -38,6 +38,7 @@ func (m *member) url() string { return "http://" + m.http }
 type cluster struct {
 	t       *testing.T
 	members []*member
+	nodeCfg func(*node.Config) // applied to every node's config, when set
 }
 
 func testLogger() *slog.Logger {
@@ -49,7 +50,13 @@ func testLogger() *slog.Logger {
 
 func newCluster(t *testing.T, nodes, routers int) *cluster {
 	t.Helper()
-	c := &cluster{t: t}
+	return newClusterWith(t, nodes, routers, nil)
+}
+
+// newClusterWith starts a cluster whose nodes' configs pass through nodeCfg.
+func newClusterWith(t *testing.T, nodes, routers int, nodeCfg func(*node.Config)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, nodeCfg: nodeCfg}
 	for i := 1; i <= nodes; i++ {
 		c.addNode(fmt.Sprintf("n%d", i))
 	}
@@ -91,6 +98,9 @@ func (c *cluster) addNode(id string) *member {
 	// Every member runs in this process, so a CPU stall (a loaded CI machine, -race) pauses them
 	// all alike and nobody is declared dead for it; the pause watchdog is for real processes.
 	cfg.StaleAfter = 10 * time.Second
+	if c.nodeCfg != nil {
+		c.nodeCfg(&cfg)
+	}
 	n, err := node.New(cfg, r)
 	if err != nil {
 		t.Fatal(err)
