@@ -23,7 +23,9 @@ type StreamOptions struct {
 	// --ingest-max-frame. Default 1 MiB.
 	MaxFrame int
 	// Window is how many bytes of recently sent frames are kept to resend after a MOVED. Frames
-	// a node has not taken in yet sit in socket buffers, a few MiB at most. Default 32 MiB.
+	// a node has not taken in yet sit in socket buffers: the node's receive buffer (4 × its
+	// --ingest-max-frame as the kernel counts it) and this side's send buffer (1 MiB asked).
+	// Default the larger of 32 MiB and 8 × MaxFrame.
 	Window int
 	// DialTimeout bounds resolving, connecting and the handshake. Default 10s.
 	DialTimeout time.Duration
@@ -66,7 +68,7 @@ func OpenStream(ctx context.Context, base, room string, opts *StreamOptions) (*S
 		s.opts = *opts
 	}
 	setDefault(&s.opts.MaxFrame, 1<<20)
-	setDefault(&s.opts.Window, 32<<20)
+	setDefault(&s.opts.Window, max(32<<20, 8*s.opts.MaxFrame))
 	setDefault(&s.opts.DialTimeout, 10*time.Second)
 	setDefault(&s.opts.MaxReconnectWait, time.Minute)
 	if err := s.connect(ctx, ""); err != nil {
@@ -99,6 +101,9 @@ func (s *Stream) connect(ctx context.Context, addr string) error {
 		conn, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return fmt.Errorf("roost: stream to %s: %w", addr, err)
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetWriteBuffer(1 << 20) // bounds what is in flight, with the node's buffer
 		}
 		hello, _ := json.Marshal(map[string]string{"room": s.room, "token": s.opts.Token})
 		if s.opts.Token == "" {

@@ -46,6 +46,10 @@ type Config struct {
 	IngestHandshake time.Duration
 	// IngestIdle closes a source that sends nothing for this long. Default 2m.
 	IngestIdle time.Duration
+	// IngestRate bounds one source's payload bytes per second; a faster source is slowed down
+	// (the node reads it no faster: TCP backpressure), never cut off. Bursts of an eighth of a
+	// second's worth, or one maximal frame, pass. Default 64 MiB/s.
+	IngestRate int
 	// HandoffTimeout bounds one hand-off call to the new owner. Default 5s.
 	HandoffTimeout time.Duration
 	// HandoffHold is how long a publish waits while its room is being handed off; it then fails
@@ -100,6 +104,7 @@ func DefaultConfig() Config {
 		MaxRoomSources:      16,
 		IngestHandshake:     5 * time.Second,
 		IngestIdle:          2 * time.Minute,
+		IngestRate:          64 << 20,
 	}
 }
 
@@ -116,6 +121,7 @@ func (c Config) Validate() error {
 		{"PresenceInterval", int64(c.PresenceInterval)}, {"StatsInterval", int64(c.StatsInterval)},
 		{"IngestMaxFrame", int64(c.IngestMaxFrame)}, {"MaxRoomSources", int64(c.MaxRoomSources)},
 		{"IngestHandshake", int64(c.IngestHandshake)}, {"IngestIdle", int64(c.IngestIdle)},
+		{"IngestRate", int64(c.IngestRate)},
 		{"HandoffTimeout", int64(c.HandoffTimeout)}, {"HandoffHold", int64(c.HandoffHold)},
 		{"ArriveTimeout", int64(c.ArriveTimeout)}, {"FenceWait", int64(c.FenceWait)},
 		{"StaleAfter", int64(c.StaleAfter)}, {"Quarantine", int64(c.Quarantine)},

@@ -15,8 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
+	"golang.org/x/time/rate"
 )
 
 // maxHandshake is the longest handshake line a source may send.
@@ -34,8 +36,9 @@ type source struct {
 	conn     net.Conn
 	accepted uint64 // reader goroutine only
 
-	mu  sync.Mutex
-	bye func(accepted uint64) string // set when the room closes: the last line to send
+	mu      sync.Mutex
+	bye     func(accepted uint64) string // set when the room closes: the last line to send
+	stopped chan struct{}                // closed with bye set
 }
 
 // stop ends the source from outside: its reader wakes, sends bye's line and closes.
@@ -44,6 +47,7 @@ func (s *source) stop(bye func(accepted uint64) string) {
 	defer s.mu.Unlock()
 	if s.bye == nil {
 		s.bye = bye
+		close(s.stopped)
 	}
 	_ = s.conn.SetReadDeadline(time.Now())
 }
@@ -57,6 +61,25 @@ func (s *source) extend(d time.Duration) bool {
 	}
 	_ = s.conn.SetReadDeadline(time.Now().Add(d))
 	return true
+}
+
+// throttle waits until limit lets size more bytes in, and reports false if the source was
+// stopped meanwhile. The wait is the backpressure: the node does not read the source meanwhile.
+func (s *source) throttle(limit *rate.Limiter, size int, waited prometheus.Counter) bool {
+	r := limit.ReserveN(time.Now(), size)
+	d := r.Delay()
+	if d == 0 {
+		return true
+	}
+	waited.Add(d.Seconds())
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.stopped:
+		return false
+	}
 }
 
 func (s *source) farewell() func(uint64) string {
@@ -155,7 +178,13 @@ func (n *Node) serveSource(c net.Conn) {
 		}
 		return
 	}
-	s := &source{conn: c}
+	// A fixed receive buffer (autotuning would take up to tcp_rmem's max, 32 MiB on some
+	// kernels) bounds what a source has in flight when its room moves, and so what it must keep
+	// to resend: the Go client keeps 32 MiB.
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(2 * n.cfg.IngestMaxFrame)
+	}
+	s := &source{conn: c, stopped: make(chan struct{})}
 	seq, err := room.addSource(s)
 	if errors.Is(err, ErrRoomFull) {
 		refuse(protocol.CodeLimit, fmt.Sprintf("the room has its maximum of %d sources (--max-room-sources)", n.cfg.MaxRoomSources))
@@ -170,6 +199,9 @@ func (n *Node) serveSource(c net.Conn) {
 	defer room.removeSource(s)
 	reply("OK " + strconv.FormatUint(seq, 10))
 	n.log.Debug("stream source connected", "room", h.Room, "peer", c.RemoteAddr().String())
+	n.metrics.ingestSources.Inc()
+	defer n.metrics.ingestSources.Dec()
+	limit := rate.NewLimiter(rate.Limit(n.cfg.IngestRate), max(n.cfg.IngestRate/8, n.cfg.IngestMaxFrame))
 
 	var hdr [4]byte
 	for {
@@ -183,6 +215,9 @@ func (n *Node) serveSource(c net.Conn) {
 		if err != nil {
 			refuse("bad_frame", err.Error())
 			return
+		}
+		if !s.throttle(limit, int(size), n.metrics.ingestThrottle) {
+			break
 		}
 		frame := make([]byte, 8+size)
 		if _, err := io.ReadFull(br, frame[8:]); err != nil {
@@ -203,6 +238,8 @@ func (n *Node) serveSource(c net.Conn) {
 			break // the room closed: the farewell says where to go
 		}
 		s.accepted++
+		n.metrics.ingestFrames.Inc()
+		n.metrics.ingestBytes.Add(float64(size))
 	}
 	if bye := s.farewell(); bye != nil {
 		reply(bye(s.accepted))

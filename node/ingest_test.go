@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -169,5 +170,96 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !n.HasRoom("r") {
 		t.Fatalf("signed hand-off: %d, room installed %v", resp.StatusCode, n.HasRoom("r"))
+	}
+}
+
+// A source faster than --ingest-rate is slowed down, not cut off: every frame arrives, no
+// sooner than the rate allows, and the throttle metric counts the wait.
+func TestIngestRateSlowsASourceWithoutCuttingIt(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.IngestMaxFrame = 64 << 10
+	cfg.IngestRate = 1 << 20 // burst: 128 KiB
+	n := startNode(t, "n1", cfg)
+	addr := startIngest(t, n)
+	sub := dial(t, n.addr, "rated", nil)
+	c, br, ok := sourceHello(t, addr, `{"room":"rated"}`+"\n")
+	if ok != "OK 0" {
+		t.Fatalf("handshake: %q", ok)
+	}
+	const frames = 32 // 2 MiB: at 1 MiB/s after a 128 KiB burst, at least 1.875 s
+	start := time.Now()
+	go func() {
+		for range frames {
+			if writeFrame(c, make([]byte, 64<<10)) != nil {
+				return
+			}
+		}
+	}()
+	eventually(t, 20*time.Second, "every frame delivered", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == frames })
+	if took := time.Since(start); took < 1800*time.Millisecond {
+		t.Fatalf("2 MiB went through in %v; --ingest-rate 1 MiB/s allows no less than 1.875s", took)
+	}
+	if w := testutil.ToFloat64(n.metrics.ingestThrottle); w < 1.5 {
+		t.Fatalf("roost_ingest_throttled_seconds_total = %v, want about 2", w)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if line, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("the node told the throttled source %q", line)
+	}
+}
+
+// A subscriber that stops reading is dropped with 4008; the source feeding the room is never
+// cut off or held back for it, and the subscribers that read get everything.
+func TestIngestSlowSubscriberIsDroppedNeverTheSource(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SendQueue = 128
+	cfg.WriteTimeout = time.Second
+	// A live feed has a pace; a subscriber that reads slower than the feed is dropped too, so
+	// this one is paced (bursts of 64 frames) for a test reader under -race to keep up with it.
+	cfg.IngestRate = 8 << 20
+	n := startNode(t, "n1", cfg)
+	addr := startIngest(t, n)
+	fast := dial(t, n.addr, "feed", nil)
+	dialNonReader(t, n.addr, "feed")
+	c, br, ok := sourceHello(t, addr, `{"room":"feed"}`+"\n")
+	if ok != "OK 0" {
+		t.Fatalf("handshake: %q", ok)
+	}
+	const frames = 1000 // 16 MB: more than the slow one's socket buffers and queue hold
+	go func() {
+		for i := range frames {
+			if writeFrame(c, bytes.Repeat([]byte{byte(i)}, 16<<10)) != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		fast.mu.Lock()
+		got, ferr := len(fast.bins), fast.err
+		fast.mu.Unlock()
+		if got == frames {
+			break
+		}
+		if time.Now().After(deadline) || ferr != nil {
+			t.Fatalf("the subscriber that reads got %d of %d frames (%v); source frames in: %v; drops: %v", got, frames, ferr,
+				testutil.ToFloat64(n.metrics.ingestFrames), testutil.ToFloat64(n.metrics.drops.WithLabelValues("slow_consumer")))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i, b := range fast.bins {
+		if seq, p, _ := protocol.ParseBinary(b); seq != uint64(i+1) || len(p) != 16<<10 || p[0] != byte(i) {
+			t.Fatalf("frame %d: seq %d, %d bytes", i, seq, len(p))
+		}
+	}
+	if got := testutil.ToFloat64(n.metrics.drops.WithLabelValues("slow_consumer")); got != 1 {
+		t.Fatalf("slow_consumer drops = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(n.metrics.ingestFrames); got != frames {
+		t.Fatalf("roost_ingest_frames_total = %v, want %d", got, frames)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if line, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("the node told the source %q", line)
 	}
 }

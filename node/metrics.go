@@ -23,6 +23,10 @@ type metrics struct {
 	handoffs       *prometheus.CounterVec
 	handoffBytes   prometheus.Counter
 	handoffSeconds prometheus.Histogram
+	ingestFrames   prometheus.Counter
+	ingestBytes    prometheus.Counter
+	ingestSources  prometheus.Gauge
+	ingestThrottle prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -57,9 +61,18 @@ func newMetrics(n *Node) *metrics {
 			Help: "Time of one hand-off batch, from freeze to acceptance.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
 		reclaimed: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_reclaimed_total",
 			Help: "Idle rooms reclaimed."}),
+		ingestFrames: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_frames_total",
+			Help: "Frames TCP stream sources put into rooms."}),
+		ingestBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_bytes_total",
+			Help: "Payload bytes TCP stream sources put into rooms."}),
+		ingestSources: prometheus.NewGauge(prometheus.GaugeOpts{Name: "roost_ingest_sources",
+			Help: "Connected TCP stream sources."}),
+		ingestThrottle: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_throttled_seconds_total",
+			Help: "Time stream sources were held back by --ingest-rate."}),
 	}
 	m.reg.MustRegister(m.messages, m.deliveries, m.dedup, m.drops, m.connects, m.refused, m.redirects,
 		m.ringChanges, m.roomsLost, m.roomsGained, m.reclaimed, m.handoffs, m.handoffBytes, m.handoffSeconds,
+		m.ingestFrames, m.ingestBytes, m.ingestSources, m.ingestThrottle,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_rooms", Help: "Rooms held by this node."},
 			func() float64 { return float64(n.rooms.len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_connections", Help: "Open client connections."},

@@ -316,13 +316,9 @@ func TestRepeatedIDIsAckedOnceDeliveredOnce(t *testing.T) {
 	}
 }
 
-func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.SendQueue = 16
-	cfg.WriteTimeout = time.Second
-	n := startNode(t, "n1", cfg)
-	fast := dial(t, n.addr, "slow", nil)
-	// The slow client has a tiny receive buffer and never reads.
+// dialNonReader connects a WebSocket client with a tiny receive buffer that never reads.
+func dialNonReader(t *testing.T, addr, room string) {
+	t.Helper()
 	d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDial: func(network, addr string) (net.Conn, error) {
 		c, err := net.Dial(network, addr)
 		if err == nil {
@@ -330,12 +326,20 @@ func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
 		}
 		return c, err
 	}}
-	u := "ws://" + n.addr + "/v1/rooms/slow/ws"
-	slow, _, err := d.Dial(u, nil)
+	ws, _, err := d.Dial("ws://"+addr+"/v1/rooms/"+room+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer slow.Close()
+	t.Cleanup(func() { ws.Close() })
+}
+
+func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.SendQueue = 16
+	cfg.WriteTimeout = time.Second
+	n := startNode(t, "n1", cfg)
+	fast := dial(t, n.addr, "slow", nil)
+	dialNonReader(t, n.addr, "slow")
 	pub := dial(t, n.addr, "slow", nil)
 	payload := strings.Repeat("x", 16<<10)
 	const total = 400

@@ -22,8 +22,23 @@ import (
 const (
 	signatureHeader = "Roost-Signature"
 	maxClockSkew    = time.Minute
-	maxPeerBody     = 256 << 20
 )
+
+// maxPeerBody bounds a node-to-node body: a hand-off batch holds up to handoffChunkBytes of
+// history, or one room's whole history when that is larger, plus its remembered ids.
+func (n *Node) maxPeerBody() int64 {
+	frame := max(n.cfg.MaxFrame, int64(n.cfg.IngestMaxFrame))
+	return int64(handoffChunkBytes) + int64(n.cfg.HistoryBytes) + frame + int64(n.cfg.DedupeIDs)*512 + 1<<20
+}
+
+// readLimited reads all of r, or fails if it is longer than limit.
+func readLimited(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		return nil, fmt.Errorf("body longer than %d bytes", limit)
+	}
+	return b, err
+}
 
 var errBadSignature = errors.New("request not signed with this cluster's secret")
 
@@ -36,7 +51,7 @@ func signature(key []byte, method, path string, ts int64, body []byte) string {
 
 // verifyPeer reads the body of a node-to-node request and checks its signature.
 func (n *Node) verifyPeer(r *http.Request) ([]byte, error) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxPeerBody))
+	body, err := readLimited(r.Body, n.maxPeerBody())
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +85,7 @@ func (n *Node) callPeer(ctx context.Context, base, path, contentType string, bod
 		return nil, err
 	}
 	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxPeerBody))
+	out, err := readLimited(resp.Body, n.maxPeerBody())
 	if err != nil {
 		return nil, err
 	}

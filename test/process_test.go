@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -86,7 +87,38 @@ func freePort(t *testing.T, udpToo bool) string {
 }
 
 // startProc starts a node or router process and kills it when the test ends, whatever happens.
+// A free port can be taken by another test package between freePort and the process binding
+// it; then the process is started again on new ports.
 func startProc(t *testing.T, role, id, join string, extra ...string) *proc {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p := startProcOnce(t, role, id, join, extra...)
+		if attempt == 5 || !p.lostPortRace() {
+			return p
+		}
+	}
+}
+
+// lostPortRace waits until the process serves HTTP, and reports whether it exited instead
+// because one of its ports was taken.
+func (p *proc) lostPortRace() bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return strings.Contains(p.log.String(), "address already in use")
+		default:
+		}
+		if resp, err := quickHTTP.Get(p.url() + "/healthz"); err == nil {
+			resp.Body.Close()
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+func startProcOnce(t *testing.T, role, id, join string, extra ...string) *proc {
 	t.Helper()
 	p := &proc{id: id, role: role, gossip: freePort(t, true), http: freePort(t, false), log: &bytes.Buffer{}, exited: make(chan struct{})}
 	args := []string{role, "--id", id, "--gossip", p.gossip, "--http", p.http, "--log-level", "warn"}

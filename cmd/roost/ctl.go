@@ -329,8 +329,9 @@ func ctlStream(ctx context.Context, args []string) error {
 			lastPrint = time.Now()
 		}
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			ferr := src.Finish(ctx) // wait until the owner took in every frame
 			progress(true)
-			return nil
+			return ferr
 		}
 		if err != nil {
 			progress(true)

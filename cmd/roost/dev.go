@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/roost-dev/roost/protocol"
 )
 
 func runDev(ctx context.Context, args []string) error {
@@ -16,12 +18,22 @@ func runDev(ctx context.Context, args []string) error {
 	httpAddr := fs.String("http", "127.0.0.1:8080", "host:port of the router (roost ctl's default --addr)")
 	nodes := fs.Int("nodes", 3, "how many nodes to start")
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
+	demoRoom := fs.String("demo-stream", "demo-stream", "room the demo source streams a moving picture into (empty: no demo source)")
+	demoFPS := fs.Int("demo-fps", 10, "frames per second of the demo source")
 	cfg := nodeFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *nodes < 1 {
 		return errors.New("--nodes must be at least 1")
+	}
+	if *demoFPS < 1 || *demoFPS > 1000 {
+		return fmt.Errorf("--demo-fps %d: use 1 to 1000", *demoFPS)
+	}
+	if *demoRoom != "" {
+		if err := protocol.ValidRoom(*demoRoom); err != nil {
+			return fmt.Errorf("--demo-stream: %w", err)
+		}
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -60,6 +72,15 @@ func runDev(ctx context.Context, args []string) error {
 	for len(rt.ring.Placement().Nodes()) < *nodes && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+	if *demoRoom != "" {
+		demoCtx, stopDemo := context.WithCancel(ctx)
+		demoDone := make(chan struct{})
+		go func() {
+			defer close(demoDone)
+			runDemoSource(demoCtx, rt.URL(), *demoRoom, *demoFPS, log)
+		}()
+		defer func() { stopDemo(); <-demoDone }() // runs before the servers stop
+	}
 	fmt.Fprintf(devStdout, "roost dev: %d nodes and a router on 127.0.0.1, ring %s\n\n", *nodes, rt.ring.Placement().Version())
 	fmt.Fprintf(devStdout, "  router  %s   (roost ctl talks to it by default)\n", rt.URL())
 	for _, s := range servers[:len(servers)-1] {
@@ -69,15 +90,19 @@ func runDev(ctx context.Context, args []string) error {
 	if strings.Contains(bin, "go-build") { // go run: the binary is in a temporary folder
 		bin = "go run ./cmd/roost"
 	}
+	demoHint := ""
+	if *demoRoom != "" {
+		demoHint = fmt.Sprintf("  %s ctl tail %s   # the demo source's stream, frame by frame\n", bin, *demoRoom)
+	}
 	fmt.Fprintf(devStdout, `
 Try, in another terminal:
   %[1]s ctl tail lobby
   %[1]s ctl publish lobby '{"text":"hello"}'
   curl -sL %[2]s/v1/rooms/lobby     # follows the redirect to the owner
   %[1]s ctl status
-
+%[3]s
 Ctrl-C stops the cluster.
-`, bin, rt.URL())
+`, bin, rt.URL(), demoHint)
 	<-ctx.Done()
 	fmt.Fprintln(devStdout, "\nroost dev: stopping")
 	return nil

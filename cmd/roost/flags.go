@@ -131,5 +131,6 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.IntVar(&c.MaxRoomSources, "max-room-sources", c.MaxRoomSources, "TCP stream sources one room takes at most")
 	fs.DurationVar(&c.IngestHandshake, "ingest-handshake-timeout", c.IngestHandshake, "how long a stream source may take to send its handshake")
 	fs.DurationVar(&c.IngestIdle, "ingest-idle-timeout", c.IngestIdle, "a stream source silent this long is closed")
+	fs.IntVar(&c.IngestRate, "ingest-rate", c.IngestRate, "payload bytes per second one stream source may send; a faster one is slowed down")
 	return &c
 }
