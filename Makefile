@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/roost
 TIMEOUT ?= 15m
 
-.PHONY: build run test vet fmt conformance clean chaos stream
+.PHONY: build run test vet fmt conformance clean chaos stream bench
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/roost
@@ -17,8 +17,10 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
+# Every test with -race, then the stream test at its full size without it (see `stream`).
 test: vet
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) ./...
+	ROOST_STREAM_FULL=1 $(GO) test -count=1 -timeout $(TIMEOUT) -run 'TestStreamFanOut' ./test
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
@@ -37,8 +39,14 @@ chaos:
 		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing' ./test \
 		| grep -E '^(---|ok|FAIL)|kill -9|trials|drained|acked|served again'
 
-# The stream test at the issue's full size (no -race): 10,000 frames of 1 B to 256 KiB to 50
-# subscribers, steady and through a drain of the owner. About 90 s and 1.2 GB of memory.
+# The stream test at full size (no -race), verbose: 10,000 frames of 1 B to 256 KiB to 50
+# subscribers, steady and through a drain of the owner. About 2 min and 1.2 GB of memory.
 stream:
 	ROOST_STREAM_FULL=1 $(GO) test -count=1 -timeout 20m -v -run 'TestStreamFanOut' ./test \
 		| grep -E '^(---|ok|FAIL)|frames,'
+
+# Go benchmarks: placement cost, and ingest -> fan-out against a minimal broadcast loop measured
+# in the same run (x-baseline is roost's throughput over the baseline's).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./node
+	$(GO) test -run '^$$' -bench . -benchmem ./ring

@@ -17,7 +17,7 @@ import (
 )
 
 // startIngest serves stream ingest of n on a free port.
-func startIngest(t *testing.T, n *testNode) string {
+func startIngest(t testing.TB, n *testNode) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

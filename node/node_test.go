@@ -31,7 +31,7 @@ type testNode struct {
 }
 
 // startNode runs a real node (gossip on loopback, HTTP on a free port) and tears it down with the test.
-func startNode(t *testing.T, id string, cfg Config, join ...string) *testNode {
+func startNode(t testing.TB, id string, cfg Config, join ...string) *testNode {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -59,7 +59,7 @@ func startNode(t *testing.T, id string, cfg Config, join ...string) *testNode {
 	return &testNode{Node: n, ring: r, addr: ln.Addr().String()}
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
