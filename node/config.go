@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"github.com/roost-dev/roost/auth"
 	"log/slog"
 	"time"
 )
@@ -74,6 +75,8 @@ type Config struct {
 	Quarantine time.Duration
 	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
 	StatsInterval time.Duration
+	// Auth checks client and stream-source tokens; nil runs the node open.
+	Auth *auth.Verifier
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 }

@@ -31,6 +31,7 @@ type conn struct {
 	room     *Room
 	client   string
 	presence bool
+	readOnly bool // its token does not allow publishing
 	log      *slog.Logger
 
 	mu        sync.Mutex
@@ -48,9 +49,9 @@ type conn struct {
 	lastSent uint64 // highest message seq written; writer only
 }
 
-func newConn(n *Node, ws *websocket.Conn, client string, presence bool) *conn {
+func newConn(n *Node, ws *websocket.Conn, client string, presence, readOnly bool) *conn {
 	return &conn{
-		n: n, ws: ws, client: client, presence: presence,
+		n: n, ws: ws, client: client, presence: presence, readOnly: readOnly,
 		wake: make(chan struct{}, 1),
 		quit: make(chan struct{}),
 		done: make(chan struct{}),

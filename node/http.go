@@ -8,9 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -135,6 +137,14 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}
+	claims, err := n.cfg.Auth.Check(auth.FromRequest(r), name, false)
+	if err != nil {
+		n.refuseUpgrade(w, r, err)
+		return
+	}
+	if n.cfg.Auth != nil {
+		client = claims.Subject // who the token says, not what the client claims
+	}
 	if client == "" {
 		client = newClientID()
 	}
@@ -172,7 +182,44 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
-	n.serve(ws, room, client, presence, res)
+	n.serve(ws, room, client, presence, !claims.Pub, res)
+}
+
+// refuseUpgrade answers a client whose token failed: the upgrade completes so a browser can read
+// why, then the connection closes with 4401 (no valid token) or 4403 (not for this room).
+func (n *Node) refuseUpgrade(w http.ResponseWriter, r *http.Request, err error) {
+	code, reason := protocol.CloseUnauthorized, "unauthorized"
+	if errors.Is(err, auth.ErrForbidden) {
+		code, reason = protocol.CloseForbidden, "forbidden"
+	}
+	n.metrics.refused.WithLabelValues(reason).Inc()
+	n.log.Debug("client refused", "room", r.PathValue("room"), "reason", err.Error(), "peer", r.RemoteAddr)
+	if !websocket.IsWebSocketUpgrade(r) {
+		status := http.StatusUnauthorized
+		if code == protocol.CloseForbidden {
+			status = http.StatusForbidden
+		}
+		protocol.WriteError(w, status, reason, err.Error())
+		return
+	}
+	ws, uerr := n.upgrader.Upgrade(w, r, nil)
+	if uerr != nil {
+		return
+	}
+	closeNow(ws, code, truncateReason(err.Error()))
+	ws.Close()
+}
+
+// truncateReason keeps a close reason within the 123 bytes a close frame carries.
+func truncateReason(s string) string {
+	if len(s) <= 123 {
+		return s
+	}
+	s = s[:123]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // track counts a connection handler in, unless the node is closing.
@@ -187,12 +234,12 @@ func (n *Node) track() bool {
 }
 
 // serve runs one client connection to its end: it joins the room, starts the writer and reads.
-func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence bool, res resume) {
+func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence, readOnly bool, res resume) {
 	n.conns.Add(1)
 	n.metrics.connects.Inc()
 	defer n.conns.Add(-1)
 	defer ws.Close()
-	c := newConn(n, ws, client, presence)
+	c := newConn(n, ws, client, presence, readOnly)
 	for attempt := 0; ; attempt++ {
 		err := room.join(c, res)
 		if err == nil {
@@ -237,6 +284,10 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence boo
 		case websocket.TextMessage:
 			n.handleText(c, data)
 		case websocket.BinaryMessage:
+			if c.readOnly {
+				n.refuseReadOnly(c, "")
+				continue
+			}
 			frame := make([]byte, 8+len(data))
 			copy(frame[8:], data)
 			if _, err := c.room.publishBinary(c, frame); err != nil {
@@ -263,6 +314,8 @@ func (n *Node) handleText(c *conn, data []byte) {
 			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, Error: "publish id is longer than 256 bytes"})
 		case len(p.Data) == 0:
 			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, ID: p.ID, Error: `a publish needs "data" (any JSON value)`})
+		case c.readOnly:
+			n.refuseReadOnly(c, p.ID)
 		default:
 			if err := c.room.publish(c, p.ID, p.Data); err != nil {
 				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
@@ -277,6 +330,14 @@ func (n *Node) handleText(c *conn, data []byte) {
 }
 
 func strconvQuote(s string) string { return strconv.Quote(s) }
+
+// refuseReadOnly answers a publish from a connection whose token does not allow publishing;
+// nothing is delivered and the connection stays open.
+func (n *Node) refuseReadOnly(c *conn, id string) {
+	n.metrics.refused.WithLabelValues("read_only").Inc()
+	c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeForbidden, ID: id,
+		Error: "this connection's token is read-only (no pub claim); the publish was not delivered"})
+}
 
 func closeNow(ws *websocket.Conn, code int, reason string) {
 	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 	"golang.org/x/time/rate"
@@ -152,6 +153,14 @@ func (n *Node) serveSource(c net.Conn) {
 	h, code, msg := parseHandshake(line)
 	if code != "" {
 		refuse(code, msg)
+		return
+	}
+	if _, err := n.cfg.Auth.Check(h.Token, h.Room, true); err != nil {
+		code := protocol.CodeUnauthorized
+		if errors.Is(err, auth.ErrForbidden) {
+			code = protocol.CodeForbidden
+		}
+		refuse(code, oneLine(err.Error()))
 		return
 	}
 	o, _, ok := n.owner(h.Room)

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"github.com/roost-dev/roost/auth"
 	"log/slog"
 	"time"
 )
@@ -27,6 +28,9 @@ type Config struct {
 	RedialTimeout time.Duration
 	// StatsInterval is how often the connection count is gossiped. Default 2s.
 	StatsInterval time.Duration
+	// Auth, when set, checks client tokens before the owner is dialed (the owner checks them
+	// again): a bad one costs the cluster nothing beyond this router.
+	Auth *auth.Verifier
 	// Logger receives the router's logs. Default slog.Default().
 	Logger *slog.Logger
 }

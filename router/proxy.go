@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -20,6 +21,10 @@ import (
 func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 	room, o, ok := rt.place(w, r)
 	if !ok {
+		return
+	}
+	if _, err := rt.cfg.Auth.Check(auth.FromRequest(r), room, false); err != nil {
+		rt.refuse(w, r, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.DialTimeout)
@@ -58,6 +63,30 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 	}
 	rt.metrics.opened.Inc()
 	s.run()
+}
+
+// refuse answers a client whose token failed as a node would: the upgrade completes so a
+// browser can read why, then the connection closes with 4401 or 4403.
+func (rt *Router) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	code, reason, status := protocol.CloseUnauthorized, protocol.CodeUnauthorized, http.StatusUnauthorized
+	if errors.Is(err, auth.ErrForbidden) {
+		code, reason, status = protocol.CloseForbidden, protocol.CodeForbidden, http.StatusForbidden
+	}
+	rt.metrics.refused.WithLabelValues(reason).Inc()
+	if !websocket.IsWebSocketUpgrade(r) {
+		protocol.WriteError(w, status, reason, err.Error())
+		return
+	}
+	client, uerr := rt.upgrader.Upgrade(w, r, nil)
+	if uerr != nil {
+		return
+	}
+	msg := err.Error()
+	if len(msg) > 123 {
+		msg = msg[:123]
+	}
+	closeWith(client, code, msg)
+	client.Close()
 }
 
 // dialOwner dials the owner's WebSocket with the client's query and credentials, following the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/protocol"
 )
@@ -25,6 +27,9 @@ const ctlUsage = `Usage: roost ctl COMMAND [flags]
   publish ROOM JSON [--id ID]   publish one message and print its ack
   stream ROOM [FILE|-]          be a TCP stream source: send FILE (or stdin) as frames
   status [--json]               the cluster: members, roles, ring version, rooms per node
+  token --sub U --rooms 'a,b*' [--pub] [--ttl 1h]
+                                mint an HS256 client token with --auth-hmac-secret
+                                (env ROOST_AUTH_HMAC_SECRET), for trying things out
 
 Flags of every command:
   --addr URL     any node or router (default http://127.0.0.1:8080, env ROOST_ADDR)
@@ -82,6 +87,8 @@ func runCtl(ctx context.Context, args []string) error {
 		return ctlStatus(ctx, rest)
 	case "stream":
 		return ctlStream(ctx, rest)
+	case "token":
+		return ctlToken(rest)
 	default:
 		fmt.Fprint(os.Stderr, ctlUsage)
 		return fmt.Errorf("unknown ctl command %q", cmd)
@@ -342,4 +349,37 @@ func ctlStream(ctx context.Context, args []string) error {
 			return nil
 		}
 	}
+}
+
+func ctlToken(args []string) error {
+	fs := flag.NewFlagSet("roost ctl token", flag.ContinueOnError)
+	secret := fs.String("auth-hmac-secret", "", "the cluster's HS256 secret")
+	secretFile := fs.String("auth-hmac-secret-file", "", "file holding the HS256 secret")
+	sub := fs.String("sub", "", "who the token is for (becomes the client's presence identity)")
+	rooms := fs.String("rooms", "", "comma-separated rooms: exact names or prefixes ending in *")
+	pub := fs.Bool("pub", false, "may publish (and stream); without it the token only reads")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("roost ctl token takes only flags, not %q", fs.Args())
+	}
+	key := []byte(*secret)
+	if *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return fmt.Errorf("--auth-hmac-secret-file: %w", err)
+		}
+		key = bytes.TrimSpace(b)
+	}
+	if *sub == "" || *rooms == "" {
+		return errors.New("usage: roost ctl token --sub U --rooms 'a,b*' [--pub] [--ttl 1h] (with --auth-hmac-secret or ROOST_AUTH_HMAC_SECRET)")
+	}
+	tok, err := auth.Mint(key, *sub, splitList(*rooms), *pub, *ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(ctlOut, tok)
+	return nil
 }

@@ -42,7 +42,7 @@ func demoFrame(buf []byte, i uint32) []byte {
 
 // runDemoSource streams the demo picture into room through base (a router) at fps until ctx
 // ends, reconnecting if the cluster is not there yet or the stream breaks.
-func runDemoSource(ctx context.Context, base, room string, fps int, log *slog.Logger) {
+func runDemoSource(ctx context.Context, base, room string, fps int, token string, log *slog.Logger) {
 	log = log.With("room", room)
 	tick := time.NewTicker(time.Second / time.Duration(fps))
 	defer tick.Stop()
@@ -63,7 +63,7 @@ func runDemoSource(ctx context.Context, base, room string, fps int, log *slog.Lo
 		case <-tick.C:
 		}
 		if src == nil {
-			s, err := client.OpenStream(ctx, base, room, &client.StreamOptions{DialTimeout: time.Second, MaxReconnectWait: 5 * time.Second})
+			s, err := client.OpenStream(ctx, base, room, &client.StreamOptions{Token: token, DialTimeout: time.Second, MaxReconnectWait: 5 * time.Second})
 			if err != nil {
 				log.Debug("demo source: cannot reach the room's owner yet", "err", err)
 				continue

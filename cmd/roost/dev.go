@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -20,6 +21,7 @@ func runDev(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn or error")
 	demoRoom := fs.String("demo-stream", "demo-stream", "room the demo source streams a moving picture into (empty: no demo source)")
 	demoFPS := fs.Int("demo-fps", 10, "frames per second of the demo source")
+	authSecret := fs.String("auth-hmac-secret", "", "turn client auth on with this HS256 secret (mint tokens with roost ctl token)")
 	cfg := nodeFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -51,7 +53,7 @@ func runDev(ctx context.Context, args []string) error {
 	}()
 	seed := ""
 	for i := 1; i <= *nodes; i++ {
-		m := devMember(fmt.Sprintf("n%d", i), "127.0.0.1:0", seed)
+		m := devMember(fmt.Sprintf("n%d", i), "127.0.0.1:0", seed, *authSecret)
 		s, err := startNode(m, *cfg, "127.0.0.1:0", log)
 		if err != nil {
 			return fmt.Errorf("start node n%d: %w", i, err)
@@ -62,7 +64,7 @@ func runDev(ctx context.Context, args []string) error {
 		}
 	}
 	rc := routerFlags(flag.NewFlagSet("", flag.ContinueOnError))
-	rt, err := startRouter(devMember("r1", *httpAddr, seed), *rc, log)
+	rt, err := startRouter(devMember("r1", *httpAddr, seed, *authSecret), *rc, log)
 	if err != nil {
 		return fmt.Errorf("start the router on %s (is another roost dev running? try --http 127.0.0.1:0): %w", *httpAddr, err)
 	}
@@ -73,11 +75,17 @@ func runDev(ctx context.Context, args []string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if *demoRoom != "" {
+		token := ""
+		if *authSecret != "" { // the demo source needs a token like any other
+			if token, err = auth.Mint([]byte(*authSecret), "demo-source", []string{*demoRoom}, true, 365*24*time.Hour); err != nil {
+				return err
+			}
+		}
 		demoCtx, stopDemo := context.WithCancel(ctx)
 		demoDone := make(chan struct{})
 		go func() {
 			defer close(demoDone)
-			runDemoSource(demoCtx, rt.URL(), *demoRoom, *demoFPS, log)
+			runDemoSource(demoCtx, rt.URL(), *demoRoom, *demoFPS, token, log)
 		}()
 		defer func() { stopDemo(); <-demoDone }() // runs before the servers stop
 	}
@@ -108,8 +116,11 @@ Ctrl-C stops the cluster.
 	return nil
 }
 
-func devMember(id, httpAddr, seed string) *member {
+func devMember(id, httpAddr, seed, authSecret string) *member {
 	m := memberFlags(flag.NewFlagSet("", flag.ContinueOnError), httpAddr)
-	m.id, m.gossip, m.join = id, "127.0.0.1:0", seed
+	m.id, m.gossip, m.join, m.authHMAC = id, "127.0.0.1:0", seed, authSecret
+	if err := m.load(); err != nil {
+		panic(err) // an HS256 secret alone cannot fail to load
+	}
 	return m
 }

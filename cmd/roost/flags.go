@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/node"
 	"github.com/roost-dev/roost/ring"
 )
@@ -40,10 +43,12 @@ func envName(flagName string) string {
 
 // member holds the flags every cluster member has.
 type member struct {
-	id, gossip, advertise, http, join, secret string
-	logFormat, logLevel                       string
-	shutdown                                  time.Duration
-	ring                                      ring.Config
+	id, gossip, advertise, http, join, secret, secretFile string
+	authHMAC, authHMACFile, authPublicKey, authJWKS       string
+	logFormat, logLevel                                   string
+	shutdown                                              time.Duration
+	ring                                                  ring.Config
+	auth                                                  *auth.Verifier // from the auth flags, by load
 }
 
 func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
@@ -54,7 +59,12 @@ func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
 	fs.StringVar(&m.advertise, "advertise", "", "host:port others reach this member's gossip on (NAT, Kubernetes); default: the bind address or a private IP")
 	fs.StringVar(&m.http, "http", httpDefault, "host:port of the HTTP and WebSocket listener (port 0 picks one)")
 	fs.StringVar(&m.join, "join", "", "comma-separated seeds to join: host:port or DNS names (which may resolve to several addresses)")
-	fs.StringVar(&m.secret, "cluster-secret", "", "shared secret of the cluster: encrypts gossip (every member needs the same one)")
+	fs.StringVar(&m.secret, "cluster-secret", "", "shared secret of the cluster: encrypts gossip, signs node-to-node calls (every member needs the same one)")
+	fs.StringVar(&m.secretFile, "cluster-secret-file", "", "file holding the cluster secret (instead of --cluster-secret)")
+	fs.StringVar(&m.authHMAC, "auth-hmac-secret", "", "client auth: HS256 secret tokens are signed with")
+	fs.StringVar(&m.authHMACFile, "auth-hmac-secret-file", "", "client auth: file holding the HS256 secret")
+	fs.StringVar(&m.authPublicKey, "auth-public-key", "", "client auth: PEM file of the RSA or EC public key (RS256, ES256)")
+	fs.StringVar(&m.authJWKS, "auth-jwks", "", "client auth: JWKS file (RS256, ES256; keys picked by kid)")
 	fs.StringVar(&m.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&m.shutdown, "shutdown-timeout", 10*time.Second, "how long a clean shutdown may take on SIGTERM/SIGINT")
@@ -80,6 +90,56 @@ func (m *member) ringConfig(role ring.Role, httpAddr, tcpAddr string, log *slog.
 		c.SecretKey = ring.KeyFromSecret(m.secret)
 	}
 	return c
+}
+
+// load reads the secret files and builds the token verifier; call it once flags are parsed.
+func (m *member) load() error {
+	read := func(flagName, path string) ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", flagName, err)
+		}
+		return b, nil
+	}
+	if m.secretFile != "" {
+		if m.secret != "" {
+			return errors.New("give --cluster-secret or --cluster-secret-file, not both")
+		}
+		b, err := read("cluster-secret-file", m.secretFile)
+		if err != nil {
+			return err
+		}
+		if m.secret = strings.TrimSpace(string(b)); m.secret == "" {
+			return fmt.Errorf("--cluster-secret-file %s is empty", m.secretFile)
+		}
+	}
+	var cfg auth.Config
+	cfg.HMACSecret = []byte(m.authHMAC)
+	if m.authHMACFile != "" {
+		if m.authHMAC != "" {
+			return errors.New("give --auth-hmac-secret or --auth-hmac-secret-file, not both")
+		}
+		b, err := read("auth-hmac-secret-file", m.authHMACFile)
+		if err != nil {
+			return err
+		}
+		if cfg.HMACSecret = bytes.TrimSpace(b); len(cfg.HMACSecret) == 0 {
+			return fmt.Errorf("--auth-hmac-secret-file %s is empty", m.authHMACFile)
+		}
+	}
+	var err error
+	if m.authPublicKey != "" {
+		if cfg.PublicKeyPEM, err = read("auth-public-key", m.authPublicKey); err != nil {
+			return err
+		}
+	}
+	if m.authJWKS != "" {
+		if cfg.JWKS, err = read("auth-jwks", m.authJWKS); err != nil {
+			return err
+		}
+	}
+	m.auth, err = auth.NewVerifier(cfg)
+	return err
 }
 
 func splitList(s string) []string {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -48,7 +49,7 @@ func main() {
 		os.Exit(2)
 	}
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(os.Stderr, "roost:", err)
+		fmt.Fprintln(os.Stderr, "roost:", strings.TrimPrefix(err.Error(), "roost: "))
 		os.Exit(1)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/node"
 	"github.com/roost-dev/roost/ring"
 	"github.com/roost-dev/roost/router"
@@ -45,7 +46,7 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 		tcpLn.Close()
 		return nil, err
 	}
-	cfg.Logger = log
+	cfg.Logger, cfg.Auth = log, m.auth
 	if m.secret != "" {
 		cfg.PeerKey = peerKey(m.secret)
 	}
@@ -77,7 +78,7 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 		httpLn.Close()
 		return nil, err
 	}
-	cfg.Logger = log
+	cfg.Logger, cfg.Auth = log, m.auth
 	rt, err := router.New(cfg, r)
 	if err != nil {
 		r.Close()
@@ -153,6 +154,9 @@ func runNode(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := m.load(); err != nil {
+		return err
+	}
 	warnOpen(log, m)
 	s, err := startNode(m, *cfg, *tcp, log)
 	if err != nil {
@@ -170,6 +174,9 @@ func runRouter(ctx context.Context, args []string) error {
 	}
 	log, err := m.logger()
 	if err != nil {
+		return err
+	}
+	if err := m.load(); err != nil {
 		return err
 	}
 	warnOpen(log, m)
@@ -199,6 +206,12 @@ func peerKey(secret string) []byte {
 
 func warnOpen(log *slog.Logger, m *member) {
 	if m.secret == "" {
-		log.Warn("running open: no --cluster-secret, so gossip is unencrypted and anyone who reaches the gossip port can join; no client auth is configured")
+		log.Warn("running open: no --cluster-secret, so gossip is unencrypted, node-to-node calls are unsigned, and anyone who reaches the gossip port can join")
+	}
+	if m.auth == nil {
+		log.Warn("running open: no client auth (--auth-hmac-secret, --auth-public-key or --auth-jwks), so anyone who reaches this member may join and publish to any room")
+	}
+	if n := len(m.authHMAC); n > 0 && n < auth.MinSecret {
+		log.Warn("the HS256 secret is short; use at least 32 random bytes", "bytes", n)
 	}
 }
