@@ -77,6 +77,7 @@ func TestIngestBadInput(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.IngestMaxFrame = 1024
 	cfg.IngestHandshake = 200 * time.Millisecond
+	cfg.IngestIdle = 300 * time.Millisecond
 	n := startNode(t, "n1", cfg)
 	addr := startIngest(t, n)
 	for _, c := range []struct{ name, line, want string }{
@@ -102,9 +103,24 @@ func TestIngestBadInput(t *testing.T) {
 			t.Errorf("frame length %d: %q", size, got)
 		}
 	}
+	// A frame that stops short of its length (the source stalls mid-frame): ERR truncated once
+	// the idle timeout passes, and the partial frame never enters the room.
+	c, br, ok := sourceHello(t, addr, `{"room":"a"}`+"\n")
+	if !strings.HasPrefix(ok, "OK ") {
+		t.Fatalf("handshake %q", ok)
+	}
+	var h [4]byte
+	binary.BigEndian.PutUint32(h[:], 100)
+	c.Write(append(h[:], "only ten b"...))
+	if got, _ := br.ReadString('\n'); !strings.HasPrefix(got, "ERR truncated ") {
+		t.Errorf("truncated frame: %q", got)
+	}
+	if got := testutil.ToFloat64(n.metrics.ingestFrames); got != 0 {
+		t.Fatalf("%v frames entered the room from bad sources", got)
+	}
 	// The node still serves everyone else.
 	sub := dial(t, n.addr, "a", nil)
-	c, _, _ := sourceHello(t, addr, `{"room":"a"}`+"\n")
+	c, _, _ = sourceHello(t, addr, `{"room":"a"}`+"\n")
 	writeFrame(c, []byte("fine"))
 	eventually(t, 5*time.Second, "a good frame after the bad ones", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == 1 })
 }
