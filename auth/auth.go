@@ -20,6 +20,7 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/roost-dev/roost/protocol"
 )
 
 // Errors a check ends in. ErrUnauthorized covers a missing, malformed, wrongly signed or
@@ -231,4 +232,13 @@ func Mint(secret []byte, sub string, rooms []string, pub bool, ttl time.Duration
 	c := Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: sub, IssuedAt: jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl))}, Rooms: rooms, Pub: pub}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}
+
+// Refusal is how each door answers a failed check: the WebSocket close code, the HTTP status
+// and the error code (also the TCP ERR code).
+func Refusal(err error) (closeCode, status int, code string) {
+	if errors.Is(err, ErrForbidden) {
+		return protocol.CloseForbidden, http.StatusForbidden, protocol.CodeForbidden
+	}
+	return protocol.CloseUnauthorized, http.StatusUnauthorized, protocol.CodeUnauthorized
 }

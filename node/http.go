@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -188,38 +187,19 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 // refuseUpgrade answers a client whose token failed: the upgrade completes so a browser can read
 // why, then the connection closes with 4401 (no valid token) or 4403 (not for this room).
 func (n *Node) refuseUpgrade(w http.ResponseWriter, r *http.Request, err error) {
-	code, reason := protocol.CloseUnauthorized, "unauthorized"
-	if errors.Is(err, auth.ErrForbidden) {
-		code, reason = protocol.CloseForbidden, "forbidden"
-	}
-	n.metrics.refused.WithLabelValues(reason).Inc()
+	closeCode, status, code := auth.Refusal(err)
+	n.metrics.refused.WithLabelValues(code).Inc()
 	n.log.Debug("client refused", "room", r.PathValue("room"), "reason", err.Error(), "peer", r.RemoteAddr)
 	if !websocket.IsWebSocketUpgrade(r) {
-		status := http.StatusUnauthorized
-		if code == protocol.CloseForbidden {
-			status = http.StatusForbidden
-		}
-		protocol.WriteError(w, status, reason, err.Error())
+		protocol.WriteError(w, status, code, err.Error())
 		return
 	}
 	ws, uerr := n.upgrader.Upgrade(w, r, nil)
 	if uerr != nil {
 		return
 	}
-	closeNow(ws, code, truncateReason(err.Error()))
+	closeNow(ws, closeCode, protocol.CloseReason(err.Error()))
 	ws.Close()
-}
-
-// truncateReason keeps a close reason within the 123 bytes a close frame carries.
-func truncateReason(s string) string {
-	if len(s) <= 123 {
-		return s
-	}
-	s = s[:123]
-	for !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 // track counts a connection handler in, unless the node is closing.

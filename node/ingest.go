@@ -156,10 +156,7 @@ func (n *Node) serveSource(c net.Conn) {
 		return
 	}
 	if _, err := n.cfg.Auth.Check(h.Token, h.Room, true); err != nil {
-		code := protocol.CodeUnauthorized
-		if errors.Is(err, auth.ErrForbidden) {
-			code = protocol.CodeForbidden
-		}
+		_, _, code := auth.Refusal(err)
 		refuse(code, oneLine(err.Error()))
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Frame types, server to client.
@@ -184,4 +185,16 @@ func ParseBinary(b []byte) (uint64, []byte, error) {
 		return 0, nil, ErrShortBinary
 	}
 	return binary.BigEndian.Uint64(b), b[8:], nil
+}
+
+// CloseReason cuts s to the 123 bytes a close frame's reason holds, on a rune boundary.
+func CloseReason(s string) string {
+	if len(s) <= 123 {
+		return s
+	}
+	s = s[:123]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
 }

@@ -68,24 +68,17 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 // refuse answers a client whose token failed as a node would: the upgrade completes so a
 // browser can read why, then the connection closes with 4401 or 4403.
 func (rt *Router) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	code, reason, status := protocol.CloseUnauthorized, protocol.CodeUnauthorized, http.StatusUnauthorized
-	if errors.Is(err, auth.ErrForbidden) {
-		code, reason, status = protocol.CloseForbidden, protocol.CodeForbidden, http.StatusForbidden
-	}
-	rt.metrics.refused.WithLabelValues(reason).Inc()
+	closeCode, status, code := auth.Refusal(err)
+	rt.metrics.refused.WithLabelValues(code).Inc()
 	if !websocket.IsWebSocketUpgrade(r) {
-		protocol.WriteError(w, status, reason, err.Error())
+		protocol.WriteError(w, status, code, err.Error())
 		return
 	}
 	client, uerr := rt.upgrader.Upgrade(w, r, nil)
 	if uerr != nil {
 		return
 	}
-	msg := err.Error()
-	if len(msg) > 123 {
-		msg = msg[:123]
-	}
-	closeWith(client, code, msg)
+	closeWith(client, closeCode, protocol.CloseReason(err.Error()))
 	client.Close()
 }
 
