@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,7 +44,9 @@ func startNode(t testing.TB, id string, cfg Config, join ...string) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Logger = quiet
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
 	n, err := New(cfg, r)
 	if err != nil {
 		t.Fatal(err)
@@ -492,4 +495,55 @@ func TestCloseSendsGoingAway(t *testing.T) {
 	if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseGoingAway) {
 		t.Fatalf("after Close: %v, want 1001", err)
 	}
+}
+
+// TestPausedNodeAcksNothing: a node that wakes from a pause longer than StaleAfter must ack no
+// write until it has dropped its rooms. The pause is simulated by moving the watchdog's last tick
+// into the past; the publish is sent while the watchdog is inside its drop (held there by a slow
+// log handler), the moment a write could slip through if the watchdog recorded the tick first.
+func TestPausedNodeAcksNothing(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.StaleAfter = 100 * time.Millisecond // the watchdog ticks every 10 ms
+	cfg.Quarantine = time.Millisecond
+	dropping := make(chan struct{}, 1)
+	cfg.Logger = slog.New(slowWarn{dropping})
+	n := startNode(t, "n1", cfg)
+	for i := range 5 {
+		room := fmt.Sprint("paused-", i)
+		var c *client
+		eventually(t, 5*time.Second, "a room after the quarantine", func() bool {
+			var err error
+			c, err = tryDial(n.addr, room, nil, nil)
+			return err == nil
+		})
+		c.t = t
+		n.lastTick.Store(int64(time.Since(n.start) - time.Second))
+		<-dropping
+		c.publish("stale", "x")
+		if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseMoved) {
+			t.Fatalf("round %d: closed with %v, want %d", i, err, protocol.CloseMoved)
+		}
+		if acks := c.frames(protocol.TypeAck); len(acks) > 0 {
+			t.Fatalf("round %d: the paused node acked %+v", i, acks)
+		}
+		c.ws.Close()
+	}
+}
+
+// slowWarn is a log handler that, on the watchdog's warning, signals and then takes 100 ms.
+type slowWarn struct{ entered chan<- struct{} }
+
+func (h slowWarn) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h slowWarn) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h slowWarn) WithGroup(string) slog.Handler                { return h }
+func (h slowWarn) Handle(_ context.Context, r slog.Record) error {
+	if !strings.Contains(r.Message, "paused") {
+		return nil
+	}
+	select {
+	case h.entered <- struct{}{}:
+	default:
+	}
+	time.Sleep(100 * time.Millisecond)
+	return nil
 }

@@ -15,9 +15,8 @@ import (
 // themselves, so none slips through between the resume and the watchdog's next tick.
 
 // tick records that the node ran now.
-func (n *Node) tick() int64 {
-	now := int64(time.Since(n.start))
-	return n.lastTick.Swap(now)
+func (n *Node) tick() {
+	n.lastTick.Store(int64(time.Since(n.start)))
 }
 
 // stale reports whether the node has not run for StaleAfter: it may have been declared dead.
@@ -39,11 +38,15 @@ func (n *Node) watchdog(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// Drop before recording the tick: until every room is gone, writes must still see
+			// the node as stale, or one arriving just after the resume could be acked by a
+			// room the watchdog is about to close.
 			now := time.Since(n.start)
-			if gap := now - time.Duration(n.tick()); gap > n.cfg.StaleAfter {
+			if gap := now - time.Duration(n.lastTick.Load()); gap > n.cfg.StaleAfter {
 				n.quarantineUntil.Store(int64(now + n.cfg.Quarantine))
 				n.dropAll(gap)
 			}
+			n.tick()
 		}
 	}
 }
