@@ -46,7 +46,7 @@ type member struct {
 	id, gossip, advertise, http, join, secret, secretFile string
 	authHMAC, authHMACFile, authPublicKey, authJWKS       string
 	logFormat, logLevel                                   string
-	shutdown                                              time.Duration
+	shutdown, handshake                                   time.Duration
 	ring                                                  ring.Config
 	auth                                                  *auth.Verifier // from the auth flags, by load
 }
@@ -67,6 +67,7 @@ func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
 	fs.StringVar(&m.authJWKS, "auth-jwks", "", "client auth: JWKS file (RS256, ES256; keys picked by kid)")
 	fs.StringVar(&m.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.DurationVar(&m.handshake, "handshake-timeout", 10*time.Second, "longest a client may take to send its HTTP request headers (a slowloris guard); idle keep-alive connections close after 6x")
 	fs.DurationVar(&m.shutdown, "shutdown-timeout", 10*time.Second, "how long a clean shutdown may take on SIGTERM/SIGINT")
 	r := &m.ring
 	fs.IntVar(&r.Placement.Partitions, "partitions", r.Placement.Partitions, "hash partitions rooms fall into (same on every member)")

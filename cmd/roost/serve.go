@@ -62,7 +62,7 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 			log.Error("stream ingest stopped", "err", err)
 		}
 	}()
-	s := serve(log, r, httpLn, n.Handler(), n.Close)
+	s := serve(log, m, r, httpLn, n.Handler(), n.Close)
 	s.drain = n.Drain
 	return s, nil
 }
@@ -85,12 +85,13 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 		httpLn.Close()
 		return nil, err
 	}
-	return serve(log, r, httpLn, rt.Handler(), rt.Close), nil
+	return serve(log, m, r, httpLn, rt.Handler(), rt.Close), nil
 }
 
-func serve(log *slog.Logger, r *ring.Ring, ln net.Listener, h http.Handler, closeFn func() error) *server {
+func serve(log *slog.Logger, m *member, r *ring.Ring, ln net.Listener, h http.Handler, closeFn func() error) *server {
 	s := &server{log: log, ring: r, httpLn: ln, closeFn: closeFn, served: make(chan error, 1),
-		http: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+		http: &http.Server{Handler: h, ReadHeaderTimeout: m.handshake, IdleTimeout: 6 * m.handshake,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	go func() { s.served <- s.http.Serve(ln) }()
 	log.Info("serving", "http", "http://"+r.Self().HTTP, "listen", ln.Addr().String(), "role", r.Self().Role)
 	return s
