@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -28,6 +29,7 @@ type pending struct {
 	order   uint64 // registration order, to re-send in order
 	gen     uint64 // the connection it was last written on (0: none yet); guarded by Conn.mu
 	waiters int    // Publish calls waiting for it; guarded by Conn.mu
+	limited int    // times the server refused it as rate_limited; guarded by Conn.mu
 	done    chan struct{}
 	seq     uint64
 	err     error
@@ -200,9 +202,24 @@ func (c *Conn) acked(id string, seq uint64) {
 	}
 }
 
+// resend writes p again on the current connection, if it is still waited for and was not
+// already re-sent there by a reconnect.
+func (c *Conn) resend(p *pending) {
+	c.mu.Lock()
+	ws := c.ws
+	if c.pending[p.id] != p || ws == nil || c.endedLocked() != nil {
+		c.mu.Unlock()
+		return
+	}
+	p.gen = c.gen
+	c.mu.Unlock()
+	_ = c.write(ws, websocket.TextMessage, p.frame)
+}
+
 // refused hands an error frame to the publish it names, and reports whether there was one. A
 // room that is moving refuses with protocol.CodeMoved: that publish stays pending and goes out
-// again on the next connection.
+// again on the next connection. One over the server's publish rate (protocol.CodeRateLimited)
+// goes out again after a backoff.
 func (c *Conn) refused(f *protocol.Incoming) bool {
 	if f.ID == "" {
 		return false
@@ -215,6 +232,16 @@ func (c *Conn) refused(f *protocol.Incoming) bool {
 	}
 	if f.Code == protocol.CodeMoved && !c.opts.DisableReconnect {
 		c.mu.Unlock()
+		return true
+	}
+	if f.Code == protocol.CodeRateLimited {
+		// Over the server's --publish-rate: nothing was delivered, so send it again, with the
+		// same id, once the rate has had time to refill. Publish keeps waiting (within its ctx).
+		p.limited++
+		wait := min(50*time.Millisecond<<min(p.limited, 5), time.Second)
+		wait += time.Duration(mrand.Int64N(int64(wait) / 2))
+		c.mu.Unlock()
+		time.AfterFunc(wait, func() { c.resend(p) })
 		return true
 	}
 	delete(c.pending, f.ID)

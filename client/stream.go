@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,9 @@ type StreamOptions struct {
 	DialTimeout time.Duration
 	// MaxReconnectWait bounds how long Send keeps trying to reach the room's new owner. Default 1m.
 	MaxReconnectWait time.Duration
+	// HTTPClient makes the resolve requests (TLS settings for https:// members). Nil:
+	// http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 // Stream is a TCP stream source for one room: every frame Send gives becomes one binary room
@@ -91,7 +95,7 @@ func (s *Stream) connect(ctx context.Context, addr string) error {
 	defer cancel()
 	for hops := 0; hops < 5; hops++ {
 		if addr == "" {
-			o, err := Resolve(ctx, s.base, s.room, &ResolveOptions{Token: s.opts.Token})
+			o, err := Resolve(ctx, s.base, s.room, &ResolveOptions{Token: s.opts.Token, HTTPClient: s.opts.HTTPClient})
 			if err != nil {
 				return err
 			}

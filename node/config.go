@@ -1,10 +1,14 @@
 package node
 
 import (
+	"crypto/tls"
 	"fmt"
-	"github.com/roost-dev/roost/auth"
 	"log/slog"
+	"net/netip"
 	"time"
+
+	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/limit"
 )
 
 // Config configures a node. Build it with DefaultConfig; every limit is a flag of `roost node`.
@@ -35,6 +39,21 @@ type Config struct {
 	MaxRooms int
 	// MaxRoomConns bounds the connections of one room; more are refused with 429. Default 50000.
 	MaxRoomConns int
+	// MaxAddrConns bounds the connections (WebSocket and stream sources) open from one client
+	// address; more are refused with 429. Default 1000.
+	MaxAddrConns int
+	// TrustedProxies are hops (load balancers) whose X-Forwarded-For names the client's address.
+	// Members of the cluster (routers) are trusted hops without being listed.
+	TrustedProxies []netip.Prefix
+	// PublishRate bounds the messages one connection may publish per second, with bursts of
+	// PublishBurst; a publish beyond it gets an error frame rate_limited and is not delivered.
+	// Defaults 100/s and 200.
+	PublishRate  float64
+	PublishBurst int
+	// MaxMemory: while the process holds more than this many bytes, new rooms are refused with
+	// 429 (rooms it holds keep working, and rooms handed to it are taken). 0 turns the guard off.
+	// Default 80% of the container's memory limit, or of the machine's memory.
+	MaxMemory uint64
 	// PresenceAnnounceMax is the room size up to which presence is sent as join/leave events;
 	// above it, as one interval summary per PresenceInterval. Defaults 100 and 1s.
 	PresenceAnnounceMax int
@@ -77,6 +96,11 @@ type Config struct {
 	StatsInterval time.Duration
 	// Auth checks client and stream-source tokens; nil runs the node open.
 	Auth *auth.Verifier
+	// Origins are the browser origins allowed to open WebSockets; the zero value allows any.
+	Origins auth.Origins
+	// PeerTLS configures calls to other nodes when they serve TLS (trusted CAs); nil uses the
+	// system's roots.
+	PeerTLS *tls.Config
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -94,6 +118,10 @@ func DefaultConfig() Config {
 		RoomIdle:            5 * time.Minute,
 		MaxRooms:            100_000,
 		MaxRoomConns:        50_000,
+		MaxAddrConns:        1000,
+		PublishRate:         100,
+		PublishBurst:        200,
+		MaxMemory:           limit.DefaultMemoryLimit(),
 		PresenceAnnounceMax: 100,
 		PresenceInterval:    time.Second,
 		StatsInterval:       2 * time.Second,
@@ -119,7 +147,8 @@ func (c Config) Validate() error {
 	}{
 		{"MaxFrame", c.MaxFrame}, {"HistoryCount", int64(c.HistoryCount)}, {"HistoryBytes", int64(c.HistoryBytes)},
 		{"DedupeIDs", int64(c.DedupeIDs)}, {"SendQueue", int64(c.SendQueue)}, {"MaxRooms", int64(c.MaxRooms)},
-		{"MaxRoomConns", int64(c.MaxRoomConns)}, {"PresenceAnnounceMax", int64(c.PresenceAnnounceMax)},
+		{"MaxRoomConns", int64(c.MaxRoomConns)}, {"MaxAddrConns", int64(c.MaxAddrConns)},
+		{"PublishRate", int64(c.PublishRate * 1000)}, {"PublishBurst", int64(c.PublishBurst)}, {"PresenceAnnounceMax", int64(c.PresenceAnnounceMax)},
 		{"WriteTimeout", int64(c.WriteTimeout)}, {"PingInterval", int64(c.PingInterval)}, {"RoomIdle", int64(c.RoomIdle)},
 		{"PresenceInterval", int64(c.PresenceInterval)}, {"StatsInterval", int64(c.StatsInterval)},
 		{"IngestMaxFrame", int64(c.IngestMaxFrame)}, {"MaxRoomSources", int64(c.MaxRoomSources)},

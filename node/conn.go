@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"golang.org/x/time/rate"
 	"log/slog"
 	"sync"
 	"time"
@@ -31,7 +32,8 @@ type conn struct {
 	room     *Room
 	client   string
 	presence bool
-	readOnly bool // its token does not allow publishing
+	readOnly bool          // its token does not allow publishing
+	publish  *rate.Limiter // its publishes per second; reader only
 	log      *slog.Logger
 
 	mu        sync.Mutex
@@ -52,9 +54,10 @@ type conn struct {
 func newConn(n *Node, ws *websocket.Conn, client string, presence, readOnly bool) *conn {
 	return &conn{
 		n: n, ws: ws, client: client, presence: presence, readOnly: readOnly,
-		wake: make(chan struct{}, 1),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		publish: rate.NewLimiter(rate.Limit(n.cfg.PublishRate), n.cfg.PublishBurst),
+		wake:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 }
 

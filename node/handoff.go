@@ -508,6 +508,9 @@ func (n *Node) create(name, how string) (*Room, error) {
 		if n.rooms.len() >= n.cfg.MaxRooms {
 			return nil, ErrTooManyRooms
 		}
+		if n.memory.Over() {
+			return nil, ErrMemory
+		}
 		created = true
 		return newRoom(n, name), nil
 	})

@@ -136,6 +136,12 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}
+	release, refused := n.door.Admit(w, r)
+	if refused != "" {
+		n.metrics.refused.WithLabelValues(refused).Inc()
+		return
+	}
+	defer release()
 	claims, err := n.cfg.Auth.Check(auth.FromRequest(r), name, false)
 	if err != nil {
 		n.refuseUpgrade(w, r, err)
@@ -167,6 +173,10 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrTooManyRooms):
 		n.metrics.refused.WithLabelValues("max_rooms").Inc()
 		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms); try again later")
+		return
+	case errors.Is(err, ErrMemory):
+		n.metrics.refused.WithLabelValues("memory").Inc()
+		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node is near its memory limit (--max-memory) and opens no new room; try again later")
 		return
 	case err != nil:
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "the room is moving here; try again shortly")
@@ -268,6 +278,9 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence, re
 				n.refuseReadOnly(c, "")
 				continue
 			}
+			if !n.allowPublish(c, "") {
+				continue
+			}
 			frame := make([]byte, 8+len(data))
 			copy(frame[8:], data)
 			if _, err := c.room.publishBinary(c, frame); err != nil {
@@ -296,6 +309,7 @@ func (n *Node) handleText(c *conn, data []byte) {
 			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, ID: p.ID, Error: `a publish needs "data" (any JSON value)`})
 		case c.readOnly:
 			n.refuseReadOnly(c, p.ID)
+		case !n.allowPublish(c, p.ID):
 		default:
 			if err := c.room.publish(c, p.ID, p.Data); err != nil {
 				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
@@ -317,6 +331,18 @@ func (n *Node) refuseReadOnly(c *conn, id string) {
 	n.metrics.refused.WithLabelValues("read_only").Inc()
 	c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeForbidden, ID: id,
 		Error: "this connection's token is read-only (no pub claim); the publish was not delivered"})
+}
+
+// allowPublish takes one publish from c's rate; over it, c gets an error frame rate_limited
+// (nothing is delivered, the connection stays open) and allowPublish reports false.
+func (n *Node) allowPublish(c *conn, id string) bool {
+	if c.publish.Allow() {
+		return true
+	}
+	n.metrics.refused.WithLabelValues("rate_limited").Inc()
+	c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeRateLimited, ID: id,
+		Error: "publishing faster than this node allows (--publish-rate); the publish was not delivered, send it again later"})
+	return false
 }
 
 func closeNow(ws *websocket.Conn, code int, reason string) {

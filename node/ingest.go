@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 	"golang.org/x/time/rate"
@@ -139,6 +140,12 @@ func (n *Node) serveSource(c net.Conn) {
 		n.metrics.refused.WithLabelValues("ingest_" + code).Inc()
 		reply("ERR " + code + " " + msg)
 	}
+	addr, _ := limit.HostAddr(c.RemoteAddr().String())
+	if !n.perAddr.Acquire(addr) {
+		refuse(protocol.CodeLimit, "too many connections from your address (--max-addr-conns)")
+		return
+	}
+	defer n.perAddr.Release(addr)
 	_ = c.SetReadDeadline(time.Now().Add(n.cfg.IngestHandshake))
 	br := bufio.NewReaderSize(c, maxHandshake)
 	line, err := br.ReadSlice('\n')
@@ -179,6 +186,8 @@ func (n *Node) serveSource(c net.Conn) {
 	if err != nil {
 		if errors.Is(err, ErrTooManyRooms) {
 			refuse(protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms)")
+		} else if errors.Is(err, ErrMemory) {
+			refuse(protocol.CodeLimit, "this node is near its memory limit (--max-memory) and opens no new room")
 		} else if o, _, ok := n.owner(h.Room); ok {
 			reply(movedLine(o, 0))
 		}

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 	"golang.org/x/sync/singleflight"
@@ -37,6 +39,8 @@ var (
 	ErrTooManyRooms = errors.New("too many rooms on this node")
 	// ErrClosed: the node is shutting down.
 	ErrClosed = errors.New("node closed")
+	// ErrMemory: the node is near its memory limit and creates no room.
+	ErrMemory = errors.New("node near its memory limit")
 	// ErrStale: the node was paused and has not yet caught up with the ring.
 	ErrStale = errors.New("node catching up after a pause")
 )
@@ -51,6 +55,9 @@ type Node struct {
 	metrics  *metrics
 	upgrader websocket.Upgrader
 	conns    atomic.Int64
+	door     *limit.Door    // browser origins and connections per client address
+	perAddr  *limit.PerAddr // connections per client address, shared by door and stream ingest
+	memory   *limit.Memory  // refuses new rooms near the memory limit
 
 	mu        sync.Mutex // guards closed, listeners and handlers.Add
 	closed    bool
@@ -108,13 +115,17 @@ func New(cfg Config, r Ring) (*Node, error) {
 			ReadBufferSize:  1024,
 			WriteBufferSize: 1024,
 			WriteBufferPool: &sync.Pool{},
-			// Browsers come in through the router; origin checks are its job and a flag's.
+			// handleWS checks Config.Origins itself, to answer with a JSON error.
 			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	n.perAddr = limit.NewPerAddr(cfg.MaxAddrConns)
+	n.door = &limit.Door{Origins: cfg.Origins, PerAddr: n.perAddr,
+		Hops: limit.Hops{Prefixes: cfg.TrustedProxies, Member: func(a netip.Addr) bool { return n.ring.Placement().IsMemberHost(a) }}}
+	n.memory = limit.NewMemory(cfg.MaxMemory)
 	n.start = time.Now()
 	n.metrics = newMetrics(n)
-	n.peers = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute}}
+	n.peers = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, TLSClientConfig: cfg.PeerTLS}}
 	n.remember(r.Placement())
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel

@@ -340,6 +340,7 @@ func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.SendQueue = 16
 	cfg.WriteTimeout = time.Second
+	cfg.PublishRate, cfg.PublishBurst = 1e6, 1e6 // the publisher floods on purpose
 	n := startNode(t, "n1", cfg)
 	fast := dial(t, n.addr, "slow", nil)
 	dialNonReader(t, n.addr, "slow")

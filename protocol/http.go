@@ -23,6 +23,8 @@ const (
 	CodeUnavailable  = "owner_unavailable"
 	CodeNotFound     = "not_found"
 	CodeLimit        = "limit_reached"
+	CodeRateLimited  = "rate_limited"
+	CodeOrigin       = "origin_not_allowed"
 	CodeUnauthorized = "unauthorized"
 	CodeForbidden    = "forbidden"
 	CodeMoved        = "room_moved"

@@ -3,6 +3,7 @@ package ring
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -55,6 +56,7 @@ type Placement struct {
 	nodes   []Member               // the placed members, sorted by ID
 	owners  []int32                // partition → index into nodes
 	hash    *consistent.Consistent // nil when placement fell back to round-robin
+	hosts   map[netip.Addr]bool    // IPs of live members' gossip and HTTP addresses
 }
 
 type hasher struct{}
@@ -76,6 +78,7 @@ func NewPlacement(members []Member, cfg PlacementConfig) *Placement {
 			p.nodes = append(p.nodes, m)
 		}
 	}
+	p.hosts = memberHosts(p.members)
 	p.version = placementVersion(p.nodes, cfg)
 	if len(p.nodes) == 0 {
 		return p
@@ -132,6 +135,22 @@ func tryConsistent(ms []consistent.Member, partitions, replicas int, load float6
 	})
 }
 
+// memberHosts collects the IPs live members gossip and serve HTTP from.
+func memberHosts(members []Member) map[netip.Addr]bool {
+	hosts := make(map[netip.Addr]bool, 2*len(members))
+	for _, m := range members {
+		if m.State != StateAlive && m.State != StateSuspect {
+			continue
+		}
+		for _, hp := range []string{m.Gossip, m.HTTP} {
+			if ap, err := netip.ParseAddrPort(hp); err == nil {
+				hosts[ap.Addr().Unmap()] = true
+			}
+		}
+	}
+	return hosts
+}
+
 func placementVersion(nodes []Member, cfg PlacementConfig) string {
 	d := xxhash.New()
 	var b [8]byte
@@ -154,6 +173,10 @@ func compareStrings(a, b string) int {
 	}
 	return 0
 }
+
+// IsMemberHost reports whether a is the IP of a live member's gossip or HTTP address: a hop
+// inside the cluster (a router proxying to a node), whose X-Forwarded-For can be believed.
+func (p *Placement) IsMemberHost(a netip.Addr) bool { return p.hosts[a.Unmap()] }
 
 // Version is a short string naming this placement: two members reporting the same version name the
 // same owner for every room. It changes only when placement does.

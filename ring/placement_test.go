@@ -3,6 +3,7 @@ package ring
 import (
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"testing"
 )
 
@@ -157,5 +158,21 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		NewPlacement(ms, DefaultPlacementConfig())
+	}
+}
+
+func TestIsMemberHost(t *testing.T) {
+	p := NewPlacement([]Member{
+		{ID: "n1", Gossip: "10.0.0.1:7946", State: StateAlive, Meta: Meta{Role: RoleNode, HTTP: "10.0.1.1:9000"}},
+		{ID: "r1", Gossip: "10.0.0.2:7946", State: StateSuspect, Meta: Meta{Role: RoleRouter, HTTP: "router.local:8080"}},
+		{ID: "n2", Gossip: "10.0.0.3:7946", State: StateDead, Meta: Meta{Role: RoleNode, HTTP: "10.0.1.3:9000"}},
+	}, DefaultPlacementConfig())
+	for addr, want := range map[string]bool{
+		"10.0.0.1": true, "10.0.1.1": true, "10.0.0.2": true, "::ffff:10.0.0.2": true,
+		"10.0.0.3": false, "10.0.1.3": false, "10.9.9.9": false,
+	} {
+		if got := p.IsMemberHost(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("IsMemberHost(%s) = %v, want %v", addr, got, want)
+		}
 	}
 }

@@ -1,10 +1,13 @@
 package router
 
 import (
+	"crypto/tls"
 	"fmt"
-	"github.com/roost-dev/roost/auth"
 	"log/slog"
+	"net/netip"
 	"time"
+
+	"github.com/roost-dev/roost/auth"
 )
 
 // Config configures a router. Build it with DefaultConfig.
@@ -31,6 +34,18 @@ type Config struct {
 	// Auth, when set, checks client tokens before the owner is dialed (the owner checks them
 	// again): a bad one costs the cluster nothing beyond this router.
 	Auth *auth.Verifier
+	// Origins are the browser origins allowed to open WebSockets; the zero value allows any.
+	Origins auth.Origins
+	// MaxAddrConns bounds the connections open from one client address; more are refused with
+	// 429. Default 1000.
+	MaxAddrConns int
+	// TrustedProxies are hops in front of the router (load balancers) whose X-Forwarded-For
+	// names the client. Anyone else's is ignored, and the owner is told the address the router
+	// saw.
+	TrustedProxies []netip.Prefix
+	// DialTLS configures wss:// dials to owners that serve TLS (trusted CAs); nil uses the
+	// system's roots.
+	DialTLS *tls.Config
 	// Logger receives the router's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -38,7 +53,8 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
-		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second}
+		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second,
+		MaxAddrConns: 1000}
 }
 
 // Validate reports the first field that cannot work.
@@ -48,6 +64,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("router: MaxFrame must be positive, got %d", c.MaxFrame)
 	case c.PingInterval <= 0, c.WriteTimeout <= 0, c.DialTimeout <= 0, c.StatsInterval <= 0, c.RedialTimeout <= 0:
 		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout, StatsInterval and RedialTimeout must be positive")
+	case c.MaxAddrConns <= 0:
+		return fmt.Errorf("router: MaxAddrConns must be positive, got %d", c.MaxAddrConns)
 	case c.MaxRedirects < 0:
 		return fmt.Errorf("router: MaxRedirects must not be negative, got %d", c.MaxRedirects)
 	}

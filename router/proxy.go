@@ -23,6 +23,12 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	release, refused := rt.door.Admit(w, r)
+	if refused != "" {
+		rt.metrics.refused.WithLabelValues(refused).Inc()
+		return
+	}
+	defer release()
 	if _, err := rt.cfg.Auth.Check(auth.FromRequest(r), room, false); err != nil {
 		rt.refuse(w, r, err)
 		return
@@ -43,7 +49,7 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.metrics.dials.WithLabelValues("ok").Inc()
-	s := &session{rt: rt, room: room, up: up, log: rt.log.With("room", room), query: r.URL.Query(), header: upstreamHeader(r)}
+	s := &session{rt: rt, room: room, up: up, log: rt.log.With("room", room), query: r.URL.Query(), header: rt.upstreamHeader(r)}
 	if err := rt.track(s); err != nil {
 		up.Close()
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "router shutting down; reconnect")
@@ -85,23 +91,19 @@ func (rt *Router) refuse(w http.ResponseWriter, r *http.Request, err error) {
 // dialOwner dials the owner's WebSocket with the client's query and credentials, following the
 // redirects a node answers while members disagree about the ring.
 func (rt *Router) dialOwner(ctx context.Context, wsURL string, r *http.Request) (*websocket.Conn, *http.Response, error) {
-	return rt.dial(ctx, wsURL, r.URL.RawQuery, upstreamHeader(r))
+	return rt.dial(ctx, wsURL, r.URL.RawQuery, rt.upstreamHeader(r))
 }
 
 // upstreamHeader is what the owner is told of the client: its credentials, origin and address.
-func upstreamHeader(r *http.Request) http.Header {
+// The address chain is the client's own X-Forwarded-For only when it came through a trusted hop.
+func (rt *Router) upstreamHeader(r *http.Request) http.Header {
 	h := http.Header{}
 	for _, k := range []string{"Authorization", "Origin", "User-Agent"} {
 		if v := r.Header.Get(k); v != "" {
 			h.Set(k, v)
 		}
 	}
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
-			ip = prior + ", " + ip
-		}
-		h.Set("X-Forwarded-For", ip)
-	}
+	h.Set("X-Forwarded-For", rt.door.Hops.ForwardedFor(r))
 	return h
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -31,7 +32,8 @@ type Router struct {
 	metrics  *metrics
 	upgrader websocket.Upgrader
 	dialer   websocket.Dialer
-	buffers  sync.Pool // *[]byte for copying frames
+	buffers  sync.Pool   // *[]byte for copying frames
+	door     *limit.Door // browser origins and connections per client address
 
 	mu       sync.Mutex
 	closed   bool
@@ -60,14 +62,18 @@ func New(cfg Config, r Ring) (*Router, error) {
 			ReadBufferSize:  1024,
 			WriteBufferSize: 1024,
 			WriteBufferPool: &sync.Pool{},
-			CheckOrigin:     func(*http.Request) bool { return true },
+			CheckOrigin:     func(*http.Request) bool { return true }, // handleWS checks cfg.Origins
+
 		},
 		dialer: websocket.Dialer{
 			HandshakeTimeout: cfg.DialTimeout,
 			ReadBufferSize:   1024,
 			WriteBufferSize:  1024,
 			WriteBufferPool:  &sync.Pool{},
+			TLSClientConfig:  cfg.DialTLS,
 		},
+		door: &limit.Door{Origins: cfg.Origins, Hops: limit.Hops{Prefixes: cfg.TrustedProxies},
+			PerAddr: limit.NewPerAddr(cfg.MaxAddrConns)},
 		buffers: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
 	rt.metrics = newMetrics(rt)

@@ -98,6 +98,8 @@ func (c *cluster) addNode(id string) *member {
 	// Every member runs in this process, so a CPU stall (a loaded CI machine, -race) pauses them
 	// all alike and nobody is declared dead for it; the pause watchdog is for real processes.
 	cfg.StaleAfter = 10 * time.Second
+	// Every client of these tests comes from 127.0.0.1: one address holds them all.
+	cfg.MaxAddrConns = loopbackConns
 	if c.nodeCfg != nil {
 		c.nodeCfg(&cfg)
 	}
@@ -114,6 +116,10 @@ func (c *cluster) addNode(id string) *member {
 	return m
 }
 
+// loopbackConns is the per-address connection limit of test clusters, whose clients all come
+// from 127.0.0.1.
+const loopbackConns = 100_000
+
 func (c *cluster) addRouter(id string) *member {
 	t := c.t
 	t.Helper()
@@ -124,6 +130,7 @@ func (c *cluster) addRouter(id string) *member {
 	}
 	cfg := router.DefaultConfig()
 	cfg.Logger = testLogger()
+	cfg.MaxAddrConns = loopbackConns
 	rt, err := router.New(cfg, r)
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +215,8 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 // followRedirects does what curl -L does and reports every URL visited and the final body.
 func followRedirects(ctx context.Context, start string) (hops []string, status int, body []byte, err error) {
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	noFollow := &http.Client{Transport: quickHTTP.Transport, // trusts testCA
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	u := start
 	for range 10 {
 		hops = append(hops, u)

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,9 +62,28 @@ func roostBinary(t *testing.T) string {
 type proc struct {
 	id, role          string
 	gossip, http, tcp string
+	tls               bool // serves HTTPS (--tls-cert), with a certificate from testCA
 	cmd               *exec.Cmd
-	log               *bytes.Buffer
+	log               *logBuffer
 	exited            chan struct{}
+}
+
+// logBuffer collects a process's output; tests may read it while the process writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func freePort(t *testing.T, udpToo bool) string {
@@ -120,8 +141,10 @@ func (p *proc) lostPortRace() bool {
 
 func startProcOnce(t *testing.T, role, id, join string, extra ...string) *proc {
 	t.Helper()
-	p := &proc{id: id, role: role, gossip: freePort(t, true), http: freePort(t, false), log: &bytes.Buffer{}, exited: make(chan struct{})}
-	args := []string{role, "--id", id, "--gossip", p.gossip, "--http", p.http, "--log-level", "warn"}
+	p := &proc{id: id, role: role, gossip: freePort(t, true), http: freePort(t, false), log: &logBuffer{}, exited: make(chan struct{}),
+		tls: slices.Contains(extra, "--tls-cert")}
+	args := []string{role, "--id", id, "--gossip", p.gossip, "--http", p.http, "--log-level", "warn",
+		"--max-addr-conns", strconv.Itoa(loopbackConns)}
 	if role == "node" {
 		p.tcp = freePort(t, false)
 		args = append(args, "--tcp", p.tcp)
@@ -152,7 +175,12 @@ func (p *proc) signal(sig syscall.Signal) {
 	}
 }
 
-func (p *proc) url() string { return "http://" + p.http }
+func (p *proc) url() string {
+	if p.tls {
+		return "https://" + p.http
+	}
+	return "http://" + p.http
+}
 
 var quickHTTP = &http.Client{Timeout: 2 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/protocol"
@@ -41,8 +42,27 @@ Flags of every command:
 var ctlOut io.Writer = os.Stdout
 
 type ctlFlags struct {
-	addr, token string
-	timeout     time.Duration
+	addr, token, tlsCA string
+	timeout            time.Duration
+}
+
+// withTLS sets up o to trust --tls-ca, when one is given.
+func (c *ctlFlags) withTLS(o *client.Options) (*client.Options, error) {
+	cfg, err := clientTLS(c.tlsCA)
+	if err != nil || cfg == nil {
+		return o, err
+	}
+	o.Dialer = &websocket.Dialer{Proxy: http.ProxyFromEnvironment, TLSClientConfig: cfg}
+	return o, nil
+}
+
+// httpClient trusts --tls-ca, when one is given.
+func (c *ctlFlags) httpClient() (*http.Client, error) {
+	cfg, err := clientTLS(c.tlsCA)
+	if err != nil || cfg == nil {
+		return http.DefaultClient, err
+	}
+	return &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: cfg}}, nil
 }
 
 func newCtlFlags(name string) (*flag.FlagSet, *ctlFlags) {
@@ -50,6 +70,7 @@ func newCtlFlags(name string) (*flag.FlagSet, *ctlFlags) {
 	c := &ctlFlags{}
 	fs.StringVar(&c.addr, "addr", "http://127.0.0.1:8080", "any node or router of the cluster")
 	fs.StringVar(&c.token, "token", "", "client token, when the cluster has auth on")
+	fs.StringVar(&c.tlsCA, "tls-ca", "", "PEM file of CAs to trust, besides the system's, for https:// and wss:// members")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long a one-shot command may take")
 	return fs, c
 }
@@ -106,7 +127,11 @@ func ctlResolve(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	o, err := client.Resolve(ctx, c.addr, pos[0], &client.ResolveOptions{Token: c.token})
+	hc, err := c.httpClient()
+	if err != nil {
+		return err
+	}
+	o, err := client.Resolve(ctx, c.addr, pos[0], &client.ResolveOptions{Token: c.token, HTTPClient: hc})
 	if err != nil {
 		return err
 	}
@@ -148,7 +173,10 @@ func ctlTail(ctx context.Context, args []string) error {
 	if len(pos) != 1 {
 		return errors.New("usage: roost ctl tail ROOM [--since N]")
 	}
-	opts := &client.Options{Token: c.token, Presence: *presence, Epoch: *epoch}
+	opts, err := c.withTLS(&client.Options{Token: c.token, Presence: *presence, Epoch: *epoch})
+	if err != nil {
+		return err
+	}
 	if *since >= 0 {
 		s := uint64(*since)
 		opts.Since = &s
@@ -218,7 +246,11 @@ func ctlPublish(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	conn, err := client.Dial(ctx, c.addr, pos[0], &client.Options{Token: c.token, Discard: true})
+	opts, err := c.withTLS(&client.Options{Token: c.token, Discard: true})
+	if err != nil {
+		return err
+	}
+	conn, err := client.Dial(ctx, c.addr, pos[0], opts)
 	if err != nil {
 		return err
 	}
@@ -249,7 +281,11 @@ func ctlStatus(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc, err := c.httpClient()
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("is a roost node or router at %s? %w", c.addr, err)
 	}
@@ -307,7 +343,11 @@ func ctlStream(ctx context.Context, args []string) error {
 		defer f.Close()
 		in = f
 	}
-	src, err := client.OpenStream(ctx, c.addr, pos[0], &client.StreamOptions{Token: c.token, MaxFrame: *frameSize, DialTimeout: c.timeout})
+	hc, err := c.httpClient()
+	if err != nil {
+		return err
+	}
+	src, err := client.OpenStream(ctx, c.addr, pos[0], &client.StreamOptions{Token: c.token, MaxFrame: *frameSize, DialTimeout: c.timeout, HTTPClient: hc})
 	if err != nil {
 		return err
 	}

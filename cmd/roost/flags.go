@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/node"
 	"github.com/roost-dev/roost/ring"
 )
@@ -46,9 +50,17 @@ type member struct {
 	id, gossip, advertise, http, join, secret, secretFile string
 	authHMAC, authHMACFile, authPublicKey, authJWKS       string
 	logFormat, logLevel                                   string
+	tlsCert, tlsKey, tlsCA, origins, trusted              string
+	maxAddrConns                                          int
 	shutdown, handshake                                   time.Duration
 	ring                                                  ring.Config
-	auth                                                  *auth.Verifier // from the auth flags, by load
+
+	// Built by load from the flags above.
+	auth           *auth.Verifier
+	certs          *certFiles  // nil: plain HTTP
+	clientTLS      *tls.Config // for dialing https:// and wss:// members
+	allowedOrigins auth.Origins
+	trustedProxies []netip.Prefix
 }
 
 func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
@@ -65,6 +77,12 @@ func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
 	fs.StringVar(&m.authHMACFile, "auth-hmac-secret-file", "", "client auth: file holding the HS256 secret")
 	fs.StringVar(&m.authPublicKey, "auth-public-key", "", "client auth: PEM file of the RSA or EC public key (RS256, ES256)")
 	fs.StringVar(&m.authJWKS, "auth-jwks", "", "client auth: JWKS file (RS256, ES256; keys picked by kid)")
+	fs.StringVar(&m.tlsCert, "tls-cert", "", "PEM certificate (chain) file: serve HTTP and WebSocket over TLS (re-read on SIGHUP)")
+	fs.StringVar(&m.tlsKey, "tls-key", "", "PEM private key file of --tls-cert (re-read on SIGHUP)")
+	fs.StringVar(&m.tlsCA, "tls-ca", "", "PEM file of CAs to trust, besides the system's, when dialing members that serve TLS")
+	fs.StringVar(&m.origins, "allowed-origins", "", "comma-separated browser origins that may open WebSockets (https://app.example.com, https://*.example.com); empty: any")
+	fs.StringVar(&m.trusted, "trusted-proxies", "", "comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For names the client (cluster members are trusted anyway)")
+	fs.IntVar(&m.maxAddrConns, "max-addr-conns", 1000, "connections one client address may hold open (more: 429)")
 	fs.StringVar(&m.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&m.handshake, "handshake-timeout", 10*time.Second, "longest a client may take to send its HTTP request headers (a slowloris guard); idle keep-alive connections close after 6x")
@@ -87,6 +105,7 @@ func (m *member) ringConfig(role ring.Role, httpAddr, tcpAddr string, log *slog.
 	c := m.ring
 	c.ID, c.Role, c.Gossip, c.Advertise, c.HTTP, c.TCP, c.Logger = m.id, role, m.gossip, m.advertise, httpAddr, tcpAddr, log
 	c.Join = splitList(m.join)
+	c.TLS = m.certs != nil
 	if m.secret != "" {
 		c.SecretKey = ring.KeyFromSecret(m.secret)
 	}
@@ -139,8 +158,27 @@ func (m *member) load() error {
 			return err
 		}
 	}
-	m.auth, err = auth.NewVerifier(cfg)
-	return err
+	if m.auth, err = auth.NewVerifier(cfg); err != nil {
+		return err
+	}
+	if m.tlsCert != "" || m.tlsKey != "" {
+		if m.certs, err = loadCertFiles(m.tlsCert, m.tlsKey); err != nil {
+			return err
+		}
+	}
+	if m.clientTLS, err = clientTLS(m.tlsCA); err != nil {
+		return err
+	}
+	if m.allowedOrigins, err = auth.ParseOrigins(splitList(m.origins)); err != nil {
+		return fmt.Errorf("--allowed-origins: %w", err)
+	}
+	if m.trustedProxies, err = limit.ParsePrefixes(splitList(m.trusted)); err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if m.maxAddrConns <= 0 {
+		return fmt.Errorf("--max-addr-conns must be positive, got %d", m.maxAddrConns)
+	}
+	return nil
 }
 
 func splitList(s string) []string {
@@ -193,5 +231,21 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.DurationVar(&c.IngestHandshake, "ingest-handshake-timeout", c.IngestHandshake, "how long a stream source may take to send its handshake")
 	fs.DurationVar(&c.IngestIdle, "ingest-idle-timeout", c.IngestIdle, "a stream source silent this long is closed")
 	fs.IntVar(&c.IngestRate, "ingest-rate", c.IngestRate, "payload bytes per second one stream source may send; a faster one is slowed down")
+	fs.Float64Var(&c.PublishRate, "publish-rate", c.PublishRate, "messages per second one connection may publish (more: error frame rate_limited)")
+	fs.IntVar(&c.PublishBurst, "publish-burst", c.PublishBurst, "publishes one connection may send at once before --publish-rate applies")
+	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the node opens no new room (429); 0: off; default 80% of the container's or machine's memory")
 	return &c
+}
+
+// mebibytes is a flag.Value of a byte count given in MiB.
+type mebibytes uint64
+
+func (m *mebibytes) String() string { return strconv.FormatUint(uint64(*m)>>20, 10) }
+func (m *mebibytes) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 44)
+	if err != nil {
+		return fmt.Errorf("want a whole number of MiB: %w", err)
+	}
+	*m = mebibytes(v << 20)
+	return nil
 }

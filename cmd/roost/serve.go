@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/roost-dev/roost/auth"
@@ -26,6 +30,7 @@ type server struct {
 	httpLn  net.Listener
 	tcpAddr string
 	closeFn func() error // closes the node or router
+	certs   *certFiles   // the TLS certificate, reloaded on SIGHUP; nil for plain HTTP
 	served  chan error
 }
 
@@ -46,7 +51,8 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 		tcpLn.Close()
 		return nil, err
 	}
-	cfg.Logger, cfg.Auth = log, m.auth
+	cfg.Logger, cfg.Auth, cfg.Origins, cfg.PeerTLS = log, m.auth, m.allowedOrigins, m.clientTLS
+	cfg.MaxAddrConns, cfg.TrustedProxies = m.maxAddrConns, m.trustedProxies
 	if m.secret != "" {
 		cfg.PeerKey = peerKey(m.secret)
 	}
@@ -78,7 +84,8 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 		httpLn.Close()
 		return nil, err
 	}
-	cfg.Logger, cfg.Auth = log, m.auth
+	cfg.Logger, cfg.Auth, cfg.Origins, cfg.DialTLS = log, m.auth, m.allowedOrigins, m.clientTLS
+	cfg.MaxAddrConns, cfg.TrustedProxies = m.maxAddrConns, m.trustedProxies
 	rt, err := router.New(cfg, r)
 	if err != nil {
 		r.Close()
@@ -89,11 +96,14 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 }
 
 func serve(log *slog.Logger, m *member, r *ring.Ring, ln net.Listener, h http.Handler, closeFn func() error) *server {
-	s := &server{log: log, ring: r, httpLn: ln, closeFn: closeFn, served: make(chan error, 1),
+	s := &server{log: log, ring: r, httpLn: ln, closeFn: closeFn, served: make(chan error, 1), certs: m.certs,
 		http: &http.Server{Handler: h, ReadHeaderTimeout: m.handshake, IdleTimeout: 6 * m.handshake,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	if m.certs != nil {
+		ln = tls.NewListener(ln, m.certs.serverConfig())
+	}
 	go func() { s.served <- s.http.Serve(ln) }()
-	log.Info("serving", "http", "http://"+r.Self().HTTP, "listen", ln.Addr().String(), "role", r.Self().Role)
+	log.Info("serving", "http", r.Self().HTTPURL(), "listen", ln.Addr().String(), "role", r.Self().Role)
 	return s
 }
 
@@ -128,11 +138,29 @@ func (s *server) shutdown(ctx context.Context, drainTimeout time.Duration) error
 // runMember serves until ctx ends (a signal), then shuts down: drain within drainTimeout (nodes),
 // the rest within timeout.
 func runMember(ctx context.Context, s *server, drainTimeout, timeout time.Duration) error {
-	select {
-	case <-ctx.Done():
-	case err := <-s.served:
-		s.served <- err
-		s.log.Error("HTTP server stopped", "err", err)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-s.served:
+			s.served <- err
+			s.log.Error("HTTP server stopped", "err", err)
+			break wait
+		case <-hup:
+			if s.certs == nil {
+				s.log.Info("SIGHUP: no --tls-cert to reload")
+				continue
+			}
+			if err := s.certs.reload(); err != nil {
+				s.log.Error("SIGHUP: TLS certificate not reloaded; serving the previous one", "err", err)
+				continue
+			}
+			s.log.Info("SIGHUP: TLS certificate reloaded", "cert", s.certs.cert)
+		}
 	}
 	s.log.Info("shutting down", "timeout", timeout)
 	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout+timeout)
