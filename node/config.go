@@ -85,6 +85,9 @@ type Config struct {
 	// PeerKey, when set, signs and checks node-to-node calls (HMAC-SHA256). Derive it from the
 	// cluster secret; every node needs the same.
 	PeerKey []byte
+	// PeerAcceptKeys are more keys whose signatures are accepted (never signed with), while the
+	// cluster secret is rotated.
+	PeerAcceptKeys [][]byte
 	// StaleAfter: a node that did not run for this long (a pause, a VM stall) may have been
 	// declared dead and its rooms started elsewhere, so it drops every room. Keep it below the
 	// ring's failure-detection time (suspicion: 4 × 250 ms by default). Default 1s.

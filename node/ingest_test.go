@@ -153,6 +153,7 @@ func TestIngestNonOwnerAnswersMoved(t *testing.T) {
 func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.PeerKey = []byte("0123456789abcdef0123456789abcdef")
+	cfg.PeerAcceptKeys = [][]byte{[]byte("the other secret during a rotation")}
 	n := startNode(t, "n1", cfg)
 	var buf bytes.Buffer
 	if err := gob.NewEncoder(&buf).Encode(handoffBatch{From: "mallory", Ring: "x", Rooms: []roomState{{Room: "r", Epoch: "e", Seq: 1}}}); err != nil {
@@ -186,6 +187,20 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !n.HasRoom("r") {
 		t.Fatalf("signed hand-off: %d, room installed %v", resp.StatusCode, n.HasRoom("r"))
+	}
+	// Signed with the key accepted during a rotation, it is heard too.
+	buf.Reset()
+	if err := gob.NewEncoder(&buf).Encode(handoffBatch{From: "n0", Ring: "x", Rooms: []roomState{{Room: "r2", Epoch: "e", Seq: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", bytes.NewReader(buf.Bytes()))
+	req.Header.Set(signatureHeader, signature(cfg.PeerAcceptKeys[0], "POST", "/internal/v1/handoff", time.Now().Unix(), buf.Bytes()))
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !n.HasRoom("r2") {
+		t.Fatalf("hand-off signed with the accepted key: %d, room installed %v", resp.StatusCode, n.HasRoom("r2"))
 	}
 }
 

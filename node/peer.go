@@ -63,11 +63,13 @@ func (n *Node) verifyPeer(r *http.Request) ([]byte, error) {
 	if !ok || err != nil || time.Since(time.Unix(t, 0)).Abs() > maxClockSkew {
 		return nil, errBadSignature
 	}
-	want := signature(n.cfg.PeerKey, r.Method, r.URL.Path, t, body)
-	if !hmac.Equal([]byte(want), []byte(r.Header.Get(signatureHeader))) {
-		return nil, errBadSignature
+	got := []byte(r.Header.Get(signatureHeader))
+	for _, key := range append([][]byte{n.cfg.PeerKey}, n.cfg.PeerAcceptKeys...) {
+		if hmac.Equal([]byte(signature(key, r.Method, r.URL.Path, t, body)), got) {
+			return body, nil
+		}
 	}
-	return body, nil
+	return nil, errBadSignature
 }
 
 // callPeer POSTs body to a peer's path, signed, and returns the answer's body.

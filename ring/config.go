@@ -62,6 +62,9 @@ type Config struct {
 
 	// SecretKey, when set (16, 24 or 32 bytes), encrypts gossip.
 	SecretKey []byte
+	// AcceptKeys are more keys whose gossip is accepted, but never sent with: during a rotation,
+	// members on the old key and members on the new one understand each other.
+	AcceptKeys [][]byte
 
 	// Logger receives the member's logs; memberlist's own lines are routed to it too. Default
 	// slog.Default().
@@ -123,6 +126,9 @@ func (c Config) Validate() error {
 	}
 	if n := len(c.SecretKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		return fmt.Errorf("ring: SecretKey must be 16, 24 or 32 bytes, got %d", n)
+	}
+	if len(c.AcceptKeys) > 0 && len(c.SecretKey) == 0 {
+		return fmt.Errorf("ring: AcceptKeys need a SecretKey")
 	}
 	return c.Placement.Validate()
 }

@@ -105,7 +105,13 @@ func New(cfg Config) (*Ring, error) {
 	mc.DeadNodeReclaimTime = cfg.DeadReclaim
 	mc.GossipToTheDeadTime = 5 * time.Second
 	mc.TCPTimeout = 2 * time.Second
-	mc.SecretKey = cfg.SecretKey
+	if len(cfg.SecretKey) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.AcceptKeys, cfg.SecretKey)
+		if err != nil {
+			return nil, fmt.Errorf("ring: gossip keys: %w", err)
+		}
+		mc.Keyring = kr
+	}
 	mc.Delegate = delegate{r}
 	mc.Events = delegate{r}
 	mc.Logger = newMemberlistLogger(r.log)

@@ -2,6 +2,7 @@ package ring
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"testing"
@@ -144,4 +145,58 @@ func TestJoinByDNSName(t *testing.T) {
 	eventually(t, 10*time.Second, "joined through localhost", func() bool {
 		return len(n2.Placement().Nodes()) == 2 && len(n1.Placement().Nodes()) == 2
 	})
+}
+
+// TestSecretRotation: the three steps of a rotation from key A to key B each keep the members of
+// the previous step and of the next one in one cluster, and a member on another key stays out.
+func TestSecretRotation(t *testing.T) {
+	a, b := KeyFromSecret("old secret"), KeyFromSecret("new secret")
+	member := func(id string, key []byte, accept [][]byte, join ...string) *Ring {
+		cfg := DefaultConfig()
+		cfg.ID, cfg.Role, cfg.Gossip, cfg.HTTP, cfg.TCP, cfg.Join = id, RoleNode, "127.0.0.1:0", "127.0.0.1:1", "127.0.0.1:2", join
+		cfg.SecretKey, cfg.AcceptKeys = key, accept
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		r, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	sees := func(rs ...*Ring) func() bool {
+		return func() bool {
+			for _, r := range rs {
+				if len(r.Placement().Nodes()) != len(rs) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	// Before (A) and step 1 (A, accepting B).
+	m1 := member("m1", a, nil)
+	m2 := member("m2", a, [][]byte{b}, m1.GossipAddr())
+	eventually(t, 10*time.Second, "A and A+accept B in one cluster", sees(m1, m2))
+	// A rolling restart finishes a step before the next begins: m1 restarts into step 1 (here:
+	// leaves), then step 2 (B, accepting A) joins members on step 1.
+	_ = m1.Leave(time.Second)
+	eventually(t, 10*time.Second, "m1 gone", sees(m2))
+	m3 := member("m3", b, [][]byte{a}, m2.GossipAddr())
+	eventually(t, 10*time.Second, "step 1 and step 2 in one cluster", sees(m2, m3))
+	// Step 3 (B only) joins members on step 2.
+	_ = m2.Leave(time.Second)
+	eventually(t, 10*time.Second, "m2 gone", sees(m3))
+	m4 := member("m4", b, nil, m3.GossipAddr())
+	eventually(t, 10*time.Second, "step 2 and step 3 in one cluster", sees(m3, m4))
+	// A member on neither key never gets in.
+	stranger := member("x", KeyFromSecret("another cluster"), nil, m3.GossipAddr())
+	time.Sleep(time.Second)
+	if n := len(stranger.Placement().Nodes()); n != 1 {
+		t.Fatalf("a member with another secret sees %d nodes", n)
+	}
+	for _, m := range []*Ring{m3, m4} {
+		if _, ok := m.Placement().Member("x"); ok {
+			t.Fatalf("%s lists the stranger", m.ID())
+		}
+	}
 }

@@ -48,6 +48,7 @@ func envName(flagName string) string {
 // member holds the flags every cluster member has.
 type member struct {
 	id, gossip, advertise, http, join, secret, secretFile string
+	secretAccept                                          string
 	authHMAC, authHMACFile, authPublicKey, authJWKS       string
 	logFormat, logLevel                                   string
 	tlsCert, tlsKey, tlsCA, origins, trusted              string
@@ -73,6 +74,7 @@ func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
 	fs.StringVar(&m.join, "join", "", "comma-separated seeds to join: host:port or DNS names (which may resolve to several addresses)")
 	fs.StringVar(&m.secret, "cluster-secret", "", "shared secret of the cluster: encrypts gossip, signs node-to-node calls (every member needs the same one)")
 	fs.StringVar(&m.secretFile, "cluster-secret-file", "", "file holding the cluster secret (instead of --cluster-secret)")
+	fs.StringVar(&m.secretAccept, "cluster-secret-accept", "", "another cluster secret whose gossip and calls are accepted, never sent with: for rotating the secret without downtime")
 	fs.StringVar(&m.authHMAC, "auth-hmac-secret", "", "client auth: HS256 secret tokens are signed with")
 	fs.StringVar(&m.authHMACFile, "auth-hmac-secret-file", "", "client auth: file holding the HS256 secret")
 	fs.StringVar(&m.authPublicKey, "auth-public-key", "", "client auth: PEM file of the RSA or EC public key (RS256, ES256)")
@@ -109,6 +111,9 @@ func (m *member) ringConfig(role ring.Role, httpAddr, tcpAddr string, log *slog.
 	if m.secret != "" {
 		c.SecretKey = ring.KeyFromSecret(m.secret)
 	}
+	if m.secretAccept != "" {
+		c.AcceptKeys = [][]byte{ring.KeyFromSecret(m.secretAccept)}
+	}
 	return c
 }
 
@@ -132,6 +137,9 @@ func (m *member) load() error {
 		if m.secret = strings.TrimSpace(string(b)); m.secret == "" {
 			return fmt.Errorf("--cluster-secret-file %s is empty", m.secretFile)
 		}
+	}
+	if m.secretAccept != "" && m.secret == "" {
+		return errors.New("--cluster-secret-accept needs --cluster-secret (the secret this member sends with)")
 	}
 	var cfg auth.Config
 	cfg.HMACSecret = []byte(m.authHMAC)

@@ -56,6 +56,9 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 	if m.secret != "" {
 		cfg.PeerKey = peerKey(m.secret)
 	}
+	if m.secretAccept != "" {
+		cfg.PeerAcceptKeys = [][]byte{peerKey(m.secretAccept)}
+	}
 	n, err := node.New(cfg, r)
 	if err != nil {
 		r.Close()
