@@ -15,7 +15,7 @@ import (
 )
 
 // MaxIDLen is the longest publish id the server accepts, in bytes.
-const MaxIDLen = 256
+const MaxIDLen = protocol.MaxIDLen
 
 // ErrTooLarge is returned (wrapped) by Publish, PublishID and PublishBinary for a message over
 // Options.MaxFrame; nothing was sent and the connection is unaffected.

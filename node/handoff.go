@@ -19,6 +19,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/gob"
 	"encoding/json"
 	"errors"
@@ -120,7 +121,26 @@ func (r *Room) snapshot() roomState {
 	return st
 }
 
-// validate checks a received room state before it is installed.
+// decodeHandoff reads a hand-off batch. A batch that does not decode, or names a room twice, is
+// refused whole; each room's state is checked by validate when it is installed.
+func decodeHandoff(body []byte) (handoffBatch, error) {
+	var b handoffBatch
+	if err := gob.NewDecoder(bytes.NewReader(body)).Decode(&b); err != nil {
+		return b, fmt.Errorf("hand-off batch does not decode: %w", err)
+	}
+	seen := make(map[string]bool, len(b.Rooms))
+	for _, st := range b.Rooms {
+		if seen[st.Room] {
+			return b, fmt.Errorf("hand-off batch names room %q twice", st.Room)
+		}
+		seen[st.Room] = true
+	}
+	return b, nil
+}
+
+// validate checks a received room state before it is installed: what restoreRoom and the room
+// rely on (a valid name, an epoch, contiguous history ending at most at the room's seq, binary
+// frames that start with their seq, remembered ids within bounds).
 func (st *roomState) validate() error {
 	if err := protocol.ValidRoom(st.Room); err != nil {
 		return err
@@ -129,16 +149,16 @@ func (st *roomState) validate() error {
 		return errors.New("bad epoch")
 	}
 	for i, h := range st.History {
-		if len(h.Frame) == 0 || (h.Binary && len(h.Frame) < 8) {
+		if len(h.Frame) == 0 || (h.Binary && (len(h.Frame) < 8 || binary.BigEndian.Uint64(h.Frame) != h.Seq)) {
 			return fmt.Errorf("history frame %d is malformed", h.Seq)
 		}
-		if h.Seq > st.Seq || (i > 0 && h.Seq != st.History[i-1].Seq+1) {
+		if h.Seq == 0 || h.Seq > st.Seq || (i > 0 && h.Seq != st.History[i-1].Seq+1) {
 			return fmt.Errorf("history seqs are not contiguous up to %d", st.Seq)
 		}
 	}
 	for _, id := range st.IDs {
-		if id.Seq > st.Seq || id.ID == "" {
-			return fmt.Errorf("remembered id %q is malformed", id.ID)
+		if id.Seq == 0 || id.Seq > st.Seq || id.ID == "" || len(id.ID) > protocol.MaxIDLen {
+			return fmt.Errorf("remembered id %q is malformed", protocol.CloseReason(id.ID))
 		}
 	}
 	return nil
@@ -320,9 +340,9 @@ func (n *Node) handleHandoff(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
 		return
 	}
-	var b handoffBatch
-	if err := gob.NewDecoder(bytes.NewReader(body)).Decode(&b); err != nil {
-		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, "hand-off batch does not decode: "+err.Error())
+	b, err := decodeHandoff(body)
+	if err != nil {
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}
 	owns := func(room string) bool { o, _, ok := n.owner(room); return ok && o.ID == n.id }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -106,8 +107,8 @@ func parseResume(r *http.Request) (res resume, client string, presence bool, err
 		return res, "", false, errors.New("epoch is too long; pass back the epoch a welcome gave you")
 	}
 	client = q.Get("client")
-	if len(client) > 128 || strings.ContainsFunc(client, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
-		return res, "", false, errors.New("client must be at most 128 printable characters")
+	if len(client) > 128 || !utf8.ValidString(client) || strings.ContainsFunc(client, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+		return res, "", false, errors.New("client must be at most 128 bytes of printable UTF-8")
 	}
 	switch q.Get("presence") {
 	case "", "0", "false":
@@ -293,37 +294,21 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence, re
 // handleText handles one client text frame. Bad frames get an error frame and the connection
 // stays open.
 func (n *Node) handleText(c *conn, data []byte) {
-	var p protocol.Publish
-	if err := json.Unmarshal(data, &p); err != nil {
-		n.metrics.refused.WithLabelValues("bad_json").Inc()
-		c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadJSON,
-			Error: "frame is not a JSON object: " + err.Error()})
-		return
-	}
-	switch p.Type {
-	case protocol.TypePublish:
-		switch {
-		case len(p.ID) > 256:
-			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, Error: "publish id is longer than 256 bytes"})
-		case len(p.Data) == 0:
-			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeBadRequest, ID: p.ID, Error: `a publish needs "data" (any JSON value)`})
-		case c.readOnly:
-			n.refuseReadOnly(c, p.ID)
-		case !n.allowPublish(c, p.ID):
-		default:
-			if err := c.room.publish(c, p.ID, p.Data); err != nil {
-				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
-					Error: "the room is moving; publish again with the same id after reconnecting"})
-			}
-		}
+	p, bad := protocol.ParsePublish(data)
+	switch {
+	case bad != nil:
+		n.metrics.refused.WithLabelValues(bad.Code).Inc()
+		c.sendJSON(*bad)
+	case c.readOnly:
+		n.refuseReadOnly(c, p.ID)
+	case !n.allowPublish(c, p.ID):
 	default:
-		n.metrics.refused.WithLabelValues("unknown_type").Inc()
-		c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeUnknownType, ID: p.ID,
-			Error: "unknown frame type " + strconvQuote(p.Type) + `; clients send "publish"`})
+		if err := c.room.publish(c, p.ID, p.Data); err != nil {
+			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
+				Error: "the room is moving; publish again with the same id after reconnecting"})
+		}
 	}
 }
-
-func strconvQuote(s string) string { return strconv.Quote(s) }
 
 // refuseReadOnly answers a publish from a connection whose token does not allow publishing;
 // nothing is delivered and the connection stays open.

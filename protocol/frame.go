@@ -198,3 +198,37 @@ func CloseReason(s string) string {
 	}
 	return s
 }
+
+// MaxIDLen is the longest publish id a server takes, in bytes.
+const MaxIDLen = 256
+
+// ParsePublish reads a client text frame. It returns the publish, or the error frame to answer
+// with (codes bad_json, bad_request, unknown_type): a frame that is not a JSON object, a type
+// other than "publish", an id over MaxIDLen, or a publish with no data.
+func ParsePublish(frame []byte) (Publish, *ErrorFrame) {
+	var p Publish
+	if err := json.Unmarshal(frame, &p); err != nil {
+		return p, &ErrorFrame{Type: TypeError, Code: CodeBadJSON, Error: "frame is not a JSON object: " + err.Error()}
+	}
+	switch {
+	case p.Type != TypePublish:
+		return p, &ErrorFrame{Type: TypeError, Code: CodeUnknownType, ID: cut(p.ID, MaxIDLen),
+			Error: "unknown frame type " + strconv.Quote(cut(p.Type, 64)) + `; clients send "publish"`}
+	case len(p.ID) > MaxIDLen:
+		return p, &ErrorFrame{Type: TypeError, Code: CodeBadRequest, Error: "publish id is longer than 256 bytes"}
+	case len(p.Data) == 0:
+		return p, &ErrorFrame{Type: TypeError, Code: CodeBadRequest, ID: p.ID, Error: `a publish needs "data" (any JSON value)`}
+	}
+	return p, nil
+}
+
+// cut shortens s to at most n bytes, on a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -235,9 +235,9 @@ func (s *session) pumpUp(readWait time.Duration) pumpEnd {
 // keep records a publish as pending (giving it an id if it has none) and returns the frame to
 // send. Other frames pass as they are. s.upMu is held.
 func (s *session) keep(msg []byte) []byte {
-	var p protocol.Publish
-	if json.Unmarshal(msg, &p) != nil || p.Type != protocol.TypePublish || len(p.Data) == 0 {
-		return msg // the owner answers it with an error frame
+	p, bad := protocol.ParsePublish(msg)
+	if bad != nil {
+		return msg // the owner answers it with the same error frame
 	}
 	if p.ID == "" {
 		p.ID = newID()
