@@ -148,6 +148,11 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		n.refuseUpgrade(w, r, err)
 		return
 	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		n.metrics.refused.WithLabelValues("not_websocket").Inc()
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, "this endpoint takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
+		return
+	}
 	if n.cfg.Auth != nil {
 		client = claims.Subject // who the token says, not what the client claims
 	}
@@ -265,6 +270,7 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence, re
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				n.metrics.drops.WithLabelValues("too_big").Inc()
+				protocol.CloseGently(ws.NetConn(), lingerTimeout) // gorilla sent the 1009
 			}
 			return
 		}

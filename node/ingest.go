@@ -131,7 +131,7 @@ func (n *Node) isClosed() bool {
 
 // serveSource runs one stream source: handshake, then frames until it ends or the room moves.
 func (n *Node) serveSource(c net.Conn) {
-	defer closeGently(c)
+	defer protocol.CloseGently(c, lingerTimeout)
 	reply := func(line string) {
 		_ = c.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
 		_, _ = io.WriteString(c, line+"\n")
@@ -261,21 +261,10 @@ func (n *Node) serveSource(c net.Conn) {
 	}
 }
 
-// lingerTimeout bounds how long a source's connection is kept open after the node's last line.
+// lingerTimeout bounds how long a connection is kept open after the node's last words (a MOVED
+// or ERR line, a 1009 close): a reset could otherwise destroy them before the peer reads them, and
+// a MOVED lost that way would make a source take a move for a crash.
 const lingerTimeout = time.Second
-
-// closeGently ends a source's connection after the node's last line (MOVED, ERR). Closing a
-// socket with unread frames in it sends a reset, and a reset can destroy the last line before
-// the source reads it: a MOVED lost that way would make the source take a move for a crash.
-// So the node half-closes, discards what the source still sends until it closes its side
-// (it does on reading the line), and only then closes.
-func closeGently(c net.Conn) {
-	if hc, ok := c.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
-		_ = c.SetReadDeadline(time.Now().Add(lingerTimeout))
-		_, _ = io.Copy(io.Discard, c)
-	}
-	c.Close()
-}
 
 // parseHandshake reads a source's handshake line. On a bad line it returns the ERR code and
 // sentence to answer with.

@@ -33,6 +33,11 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		rt.refuse(w, r, err)
 		return
 	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		rt.metrics.refused.WithLabelValues("not_websocket").Inc()
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, "this endpoint takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.DialTimeout)
 	up, resp, err := rt.dialOwner(ctx, o.WSURL(room), r)
 	cancel()

@@ -140,10 +140,14 @@ func (s *session) run() {
 		case end := <-up: // the client closed or vanished: tell the owner
 			s.stop() // no re-dial for a client that left
 			code, text := closeOf(end.err, "client went away")
-			if errors.Is(end.err, websocket.ErrReadLimit) {
+			tooBig := errors.Is(end.err, websocket.ErrReadLimit)
+			if tooBig {
 				code, text = websocket.CloseGoingAway, "client sent a frame over the limit"
 			}
 			closeWith(s.upstream(), code, text)
+			if tooBig {
+				protocol.CloseGently(s.client.NetConn(), time.Second) // gorilla sent the 1009
+			}
 			s.finish(down)
 			return
 		case <-ping.C:
