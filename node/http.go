@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -268,9 +269,13 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence, re
 	for {
 		mt, data, err := ws.ReadMessage()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
+			var ne net.Error
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				n.metrics.drops.WithLabelValues("too_big").Inc()
 				protocol.CloseGently(ws.NetConn(), lingerTimeout) // gorilla sent the 1009
+			case errors.As(err, &ne) && ne.Timeout():
+				n.metrics.drops.WithLabelValues("silent").Inc() // no pong for 2.5 ping intervals
 			}
 			return
 		}

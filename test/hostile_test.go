@@ -252,6 +252,9 @@ func TestHostileClients(t *testing.T) {
 		eventually(t, 10*time.Second, "silent connections closed by node and router", func() bool {
 			return gauge(t, n1, "roost_connections") <= baseNode && gauge(t, rt, "roost_router_connections") <= baseRouter
 		})
+		if n := labelled(t, n1, "roost_drops_total", "reason", "silent"); n < 10 {
+			t.Fatalf("roost_drops_total{reason=silent} = %v, want 10 (and more for the router's legs)", n)
+		}
 	})
 
 	t.Run("connect flood", func(t *testing.T) {
