@@ -49,6 +49,7 @@ func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (n *Node) handleCluster(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Access-Control-Allow-Origin", "*") // public: pages served elsewhere may show it
 	protocol.WriteJSON(w, n.ring.Placement().Cluster(n.id))
 }
 
@@ -71,6 +72,9 @@ func (n *Node) placeRoom(w http.ResponseWriter, r *http.Request) (string, ring.M
 
 // handleResolve answers the owner's coordinates on the owner and a 307 to the owner elsewhere.
 func (n *Node) handleResolve(w http.ResponseWriter, r *http.Request) {
+	// Placement is public (it needs no token), and a page served by a router follows the
+	// router's redirect here, across origins.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	room, o, p, ok := n.placeRoom(w, r)
 	if !ok {
 		return

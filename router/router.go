@@ -109,6 +109,7 @@ func (rt *Router) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/rooms/{room}", rt.handleResolve)
 	mux.HandleFunc("GET /v1/rooms/{room}/ws", rt.handleWS)
 	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*") // public, like placement: pages elsewhere may show it
 		protocol.WriteJSON(w, rt.ring.Placement().Cluster(rt.id))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -116,23 +117,12 @@ func (rt *Router) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", rt.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(rt.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /{$}", rt.handleIndex)
+	mux.Handle("GET /{$}", demoPage)
+	mux.Handle("GET /demo/", http.StripPrefix("/demo/", demoFiles))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return mux
-}
-
-func (rt *Router) handleIndex(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write([]byte(`roost router ` + rt.id + `
-
-GET /v1/rooms/{room}       307 to the room's owner, which answers {"room","node","ws_url","tcp_addr","ring"}
-GET /v1/rooms/{room}/ws    WebSocket to the room, proxied to its owner (?since=N&epoch=E&client=ID&presence=1)
-GET /v1/cluster            members, roles, ring version, rooms per node
-GET /healthz, /readyz      liveness, readiness
-GET /metrics               Prometheus metrics
-`))
 }
 
 func (rt *Router) handleReady(w http.ResponseWriter, _ *http.Request) {
@@ -169,6 +159,7 @@ func (rt *Router) handleResolve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.metrics.redirects.Inc()
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	target := o.HTTPURL() + "/v1/rooms/" + room
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
