@@ -219,6 +219,13 @@ async function refreshCluster() {
       `<tr class="${esc(m.state)}"><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td>${esc(m.state)}</td>` +
       `<td>${m.role === "node" ? (c.rooms?.[m.id] ?? 0) : "–"}</td><td>${m.conns ?? 0}</td></tr>`).join("");
     const rows = await Promise.all([...watched].map(async (room) => [room, await owner(room).catch(() => "?")]));
+    // Through a router a connection survives its room's move without a new welcome: show the
+    // owner placement names now.
+    const mine = chat && rows.find(([room]) => room === chat.room);
+    if (mine && $("status").dataset.node && mine[1] !== $("status").dataset.node && !mine[1].startsWith("(")) {
+      $("status").dataset.node = mine[1];
+      $("status").textContent = $("status").textContent.replace(/on node \S+/, `on node ${mine[1]}`);
+    }
     $("owners").innerHTML = rows.map(([room, node]) => `<tr><td>${esc(room)}</td><td>${esc(node)}</td></tr>`).join("");
   } catch (e) {
     $("ring").textContent = `cluster unreachable: ${e.message}`;

@@ -1,0 +1,174 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromiumPath finds Debian's chromium (CI installs it: .ci/run).
+func chromiumPath() string {
+	for _, p := range []string{os.Getenv("ROOST_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
+		if p == "" {
+			continue
+		}
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	return ""
+}
+
+// TestBrowserDemoPage drives the demo page in headless Chromium: two tabs chat in one room, the
+// room's owner is drained mid-conversation, and both tabs keep the whole conversation, in order,
+// with nothing lost or doubled. A screenshot goes to test/artifacts/browser.png.
+func TestBrowserDemoPage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes and a browser")
+	}
+	chromium := chromiumPath()
+	if chromium == "" {
+		t.Skip("no chromium (apt-get install chromium; .ci/run does)")
+	}
+	nodes := startProcCluster(t, 3)
+	rt := startProc(t, "router", "r1", nodes[0].gossip)
+	waitProcRing(t, append(nodes, rt), 3)
+
+	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1300, 900))
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
+	defer cancelAlloc()
+	browser, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+	if err := chromedp.Do(browser); err != nil { // starts the browser, with no timeout of its own
+		t.Fatalf("start chromium: %v", err)
+	}
+
+	const room = "browser-room"
+	tab := func(name string) context.Context {
+		ctx, cancel := chromedp.NewContext(browser)
+		t.Cleanup(cancel)
+		if err := chromedp.Do(ctx); err != nil { // opens the tab, with no timeout of its own
+			t.Fatal(err)
+		}
+		do(t, ctx, 20*time.Second, chromedp.Navigate(rt.url()+"/?room="+room+"&name="+name),
+			chromedp.WaitVisible(chromedp.CSS(`#text:not([disabled])`)))
+		return ctx
+	}
+	ann, bob := tab("ann"), tab("bob")
+	say := func(ctx context.Context, text string) {
+		// Typed through the DOM: keyboard focus belongs to one tab at a time, and two type here.
+		js := fmt.Sprintf(`document.getElementById("text").value = %q; document.getElementById("say").requestSubmit(); true`, text)
+		value(t, ctx, chromedp.Evaluate[bool](js))
+	}
+	// lines is the conversation a tab shows: "seq who text" of every delivered message.
+	lines := func(ctx context.Context) []string {
+		return value(t, ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#messages li.msg")].map(li => li.textContent)`))
+	}
+	waitLines := func(ctx context.Context, n int) []string {
+		t.Helper()
+		var got []string
+		eventually(t, 20*time.Second, fmt.Sprintf("%d messages on the page", n), func() bool {
+			got = lines(ctx)
+			return len(got) >= n
+		})
+		return got
+	}
+
+	for i := range 3 {
+		say(ann, fmt.Sprint("ann before ", i))
+		say(bob, fmt.Sprint("bob before ", i))
+	}
+	waitLines(ann, 6)
+	waitLines(bob, 6)
+
+	// Drain the room's owner (SIGTERM): the router moves both tabs' connections to the new owner.
+	nodeShown := chromedp.Evaluate[string](`document.getElementById("status").dataset.node || ""`)
+	owner := value(t, ann, nodeShown)
+	var victim *proc
+	for _, n := range nodes {
+		if n.id == owner {
+			victim = n
+		}
+	}
+	if victim == nil {
+		t.Fatalf("the page names owner %q, not one of the nodes", owner)
+	}
+	victim.signal(syscall.SIGTERM)
+	for i := range 3 {
+		say(ann, fmt.Sprint("ann after ", i))
+		say(bob, fmt.Sprint("bob after ", i))
+	}
+	<-victim.exited
+	a, b := waitLines(ann, 12), waitLines(bob, 12)
+	time.Sleep(300 * time.Millisecond) // anything doubled would show by now
+	a, b = lines(ann), lines(bob)
+	if strings.Join(a, "\n") != strings.Join(b, "\n") {
+		t.Fatalf("the tabs disagree:\nann sees %q\nbob sees %q", a, b)
+	}
+	if len(a) != 12 {
+		t.Fatalf("%d messages on the page, want 12: %q", len(a), a)
+	}
+	for i, line := range a {
+		if !strings.HasPrefix(line, fmt.Sprint(i+1)) {
+			t.Fatalf("message %d is %q: seqs must run 1..12", i, line)
+		}
+	}
+	for _, want := range []string{"ann before 2", "bob before 2", "ann after 2", "bob after 2"} {
+		if !slices.ContainsFunc(a, func(l string) bool { return strings.HasSuffix(l, want) }) {
+			t.Fatalf("%q missing from %q", want, a)
+		}
+	}
+	// The router keeps the tabs' connections across the move, so they get no new welcome; the
+	// cluster view resolves the room again and names its new owner.
+	var newOwner string
+	ownerShown := chromedp.Evaluate[string](fmt.Sprintf(`[...document.querySelectorAll("#owners tr")].map(tr => [...tr.cells].map(c => c.textContent)).find(r => r[0] === %q)?.[1] || ""`, room))
+	eventually(t, 10*time.Second, "the cluster view shows the new owner", func() bool {
+		newOwner = value(t, ann, ownerShown)
+		return newOwner != "" && newOwner != owner && !strings.HasPrefix(newOwner, "(")
+	})
+
+	png := value(t, ann, chromedp.FullScreenshot(100))
+	if err := os.MkdirAll("artifacts", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join("artifacts", "browser.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("owner %s drained, the room moved to %s; both tabs hold all 12 messages; screenshot %s", owner, newOwner, shot)
+}
+
+// do runs actions in a tab within d.
+func do(t *testing.T, ctx context.Context, d time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// value runs one action in a tab, within 10 s, and returns its value.
+func value[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
