@@ -99,6 +99,7 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 }
 
 func serve(log *slog.Logger, m *member, r *ring.Ring, ln net.Listener, h http.Handler, closeFn func() error) *server {
+	log = log.With("node", r.ID()) // the member's own lines, like every line of its node or router
 	s := &server{log: log, ring: r, httpLn: ln, closeFn: closeFn, served: make(chan error, 1), certs: m.certs,
 		http: &http.Server{Handler: h, ReadHeaderTimeout: m.handshake, IdleTimeout: 6 * m.handshake,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
@@ -189,7 +190,7 @@ func runNode(ctx context.Context, args []string) error {
 	if err := m.load(); err != nil {
 		return err
 	}
-	warnOpen(log, m)
+	warnOpen(log.With("node", m.id), m)
 	s, err := startNode(m, *cfg, *tcp, log)
 	if err != nil {
 		return err
@@ -211,7 +212,7 @@ func runRouter(ctx context.Context, args []string) error {
 	if err := m.load(); err != nil {
 		return err
 	}
-	warnOpen(log, m)
+	warnOpen(log.With("node", m.id), m)
 	s, err := startRouter(m, *cfg, log)
 	if err != nil {
 		return err

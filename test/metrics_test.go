@@ -1,0 +1,99 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roost-dev/roost/client"
+)
+
+// TestMetricsMoveWithTraffic scrapes /metrics of real node and router processes after traffic,
+// a refused request and a drain, and checks that each counter moved as much as it must.
+func TestMetricsMoveWithTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	nodes := startProcCluster(t, 2)
+	rt := startProc(t, "router", "r1", nodes[0].gossip)
+	waitProcRing(t, append(nodes, rt), 2)
+	var room string
+	for r := range roomsByOwner(t, rt, "metrics-", 1, "n1") {
+		room = r
+	}
+	n1, n2 := nodes[0], nodes[1]
+
+	sub, err := client.Dial(t.Context(), n1.url(), room, &client.Options{DisableReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	pub, err := client.Dial(t.Context(), rt.url(), room, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for i := range 20 {
+		if _, err := pub.PublishID(t.Context(), fmt.Sprint("m", i), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for got := 0; got < 20; {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		ev, err := sub.Next(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == client.EventMessage {
+			got++
+		}
+	}
+	if resp, err := quickHTTP.Get(n1.url() + "/v1/rooms/bad%20room"); err == nil {
+		resp.Body.Close()
+	}
+
+	atLeast := func(p *proc, name string, min float64, label ...string) {
+		t.Helper()
+		var v float64
+		if len(label) == 2 {
+			v = labelled(t, p, name, label[0], label[1])
+		} else {
+			v = gauge(t, p, name)
+		}
+		if v < min {
+			t.Errorf("%s: %s%v = %v, want ≥ %v", p.id, name, label, v, min)
+		}
+	}
+	atLeast(n1, "roost_messages_total", 20)
+	atLeast(n1, "roost_deliveries_total", 40) // to the subscriber and back to the publisher
+	atLeast(n1, "roost_connections_opened_total", 2)
+	atLeast(n1, "roost_connections", 2)
+	atLeast(n1, "roost_rooms", 1)
+	atLeast(n1, "roost_ring_nodes", 2)
+	atLeast(n1, "roost_ring_changes_total", 1)
+	atLeast(n1, "roost_refused_total", 1, "reason", "bad_room")
+	atLeast(n1, "roost_rooms_gained_total", 1, "how", "fresh")
+	atLeast(rt, "roost_router_connections_total", 1)
+	atLeast(rt, "roost_router_connections", 1)
+	atLeast(rt, "roost_router_dials_total", 1, "result", "ok")
+	atLeast(rt, "roost_router_frames_total", 20, "direction", "up")
+	atLeast(rt, "roost_router_frames_total", 20, "direction", "down")
+	atLeast(rt, "roost_redirects_total", 1) // roomsByOwner resolved through it
+
+	// Drain n1: its room is handed to n2 and the router re-dials there.
+	sub.Close()
+	n1.signal(syscall.SIGTERM)
+	<-n1.exited
+	if _, err := pub.PublishID(t.Context(), "after", "x"); err != nil {
+		t.Fatal(err)
+	}
+	atLeast(n2, "roost_rooms_gained_total", 1, "how", "handoff")
+	atLeast(n2, "roost_ring_changes_total", 2)
+	atLeast(rt, "roost_router_redials_total", 1, "result", "ok")
+	if v := gauge(t, n2, "roost_ring_nodes"); v != 1 {
+		t.Errorf("n2: roost_ring_nodes = %v after the drain, want 1", v)
+	}
+}
