@@ -10,7 +10,7 @@ import (
 // and see the cluster's members and which node owns which room. Plain HTML and JavaScript, no
 // build step; it uses only the public API, through the router that served it.
 //
-//go:embed web
+//go:embed web/index.html web/app.js web/style.css
 var web embed.FS
 
 var (

@@ -15,8 +15,9 @@ function newID() {
 // after the last seq it saw in the room's epoch, and re-sends publishes not yet acked under the
 // same id (the room acks a repeated id once and never delivers it twice).
 class RoomConn {
-  constructor(room, client, on) {
-    Object.assign(this, { room, client, on, lastSeq: null, epoch: "", closed: false, delay: 100 });
+  // history: start with what the room still keeps (since=0) rather than live.
+  constructor(room, client, on, history = false) {
+    Object.assign(this, { room, client, on, lastSeq: history ? 0 : null, epoch: "", closed: false, delay: 100 });
     this.pending = new Map(); // id → data, until acked
     this.open();
   }
@@ -154,7 +155,7 @@ function join(room, name) {
       renderPresence(p.count);
     },
     note: (text) => addLine(esc(text), "note"),
-  });
+  }, true);
 }
 
 $("name").value = params.get("name") || localStorage.getItem("roost-name") || `guest-${Math.floor(Math.random() * 1000)}`;
