@@ -28,9 +28,37 @@ func chromiumPath() string {
 	return ""
 }
 
-// TestBrowserDemoPage drives the demo page in headless Chromium: two tabs chat in one room, the
-// room's owner is drained mid-conversation, and both tabs keep the whole conversation, in order,
-// with nothing lost or doubled. A screenshot goes to test/artifacts/browser.png.
+// startDev runs `roost dev` (3 nodes, a router serving the demo page, the demo source) and
+// returns it as a proc whose HTTP address is the router's.
+func startDev(t *testing.T) *proc {
+	t.Helper()
+	p := &proc{id: "dev", role: "dev", http: freePort(t, false), log: &logBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(roostBinary(t), "dev", "--http", p.http, "--demo-fps", "10")
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.signal(syscall.SIGKILL)
+		<-p.exited
+		if t.Failed() {
+			t.Logf("roost dev printed:\n%s", p.log.String())
+		}
+	})
+	eventually(t, 20*time.Second, "roost dev serves", func() bool {
+		c, ok := p.clusterView()
+		return ok && len(c.Rooms) == 3
+	})
+	return p
+}
+
+// TestBrowserDemoPage drives the demo page of `roost dev` in headless Chromium: the demo stream
+// draws, two tabs chat in one room, the room's owner is drained mid-conversation, and both tabs
+// keep the whole conversation, in order, with nothing lost or doubled. The drained node is a
+// node process joined to roost dev's cluster (roost dev's own nodes share one process), and the
+// room is one it owns. A screenshot goes to test/artifacts/browser.png.
 func TestBrowserDemoPage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes and a browser")
@@ -39,9 +67,24 @@ func TestBrowserDemoPage(t *testing.T) {
 	if chromium == "" {
 		t.Skip("no chromium (apt-get install chromium; .ci/run does)")
 	}
-	nodes := startProcCluster(t, 3)
-	rt := startProc(t, "router", "r1", nodes[0].gossip)
-	waitProcRing(t, append(nodes, rt), 3)
+	dev := startDev(t)
+	c, _ := dev.clusterView()
+	var seed string
+	for _, m := range c.Members {
+		if m.Role == "node" {
+			seed = m.Gossip
+		}
+	}
+	extra := startProc(t, "node", "n9", seed)
+	eventually(t, 20*time.Second, "roost dev's router places rooms on the joined node", func() bool {
+		c, ok := dev.clusterView()
+		return ok && len(c.Rooms) == 4
+	})
+	var room string
+	for r := range roomsByOwner(t, dev, "browser-", 1, extra.id) {
+		room = r
+	}
+	rt, nodes := dev, []*proc{extra}
 
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
@@ -56,7 +99,6 @@ func TestBrowserDemoPage(t *testing.T) {
 		t.Fatalf("start chromium: %v", err)
 	}
 
-	const room = "browser-room"
 	tab := func(name string) context.Context {
 		ctx, cancel := chromedp.NewContext(browser)
 		t.Cleanup(cancel)
@@ -68,6 +110,9 @@ func TestBrowserDemoPage(t *testing.T) {
 		return ctx
 	}
 	ann, bob := tab("ann"), tab("bob")
+	eventually(t, 10*time.Second, "the demo stream draws on the page", func() bool {
+		return value(t, ann, chromedp.Evaluate[float64](`Number(document.getElementById("stream-status").dataset.frames || 0)`)) >= 3
+	})
 	say := func(ctx context.Context, text string) {
 		// Typed through the DOM: keyboard focus belongs to one tab at a time, and two type here.
 		js := fmt.Sprintf(`document.getElementById("text").value = %q; document.getElementById("say").requestSubmit(); true`, text)
