@@ -45,8 +45,11 @@ stream:
 	ROOST_STREAM_FULL=1 $(GO) test -count=1 -timeout 20m -v -run 'TestStreamFanOut' ./test \
 		| grep -E '^(---|ok|FAIL)|frames,'
 
-# Go benchmarks: placement cost, and ingest -> fan-out against a minimal broadcast loop measured
-# in the same run (x-baseline is roost's throughput over the baseline's).
-bench:
+# The benchmark suite: roost bench (fan-out and the edge against a minimal gorilla broadcast
+# server and direct connections in the same run, placement, rebalancing; a table and a JSON line
+# per row), then the Go benchmarks: placement cost, and ingest -> fan-out against a minimal
+# broadcast loop (x-baseline is roost's throughput over the baseline's). About 2 minutes.
+bench: build
+	bin/roost bench
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./node
 	$(GO) test -run '^$$' -bench . -benchmem ./ring

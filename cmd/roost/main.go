@@ -19,7 +19,8 @@ Usage:
   roost node   [flags]     run a room-owner node
   roost router [flags]     run a stateless edge router
   roost dev    [flags]     run 3 nodes and a router in one process on 127.0.0.1
-  roost ctl    COMMAND     resolve | tail | publish | status (roost ctl -h)
+  roost ctl    COMMAND     resolve | tail | publish | stream | status | token (roost ctl -h)
+  roost bench  [flags]     run the benchmarks on loopback: a table, and a JSON line per row
 
 Every flag can also be set as ROOST_<FLAG> (e.g. --max-rooms is ROOST_MAX_ROOMS); a flag given on
 the command line wins. Run "roost <command> -h" for a command's flags.
@@ -42,6 +43,10 @@ func main() {
 		err = runDev(ctx, args)
 	case "ctl":
 		err = runCtl(ctx, args)
+	case "bench":
+		err = runBench(ctx, args)
+	case "bench-baseline": // started by roost bench
+		err = runBenchBaseline(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -1,0 +1,417 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+)
+
+// The load generator of roost bench: plain gorilla connections, decoding only what it counts
+// (a message's seq, and its send time in the latency phase), spread over loopback source
+// addresses 127.0.0.2, 127.0.0.3, … so no one address runs out of ephemeral ports.
+
+// sourceAddrs is how many loopback source addresses clients are spread over.
+const sourceAddrs = 16
+
+func dialer(i int) *websocket.Dialer {
+	local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%sourceAddrs))}
+	return &websocket.Dialer{HandshakeTimeout: 10 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 1024,
+		NetDialContext: (&net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}).DialContext}
+}
+
+// subscriber counts what one connection receives and checks it: every seq once, in order.
+type subscriber struct {
+	ws        *websocket.Conn
+	last      atomic.Uint64 // highest seq received
+	received  atomic.Int64
+	dup       atomic.Int64
+	reordered atomic.Int64
+	lat       []time.Duration // sampled send-to-receive times in the latency phase; reader only
+	sampling  *atomic.Bool
+	done      chan struct{}
+}
+
+// seqOf reads the seq of a message frame (roost and the baseline encode it the same way, first).
+func seqOf(b []byte) (uint64, bool) {
+	const key = `{"type":"message","seq":`
+	if !bytes.HasPrefix(b, []byte(key)) {
+		return 0, false
+	}
+	b = b[len(key):]
+	i := bytes.IndexByte(b, ',')
+	if i < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[:i]), 10, 64)
+	return n, err == nil
+}
+
+// sentAt reads the send time the publisher put in the data, {"t":unixnano}.
+func sentAt(b []byte) (time.Time, bool) {
+	i := bytes.LastIndex(b, []byte(`"t":`))
+	if i < 0 {
+		return time.Time{}, false
+	}
+	j := bytes.IndexByte(b[i:], '}')
+	if j < 0 {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(string(b[i+4:i+j]), 10, 64)
+	return time.Unix(0, n), err == nil
+}
+
+func (s *subscriber) read() {
+	defer close(s.done)
+	for {
+		_, b, err := s.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		seq, ok := seqOf(b)
+		if !ok {
+			continue // welcome, presence
+		}
+		last := s.last.Load()
+		switch {
+		case seq == last:
+			s.dup.Add(1)
+			continue
+		case seq < last:
+			s.reordered.Add(1)
+			continue
+		}
+		s.last.Store(seq)
+		s.received.Add(1)
+		if s.sampling.Load() && seq%4 == 0 && len(s.lat) < 1<<14 {
+			if t, ok := sentAt(b); ok {
+				s.lat = append(s.lat, time.Since(t))
+			}
+		}
+	}
+}
+
+// publisher sends into one room, keeping at most window messages that some subscriber of the
+// room has not received yet: the rate it reaches is what the whole path delivers.
+type publisher struct {
+	ws        *websocket.Conn
+	subs      []*subscriber
+	window    uint64
+	sent      uint64
+	readerEnd chan struct{}
+}
+
+// inFlight bounds the deliveries in flight across a workload (each room's window is its share):
+// enough to keep the server busy, little enough that queues stay short, so the latency phase
+// measures the path and not a backlog.
+const inFlight = 1 << 16
+
+func (p *publisher) slowest() uint64 {
+	low := uint64(1<<63 - 1)
+	for _, s := range p.subs {
+		low = min(low, s.last.Load())
+	}
+	return low
+}
+
+// run publishes until ctx ends, as fast as the window allows, or paced by lim.
+func (p *publisher) run(ctx context.Context, lim *rate.Limiter) error {
+	var buf []byte
+	low := p.slowest()
+	for ctx.Err() == nil {
+		if lim != nil {
+			if err := lim.Wait(ctx); err != nil {
+				return nil
+			}
+		}
+		for p.sent-low >= p.window {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if low = p.slowest(); p.sent-low >= p.window {
+				time.Sleep(50 * time.Microsecond)
+			}
+		}
+		p.sent++
+		buf = append(buf[:0], `{"type":"publish","id":"`...)
+		buf = strconv.AppendUint(buf, p.sent, 10)
+		buf = append(buf, `","data":{"t":`...)
+		buf = strconv.AppendInt(buf, time.Now().UnixNano(), 10)
+		buf = append(buf, "}}"...)
+		if err := p.ws.WriteMessage(websocket.TextMessage, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fanoutResult is one server's figures for one fan-out workload.
+type fanoutResult struct {
+	Server        string  `json:"server"`
+	Deliveries    int64   `json:"deliveries"`
+	PerSecond     float64 `json:"deliveries_per_s"`
+	CPUPerDeliver float64 `json:"server_cpu_us_per_delivery"`
+	P50, P99      float64 `json:"-"`
+	P50ms         float64 `json:"p50_ms"`
+	P99ms         float64 `json:"p99_ms"`
+	Lost          int64   `json:"lost"`
+	Duplicated    int64   `json:"duplicated"`
+	Reordered     int64   `json:"reordered"`
+}
+
+// runFanout connects rooms×subs subscribers and a publisher per room to base (ws://host:port),
+// measures deliveries per second at saturation and the server's CPU time (pid) meanwhile, then
+// latency at half that rate, then checks every subscriber got every message once, in order.
+func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d time.Duration) (fanoutResult, error) {
+	res := fanoutResult{Server: server}
+	sampling := &atomic.Bool{}
+	pubs := make([]*publisher, rooms)
+	var all []*subscriber
+	defer func() {
+		for _, s := range all {
+			s.ws.Close()
+			<-s.done
+		}
+		for _, p := range pubs {
+			if p != nil && p.ws != nil {
+				p.ws.Close()
+				<-p.readerEnd
+			}
+		}
+	}()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var dialErr error
+	sem := make(chan struct{}, 64)
+	for r := range rooms {
+		room := fmt.Sprintf("bench-%d", r)
+		for i := range subs {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				ws, resp, err := dialer(r*subs+i).DialContext(ctx, base+"/v1/rooms/"+room+"/ws", nil)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					dialErr = fmt.Errorf("subscriber of %s: %w%s", room, err, answer(resp))
+					return
+				}
+				s := &subscriber{ws: ws, sampling: sampling, done: make(chan struct{})}
+				go s.read()
+				all = append(all, s)
+				if pubs[r] == nil {
+					pubs[r] = &publisher{window: uint64(min(max(inFlight/(rooms*subs), 2), 256))}
+				}
+				pubs[r].subs = append(pubs[r].subs, s)
+			})
+		}
+	}
+	wg.Wait()
+	if dialErr != nil {
+		return res, dialErr
+	}
+	for r, p := range pubs {
+		ws, _, err := dialer(r).DialContext(ctx, base+fmt.Sprintf("/v1/rooms/bench-%d/ws", r), nil)
+		if err != nil {
+			return res, fmt.Errorf("publisher: %w", err)
+		}
+		p.ws, p.readerEnd = ws, make(chan struct{})
+		go func() { // acks and its own messages: drained, not decoded
+			defer close(p.readerEnd)
+			for {
+				if _, _, err := ws.NextReader(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // welcomes in
+
+	// Saturation.
+	count := func() (n int64) {
+		for _, s := range all {
+			n += s.received.Load()
+		}
+		return n
+	}
+	phase := func(lim func() *rate.Limiter) error {
+		pctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		errs := make(chan error, len(pubs))
+		for _, p := range pubs {
+			go func() { errs <- p.run(pctx, lim()) }()
+		}
+		var first error
+		for range pubs {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	cpu0, err := cpuTime(pid)
+	if err != nil {
+		return res, err
+	}
+	n0, t0 := count(), time.Now()
+	if err := phase(func() *rate.Limiter { return nil }); err != nil {
+		return res, err
+	}
+	n1, t1 := count(), time.Now()
+	cpu1, _ := cpuTime(pid)
+	res.Deliveries = n1 - n0
+	res.PerSecond = float64(res.Deliveries) / t1.Sub(t0).Seconds()
+	if res.Deliveries > 0 {
+		res.CPUPerDeliver = float64((cpu1 - cpu0).Microseconds()) / float64(res.Deliveries)
+	}
+
+	// Latency at half the saturated rate, per room, once the saturation's backlog has drained.
+	catchUp := func(d time.Duration) {
+		deadline := time.Now().Add(d)
+		for _, p := range pubs {
+			for p.slowest() < p.sent && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	catchUp(30 * time.Second)
+	perRoom := res.PerSecond / float64(rooms*subs) / 2
+	sampling.Store(true)
+	if err := phase(func() *rate.Limiter { return rate.NewLimiter(rate.Limit(max(perRoom, 1)), 1) }); err != nil {
+		return res, err
+	}
+	sampling.Store(false)
+
+	// Every message to every subscriber, once, in order.
+	catchUp(30 * time.Second)
+	for _, p := range pubs {
+		for _, s := range p.subs {
+			res.Lost += int64(p.sent) - s.received.Load()
+			res.Duplicated += s.dup.Load()
+			res.Reordered += s.reordered.Load()
+		}
+	}
+	for _, s := range all {
+		s.ws.Close()
+	}
+	var lat []time.Duration
+	for _, s := range all {
+		<-s.done
+		lat = append(lat, s.lat...)
+	}
+	all = nil
+	slices.Sort(lat)
+	if len(lat) > 0 {
+		res.P50ms = float64(lat[len(lat)/2].Microseconds()) / 1000
+		res.P99ms = float64(lat[len(lat)*99/100].Microseconds()) / 1000
+	}
+	return res, nil
+}
+
+// answer describes a refused handshake's response, if there was one.
+func answer(resp *http.Response) string {
+	if resp == nil {
+		return ""
+	}
+	b := make([]byte, 300)
+	n, _ := io.ReadFull(resp.Body, b)
+	return fmt.Sprintf(" (%s: %s)", resp.Status, strings.TrimSpace(string(b[:n])))
+}
+
+// cpuTime is the user+system CPU time process pid has used.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * (time.Second / 100), nil // USER_HZ is 100 on Linux
+}
+
+// serverProc is a server process roost bench started (a roost node, or the baseline).
+type serverProc struct {
+	cmd  *exec.Cmd
+	addr string
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+// startServer runs this binary with args plus --http on a free loopback port, and waits until
+// /readyz answers 200.
+func startServer(ctx context.Context, args ...string) (*serverProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &serverProc{addr: addr, done: make(chan struct{})}
+	s.cmd = exec.Command(exe, append(args, "--http", addr)...)
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { s.cmd.Wait(); close(s.done) }()
+	hc := &http.Client{Timeout: time.Second}
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("%s exited: %s", args[0], s.out.String())
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		default:
+		}
+		if resp, err := hc.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s, nil
+			}
+		}
+	}
+	s.stop()
+	return nil, fmt.Errorf("%s did not get ready: %s", args[0], s.out.String())
+}
+
+func (s *serverProc) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+func (s *serverProc) pid() int { return s.cmd.Process.Pid }
+
+// jsonLine encodes v on one line.
+func jsonLine(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
