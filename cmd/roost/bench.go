@@ -33,7 +33,7 @@ type benchRow struct {
 	Detail   any     `json:"detail,omitempty"`
 }
 
-const benchWorkloads = "fanout,edge,placement,rebalance"
+const benchWorkloads = "fanout,edge,idle,placement,rebalance"
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost bench", flag.ContinueOnError)
@@ -53,6 +53,8 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchFanout(ctx, *dur, *quick, false)
 		case "edge":
 			got, err = benchFanout(ctx, *dur, *quick, true)
+		case "idle":
+			got, err = benchIdle(ctx, *quick)
 		case "placement":
 			got = benchPlacement()
 		case "rebalance":
