@@ -41,12 +41,16 @@ type Config struct {
 	// about ProbeInterval+ProbeTimeout of the probe that finds it, and declared dead
 	// SuspicionMult×ProbeInterval later (for clusters under 10 members; memberlist scales it with
 	// log10 of the size): about 1.5 s in all, see the README.
-	ProbeInterval  time.Duration // how often each member probes a random other; default 250ms
-	ProbeTimeout   time.Duration // how long a direct probe waits for its ack; default 150ms
-	SuspicionMult  int           // suspicion lasts SuspicionMult × ProbeInterval × max(1, log10 N); default 4
-	GossipInterval time.Duration // how often state is gossiped to GossipNodes others; default 100ms
-	GossipNodes    int           // default 3
-	PushPull       time.Duration // full state sync interval; default 15s
+	ProbeInterval time.Duration // how often each member probes a random other; default 250ms
+	ProbeTimeout  time.Duration // how long a direct probe waits for its ack; default 150ms
+	SuspicionMult int           // suspicion lasts SuspicionMult × ProbeInterval × max(1, log10 N); default 4
+	// SuspicionMaxMult: a suspicion starts at this many times that length and shrinks to it as
+	// other members confirm it (memberlist's SuspicionMaxTimeoutMult). Small clusters have few
+	// members to confirm, so their dead verdicts take longer than the minimum. Default 6.
+	SuspicionMaxMult int
+	GossipInterval   time.Duration // how often state is gossiped to GossipNodes others; default 100ms
+	GossipNodes      int           // default 3
+	PushPull         time.Duration // full state sync interval; default 15s
 	// DeadReclaim is how long after a member is declared dead its ID may rejoin from another
 	// address (a restarted process on a new port). Default 2s.
 	DeadReclaim time.Duration
@@ -74,20 +78,21 @@ type Config struct {
 // DefaultConfig returns a Config with the LAN defaults documented on its fields.
 func DefaultConfig() Config {
 	return Config{
-		Role:           RoleNode,
-		Gossip:         "0.0.0.0:7946",
-		JoinRetry:      time.Second,
-		Placement:      DefaultPlacementConfig(),
-		ProbeInterval:  250 * time.Millisecond,
-		ProbeTimeout:   150 * time.Millisecond,
-		SuspicionMult:  4,
-		GossipInterval: 100 * time.Millisecond,
-		GossipNodes:    3,
-		PushPull:       15 * time.Second,
-		DeadReclaim:    2 * time.Second,
-		Debounce:       100 * time.Millisecond,
-		MaxDebounce:    time.Second,
-		GoneRetention:  time.Minute,
+		Role:             RoleNode,
+		Gossip:           "0.0.0.0:7946",
+		JoinRetry:        time.Second,
+		Placement:        DefaultPlacementConfig(),
+		ProbeInterval:    250 * time.Millisecond,
+		ProbeTimeout:     150 * time.Millisecond,
+		SuspicionMult:    4,
+		SuspicionMaxMult: 6,
+		GossipInterval:   100 * time.Millisecond,
+		GossipNodes:      3,
+		PushPull:         15 * time.Second,
+		DeadReclaim:      2 * time.Second,
+		Debounce:         100 * time.Millisecond,
+		MaxDebounce:      time.Second,
+		GoneRetention:    time.Minute,
 	}
 }
 
@@ -118,8 +123,8 @@ func (c Config) Validate() error {
 	if c.ProbeTimeout <= 0 || c.ProbeInterval <= c.ProbeTimeout {
 		return fmt.Errorf("ring: ProbeTimeout (%s) must be positive and below ProbeInterval (%s)", c.ProbeTimeout, c.ProbeInterval)
 	}
-	if c.SuspicionMult < 1 || c.GossipNodes < 1 || c.GossipInterval <= 0 || c.PushPull <= 0 {
-		return errors.New("ring: SuspicionMult, GossipNodes, GossipInterval and PushPull must be positive")
+	if c.SuspicionMult < 1 || c.SuspicionMaxMult < 1 || c.GossipNodes < 1 || c.GossipInterval <= 0 || c.PushPull <= 0 {
+		return errors.New("ring: SuspicionMult, SuspicionMaxMult, GossipNodes, GossipInterval and PushPull must be positive")
 	}
 	if c.Debounce <= 0 || c.MaxDebounce < c.Debounce {
 		return fmt.Errorf("ring: Debounce (%s) must be positive and at most MaxDebounce (%s)", c.Debounce, c.MaxDebounce)

@@ -99,7 +99,7 @@ func New(cfg Config) (*Ring, error) {
 		mc.AdvertisePort = advPort
 	}
 	mc.ProbeInterval, mc.ProbeTimeout = cfg.ProbeInterval, cfg.ProbeTimeout
-	mc.SuspicionMult = cfg.SuspicionMult
+	mc.SuspicionMult, mc.SuspicionMaxTimeoutMult = cfg.SuspicionMult, cfg.SuspicionMaxMult
 	mc.GossipInterval, mc.GossipNodes = cfg.GossipInterval, cfg.GossipNodes
 	mc.PushPullInterval = cfg.PushPull
 	mc.DeadNodeReclaimTime = cfg.DeadReclaim

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"text/tabwriter"
@@ -33,13 +34,14 @@ type benchRow struct {
 	Detail   any     `json:"detail,omitempty"`
 }
 
-const benchWorkloads = "fanout,edge,idle,placement,rebalance"
+const benchWorkloads = "fanout,edge,idle,failure,placement,rebalance"
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost bench", flag.ContinueOnError)
 	which := fs.String("workloads", benchWorkloads, "comma-separated workloads to run: "+benchWorkloads)
 	dur := fs.Duration("duration", 3*time.Second, "how long each measured phase runs")
-	quick := fs.Bool("quick", false, "small sizes (100 subscribers, 100 rooms × 10), for a smoke test")
+	quick := fs.Bool("quick", false, "small sizes (100 subscribers, 100 rooms × 10, 3 kill trials), for a smoke test")
+	nodeFlags := fs.String("failure-node-flags", "", "more flags for the failure workload's nodes, space-separated (e.g. --suspicion-max-mult 2)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -55,6 +57,8 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchFanout(ctx, *dur, *quick, true)
 		case "idle":
 			got, err = benchIdle(ctx, *quick)
+		case "failure":
+			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags))
 		case "placement":
 			got = benchPlacement()
 		case "rebalance":

@@ -96,6 +96,7 @@ func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
 	fs.DurationVar(&r.ProbeInterval, "probe-interval", r.ProbeInterval, "memberlist: how often each member probes another")
 	fs.DurationVar(&r.ProbeTimeout, "probe-timeout", r.ProbeTimeout, "memberlist: how long a probe waits for its ack")
 	fs.IntVar(&r.SuspicionMult, "suspicion-mult", r.SuspicionMult, "memberlist: a suspect is declared dead after this many probe intervals (×log10 N)")
+	fs.IntVar(&r.SuspicionMaxMult, "suspicion-max-mult", r.SuspicionMaxMult, "memberlist: a suspicion starts this many times longer and shrinks as members confirm it (few members: longer)")
 	fs.DurationVar(&r.GossipInterval, "gossip-interval", r.GossipInterval, "memberlist: how often state is gossiped")
 	fs.DurationVar(&r.Debounce, "ring-debounce", r.Debounce, "quiet period that ends a burst of membership events before placement is rebuilt")
 	return m
