@@ -34,7 +34,7 @@ type benchRow struct {
 	Detail   any     `json:"detail,omitempty"`
 }
 
-const benchWorkloads = "fanout,edge,idle,failure,placement,rebalance"
+const benchWorkloads = "fanout,edge,idle,storm,failure,placement,rebalance"
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost bench", flag.ContinueOnError)
@@ -57,6 +57,8 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchFanout(ctx, *dur, *quick, true)
 		case "idle":
 			got, err = benchIdle(ctx, *quick)
+		case "storm":
+			got, err = benchStorm(ctx, *quick)
 		case "failure":
 			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags))
 		case "placement":
