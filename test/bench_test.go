@@ -13,7 +13,7 @@ func TestBenchRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	out, err := exec.Command(roostBinary(t), "bench", "--quick", "--duration", "1s", "--workloads", "fanout,idle,storm,failure,placement,rebalance").CombinedOutput()
+	out, err := exec.Command(roostBinary(t), "bench", "--quick", "--duration", "1s", "--workloads", "fanout,idle,storm,failure,handoff,placement,rebalance").CombinedOutput()
 	if err != nil {
 		t.Fatalf("roost bench: %v\n%s", err, out)
 	}
@@ -49,8 +49,11 @@ func TestBenchRuns(t *testing.T) {
 			}
 		}
 	}
-	if rows != 23 { // 2 shapes × 4 fan-out metrics, 4 idle, 2 storm, 4 failure, 2 placement, 3 rebalance
-		t.Fatalf("%d JSON rows, want 23:\n%s", rows, out)
+	if rows != 24 { // 2 shapes × 4 fan-out metrics, 4 idle, 2 storm, 4 failure, 1 hand-off, 2 placement, 3 rebalance
+		t.Fatalf("%d JSON rows, want 24:\n%s", rows, out)
+	}
+	if !strings.Contains(string(out), `"lost":0,`) || strings.Contains(string(out), `"reset":1`) {
+		t.Fatalf("the hand-off lost or reset rooms:\n%s", out)
 	}
 	if !strings.Contains(string(out), "fan-out 1×100") || !strings.Contains(string(out), "rebalance 8→9") {
 		t.Fatalf("table incomplete:\n%s", out)

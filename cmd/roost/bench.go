@@ -34,7 +34,7 @@ type benchRow struct {
 	Detail   any     `json:"detail,omitempty"`
 }
 
-const benchWorkloads = "fanout,edge,idle,storm,failure,placement,rebalance"
+const benchWorkloads = "fanout,edge,idle,storm,failure,handoff,placement,rebalance"
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost bench", flag.ContinueOnError)
@@ -59,6 +59,8 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchIdle(ctx, *quick)
 		case "storm":
 			got, err = benchStorm(ctx, *quick)
+		case "handoff":
+			got, err = benchHandoff(ctx, *quick)
 		case "failure":
 			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags))
 		case "placement":

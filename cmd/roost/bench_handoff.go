@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
+)
+
+// benchHandoff fills one node of two with rooms that each hold about 10 KB of history (ten 1 KiB
+// messages) and a member, drains it (SIGTERM), and measures how long the drain took (the node's
+// own "drained" line) and whether every room resumed on the other node exactly where it was:
+// the same epoch, the same seq, no gap, no reset.
+func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
+	rooms := 10_000
+	if quick {
+		rooms = 200
+	}
+	flags := append(append([]string{}, roostServerFlags...), "--log-level", "info", "--drain-timeout", "60s")
+	a, err := startServer(ctx, append([]string{"node", "--id", "ho-a", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, flags...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer a.stop()
+	seed, err := gossipOf(a)
+	if err != nil {
+		return nil, err
+	}
+	b, err := startServer(ctx, append([]string{"node", "--id", "ho-b", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--join", seed}, flags...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop()
+	if err := waitNodes(ctx, nil, []*serverProc{a, b}, 2); err != nil {
+		return nil, err
+	}
+	// Placement is a pure function of the members: compute which rooms land on a.
+	p := ring.NewPlacement([]ring.Member{
+		{ID: "ho-a", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode}},
+		{ID: "ho-b", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode}},
+	}, ring.DefaultPlacementConfig())
+	var names []string
+	for i := 0; len(names) < rooms; i++ {
+		name := fmt.Sprint("handoff-", i)
+		if o, _ := p.Owner(name); o.ID == "ho-a" {
+			names = append(names, name)
+		}
+	}
+
+	// Fill: a member per room publishes ten 1 KiB messages and stays.
+	type member struct {
+		ws    *websocket.Conn
+		epoch string
+	}
+	members := make([]member, rooms)
+	blob, _ := json.Marshal(strings.Repeat("x", 1000))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	sem := make(chan struct{}, 32)
+	for i, name := range names {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			fail := func(err error) {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("room %s: %w", name, err)
+				}
+				mu.Unlock()
+			}
+			ws, resp, err := dialer(i).DialContext(ctx, "ws://"+a.addr+"/v1/rooms/"+name+"/ws", nil)
+			if err != nil {
+				fail(fmt.Errorf("%w%s", err, answer(resp)))
+				return
+			}
+			var w protocol.Welcome
+			if err := ws.ReadJSON(&w); err != nil {
+				fail(err)
+				return
+			}
+			for k := range 10 {
+				if err := ws.WriteJSON(protocol.Publish{Type: protocol.TypePublish, ID: fmt.Sprint(k), Data: blob}); err != nil {
+					fail(err)
+					return
+				}
+			}
+			for acks := 0; acks < 10; {
+				var f protocol.Incoming
+				if err := ws.ReadJSON(&f); err != nil {
+					fail(err)
+					return
+				}
+				if f.Type == protocol.TypeAck {
+					acks++
+				}
+			}
+			members[i] = member{ws: ws, epoch: w.Epoch}
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, m := range members {
+			if m.ws != nil {
+				m.ws.Close()
+			}
+		}
+	}()
+	if first != nil {
+		return nil, first
+	}
+
+	// Drain a; its members are told 4001 and resume on b.
+	t0 := time.Now()
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(90 * time.Second):
+		return nil, fmt.Errorf("the drained node did not exit within 90s")
+	}
+	exited := time.Since(t0)
+	took := exited
+	if m := regexp.MustCompile(`msg=drained .*rooms=(\d+) took=(\S+)`).FindStringSubmatch(a.out.String()); m != nil {
+		if d, err := time.ParseDuration(m[2]); err == nil {
+			took = d
+		}
+	}
+	lost, resets := 0, 0
+	for i, name := range names {
+		m := members[i]
+		ws, _, err := dialer(i).DialContext(ctx, fmt.Sprintf("ws://%s/v1/rooms/%s/ws?since=10&epoch=%s", b.addr, name, m.epoch), nil)
+		if err != nil {
+			lost++
+			continue
+		}
+		var w protocol.Welcome
+		err = ws.ReadJSON(&w)
+		ws.Close()
+		switch {
+		case err != nil:
+			lost++
+		case w.Epoch != m.epoch:
+			resets++
+		case w.Seq != 10:
+			lost++
+		}
+	}
+	name := fmt.Sprintf("hand-off: drain of %d rooms × 10 KB", rooms)
+	return []benchRow{
+		{Workload: name, Metric: "s to move them all", Roost: took.Seconds(), Goal: "≤ 1 s, 0 lost", Met: took <= time.Second && lost == 0 && resets == 0,
+			Detail: map[string]any{"lost": lost, "reset": resets, "process_exit_s": exited.Seconds()}},
+	}, nil
+}
