@@ -207,6 +207,10 @@ const MaxIDLen = 256
 // other than "publish", an id over MaxIDLen, or a publish with no data.
 func ParsePublish(frame []byte) (Publish, *ErrorFrame) {
 	var p Publish
+	if !utf8.Valid(frame) {
+		// RFC 6455 text frames are UTF-8; a browser would drop the connection on relaying this.
+		return p, &ErrorFrame{Type: TypeError, Code: CodeBadJSON, Error: "frame is not valid UTF-8"}
+	}
 	if err := json.Unmarshal(frame, &p); err != nil {
 		return p, &ErrorFrame{Type: TypeError, Code: CodeBadJSON, Error: "frame is not a JSON object: " + err.Error()}
 	}

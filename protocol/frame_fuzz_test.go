@@ -18,6 +18,7 @@ func FuzzParsePublish(f *testing.F) {
 		`{"type":"publish","id":1,"data":2}`,
 		`[1,2]`, `null`, `"x"`, `{`, ``, `{"type":"publish","data":{"a":[1,2,{"b":"\u00e9"}]}}`,
 		`{"type":"publish","type":"other","data":1}`,
+		"{\"type\":\"publish\",\"data\":\"\xff\xfe\"}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -36,7 +37,7 @@ func FuzzParsePublish(f *testing.F) {
 			}
 			return
 		}
-		if p.Type != TypePublish || len(p.ID) > MaxIDLen || !json.Valid(p.Data) {
+		if p.Type != TypePublish || len(p.ID) > MaxIDLen || !json.Valid(p.Data) || !utf8.Valid(frame) {
 			t.Fatalf("accepted %+v", p)
 		}
 		again, err := json.Marshal(p)

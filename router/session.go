@@ -311,6 +311,11 @@ func (s *session) observe(mt int, msg []byte) bool {
 		if f.Code == protocol.CodeMoved && s.isPending(f.ID) {
 			return false // it will be re-sent on the next leg
 		}
+		if f.ID != "" {
+			// Refused (rate_limited, forbidden, ...): the owner has answered it, so a move
+			// must not re-send it; the client decides whether to try again.
+			s.acked(f.ID)
+		}
 	}
 	return true
 }
