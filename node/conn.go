@@ -23,9 +23,11 @@ type outFrame struct {
 // closeReason makes the reason text of a close frame once the writer knows the last seq it sent.
 type closeReason func(lastSent uint64) string
 
-// conn is one WebSocket client of a room. The room queues frames to it without blocking; its own
-// writer goroutine drains the queue. The HTTP handler goroutine is its reader and its owner: it
-// starts the writer and waits for it.
+// conn is one WebSocket client of a room. The room queues frames to it without blocking. No
+// goroutine writes while nothing is queued: send starts a writer when a frame arrives and the
+// writer ends when the queue is empty, so an idle connection costs its reader goroutine and a
+// ping timer, not a second goroutine. The reader (serve) owns the connection: when it ends it
+// waits for the writer of the moment.
 type conn struct {
 	n        *Node
 	ws       *websocket.Conn
@@ -35,59 +37,58 @@ type conn struct {
 	readOnly bool          // its token does not allow publishing
 	publish  *rate.Limiter // its publishes per second; reader only
 	log      *slog.Logger
+	ping     *time.Timer // fires every PingInterval; the writer sends the ping
 
 	mu        sync.Mutex
 	queue     []outFrame
-	spare     []outFrame // the writer's previous batch, reused
+	spare     []outFrame // the last writer's batch, reused
+	writing   bool       // a writer goroutine is running; at most one is
+	pingDue   bool       // the writer owes the peer a ping
+	ended     bool       // the reader has ended: no writer starts again
 	closing   bool       // no more frames are queued
 	flush     bool       // send what is queued before the close frame
 	closeCode int        // 0: no close frame (the peer went away)
 	reason    closeReason
+	writers   sync.WaitGroup // the running writer and ping timer callback
 
-	wake chan struct{} // something was queued or a close requested; cap 1
-	quit chan struct{} // the reader ended: the writer stops at once
-	done chan struct{} // closed when the writer has exited
-
-	lastSent uint64 // highest message seq written; writer only
+	lastSent uint64 // highest message seq written; writers only, one at a time
 }
 
 func newConn(n *Node, ws *websocket.Conn, client string, presence, readOnly bool) *conn {
 	return &conn{
 		n: n, ws: ws, client: client, presence: presence, readOnly: readOnly,
 		publish: rate.NewLimiter(rate.Limit(n.cfg.PublishRate), n.cfg.PublishBurst),
-		wake:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
 	}
 }
 
-func (c *conn) signal() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+// kick starts a writer unless one is running or the connection is over. c.mu is held.
+func (c *conn) kick() {
+	if c.writing || c.ended {
+		return
 	}
+	c.writing = true
+	c.writers.Add(1)
+	go c.writeQueued()
 }
 
 // send queues f. It never blocks. It reports false when the queue was full: the connection is
 // then closing with 4008 and the caller must stop sending to it.
 func (c *conn) send(f outFrame) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closing {
-		c.mu.Unlock()
 		return true
 	}
 	if len(c.queue) >= c.n.cfg.SendQueue {
 		c.closing, c.flush, c.closeCode = true, false, protocol.CloseSlowConsumer
 		c.reason = func(uint64) string { return "slow consumer: fell too far behind the room" }
 		c.queue = nil
-		c.mu.Unlock()
 		c.n.metrics.drops.WithLabelValues("slow_consumer").Inc()
-		c.signal()
+		c.kick()
 		return false
 	}
 	c.queue = append(c.queue, f)
-	c.mu.Unlock()
-	c.signal()
+	c.kick()
 	return true
 }
 
@@ -102,44 +103,73 @@ func (c *conn) sendJSON(v any) bool {
 // close asks the writer to send a close frame, after what is queued when flush is set.
 func (c *conn) close(code int, flush bool, reason closeReason) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.closing {
 		c.closing, c.flush, c.closeCode, c.reason = true, flush, code, reason
 		if !flush {
 			c.queue = nil
 		}
 	}
-	c.mu.Unlock()
-	c.signal()
+	c.kick()
 }
 
 func staticReason(s string) closeReason { return func(uint64) string { return s } }
 
-// writeLoop is the connection's writer: it drains the queue, pings when idle, and ends with a
-// close frame when one was asked for.
-func (c *conn) writeLoop() {
-	defer close(c.done)
-	ping := time.NewTicker(c.n.cfg.PingInterval)
-	defer ping.Stop()
+// startPings arms the ping timer. A timer, not a ticker goroutine: an idle connection's
+// keepalive costs nothing between pings.
+func (c *conn) startPings() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ping = time.AfterFunc(c.n.cfg.PingInterval, c.pingTick)
+}
+
+func (c *conn) pingTick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended || c.closing {
+		return
+	}
+	c.pingDue = true
+	c.kick()
+	c.ping.Reset(c.n.cfg.PingInterval)
+}
+
+// end is called by the reader when it has stopped: no writer starts again, and end returns
+// when the running one, if any, has returned.
+func (c *conn) end() {
+	c.mu.Lock()
+	c.ended = true
+	if c.ping != nil {
+		c.ping.Stop()
+	}
+	c.mu.Unlock()
+	c.writers.Wait()
+}
+
+// writeQueued is a writer: it writes what is queued, in batches, and the ping when one is due,
+// and returns when there is nothing left or after the close frame.
+func (c *conn) writeQueued() {
+	defer c.writers.Done()
 	for {
-		select {
-		case <-c.quit:
+		c.mu.Lock()
+		batch, ping := c.queue, c.pingDue
+		closing, flush, code, reason := c.closing, c.flush, c.closeCode, c.reason
+		if c.ended || len(batch) == 0 && !ping && !closing {
+			c.writing = false
+			c.mu.Unlock()
 			return
-		case <-ping.C:
+		}
+		c.queue, c.pingDue = c.spare[:0], false
+		c.mu.Unlock()
+		if closing && !flush {
+			c.writeClose(code, reason)
+			return // writing stays set: nothing is written after the close frame
+		}
+		if ping {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.n.cfg.WriteTimeout)); err != nil {
 				c.abort()
 				return
 			}
-			continue
-		case <-c.wake:
-		}
-		c.mu.Lock()
-		batch := c.queue
-		c.queue = c.spare[:0]
-		closing, flush, code, reason := c.closing, c.flush, c.closeCode, c.reason
-		c.mu.Unlock()
-		if closing && !flush {
-			c.writeClose(code, reason)
-			return
 		}
 		for i := range batch {
 			if err := c.write(&batch[i]); err != nil {
@@ -197,8 +227,12 @@ func (c *conn) writeClose(code int, reason closeReason) {
 	_ = c.ws.SetReadDeadline(time.Now().Add(time.Second))
 }
 
-// abort ends a connection whose writes fail: closing the socket ends the reader too.
+// abort ends a connection whose writes fail: closing the socket ends the reader too. The
+// writer returns after it with writing still set, so no other starts.
 func (c *conn) abort() {
+	c.mu.Lock()
+	c.closing, c.queue = true, nil
+	c.mu.Unlock()
 	_ = c.ws.Close()
 }
 

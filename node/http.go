@@ -147,7 +147,12 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		n.metrics.refused.WithLabelValues(refused).Inc()
 		return
 	}
-	defer release()
+	handedOver := false // the connection's own goroutine releases its place
+	defer func() {
+		if !handedOver {
+			release()
+		}
+	}()
 	claims, err := n.cfg.Auth.Check(auth.FromRequest(r), name, false)
 	if err != nil {
 		n.refuseUpgrade(w, r, err)
@@ -197,12 +202,31 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
 		return
 	}
-	defer n.handlers.Done()
 	ws, err := n.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		n.handlers.Done()
 		return // the upgrader has answered
 	}
-	n.serve(ws, room, client, presence, !claims.Pub, res)
+	// The handler returns, so net/http lets go of the request, its 4 KiB reader and the
+	// handler's deep stack; the connection lives on in a goroutine of its own, counted in
+	// n.handlers like the handler was.
+	n.conns.Add(1)
+	n.metrics.connects.Inc()
+	c := n.join(ws, room, client, presence, !claims.Pub, res)
+	if c == nil {
+		n.conns.Add(-1)
+		ws.Close()
+		n.handlers.Done()
+		return
+	}
+	handedOver = true
+	go func() {
+		defer release()
+		defer n.handlers.Done()
+		defer n.conns.Add(-1)
+		defer ws.Close()
+		n.read(c)
+	}()
 }
 
 // refuseUpgrade answers a client whose token failed: the upgrade completes so a browser can read
@@ -234,12 +258,10 @@ func (n *Node) track() bool {
 	return true
 }
 
-// serve runs one client connection to its end: it joins the room, starts the writer and reads.
-func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence, readOnly bool, res resume) {
-	n.conns.Add(1)
-	n.metrics.connects.Inc()
-	defer n.conns.Add(-1)
-	defer ws.Close()
+// join makes ws a member of room and starts its pings; nil when it could not join (the client
+// has been told why). It runs on the handler goroutine, so the welcome and replay, which take
+// a deep stack, do not grow the stack the connection's reader keeps for its whole life.
+func (n *Node) join(ws *websocket.Conn, room *Room, client string, presence, readOnly bool, res resume) *conn {
 	c := newConn(n, ws, client, presence, readOnly)
 	for attempt := 0; ; attempt++ {
 		err := room.join(c, res)
@@ -249,21 +271,27 @@ func (n *Node) serve(ws *websocket.Conn, room *Room, client string, presence, re
 		if errors.Is(err, ErrRoomFull) {
 			n.metrics.refused.WithLabelValues("room_full").Inc()
 			closeNow(ws, websocket.CloseTryAgainLater, "room full (--max-room-conns); try again later")
-			return
+			return nil
 		}
 		// The room was reclaimed or moved between lookup and join: look again.
 		name := room.name
 		if room, err = n.acquire(context.Background(), name); err != nil || attempt > 3 {
 			o, _, _ := n.owner(name)
 			closeNow(ws, protocol.CloseMoved, string(mustJSON(protocol.MovedReason{Node: o.ID})))
-			return
+			return nil
 		}
 	}
-	go c.writeLoop()
+	c.startPings()
+	return c
+}
+
+// read is a joined connection's reader, on a goroutine of its own: it reads the client's
+// frames until the connection ends, then leaves the room and waits for the writer.
+func (n *Node) read(c *conn) {
+	ws := c.ws
 	defer func() {
 		c.room.leave(c)
-		close(c.quit)
-		<-c.done
+		c.end()
 	}()
 
 	readWait := n.cfg.PingInterval * 5 / 2

@@ -112,7 +112,9 @@ func New(cfg Config, r Ring) (*Node, error) {
 		log:   cfg.Logger.With("node", r.ID()),
 		rooms: newRooms(),
 		upgrader: websocket.Upgrader{
-			ReadBufferSize:  1024,
+			// Clients mostly listen: a small read buffer (a publish of more is read in a few
+			// reads) keeps an idle connection cheap. Big writes go through the pool.
+			ReadBufferSize:  512,
 			WriteBufferSize: 1024,
 			WriteBufferPool: &sync.Pool{},
 			// handleWS checks Config.Origins itself, to answer with a JSON error.

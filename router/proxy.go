@@ -28,7 +28,12 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		rt.metrics.refused.WithLabelValues(refused).Inc()
 		return
 	}
-	defer release()
+	handedOver := false // the session's own goroutine releases its place
+	defer func() {
+		if !handedOver {
+			release()
+		}
+	}()
 	if _, err := rt.cfg.Auth.Check(auth.FromRequest(r), room, false); err != nil {
 		rt.refuse(w, r, err)
 		return
@@ -54,26 +59,34 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.metrics.dials.WithLabelValues("ok").Inc()
-	s := &session{rt: rt, room: room, up: up, log: rt.log.With("room", room), query: r.URL.Query(), header: rt.upstreamHeader(r)}
+	s := &session{rt: rt, room: room, up: up, query: r.URL.Query(), header: rt.upstreamHeader(r)}
 	if err := rt.track(s); err != nil {
 		up.Close()
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "router shutting down; reconnect")
 		return
 	}
-	defer rt.untrack(s)
 	client, err := rt.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		up.Close()
+		rt.untrack(s)
 		return // the upgrader has answered
 	}
 	if !s.attach(client) { // Close came first
 		closeWith(client, websocket.CloseGoingAway, "router shutting down")
 		client.Close()
 		up.Close()
+		rt.untrack(s)
 		return
 	}
 	rt.metrics.opened.Inc()
-	s.run()
+	// The handler returns, so net/http lets go of the request and its buffers; the session
+	// lives on in goroutines of its own, counted by track like the handler was.
+	handedOver = true
+	go func() {
+		defer release()
+		defer rt.untrack(s)
+		s.run()
+	}()
 }
 
 // refuse answers a client whose token failed as a node would: the upgrade completes so a

@@ -59,7 +59,9 @@ func New(cfg Config, r Ring) (*Router, error) {
 		log:      cfg.Logger.With("node", r.ID()),
 		sessions: map[*session]struct{}{},
 		upgrader: websocket.Upgrader{
-			ReadBufferSize:  1024,
+			// Clients mostly listen: a small read buffer (a publish of more is read in a few
+			// reads) keeps an idle connection cheap. Big writes go through the pool.
+			ReadBufferSize:  512,
 			WriteBufferSize: 1024,
 			WriteBufferPool: &sync.Pool{},
 			CheckOrigin:     func(*http.Request) bool { return true }, // handleWS checks cfg.Origins

@@ -19,8 +19,9 @@ import (
 	"github.com/roost-dev/roost/protocol"
 )
 
-// session is one proxied connection: the client leg, the owner leg, a pump per direction, and
-// the handler goroutine that owns both, keeps them alive and waits for them.
+// session is one proxied connection: the client leg, the owner leg and a pump per direction.
+// The up pump's goroutine owns the session: it starts the down pump, keeps both legs alive with
+// a ping timer and waits for the down pump before it returns.
 //
 // Migration: when the owner leg ends because the room moved (4001) or the owner went away
 // (1001, or the connection broke), the down pump re-dials the room's owner with since/epoch/
@@ -32,13 +33,15 @@ import (
 type session struct {
 	rt     *Router
 	room   string
-	log    *slog.Logger
 	query  url.Values  // the client's query, for re-dials
 	header http.Header // what the owner is told of the client
 
-	mu       sync.Mutex // guards client and stopping
+	mu       sync.Mutex // guards client, stopping, ping and ended
 	client   *websocket.Conn
 	stopping bool
+	ping     *time.Timer    // pings both legs every PingInterval
+	ended    bool           // the session is over: no more pings
+	pinging  sync.WaitGroup // the ping timer's callback, while it runs
 
 	upMu    sync.Mutex // guards up and pending; held while writing upstream and while re-dialing
 	up      *websocket.Conn
@@ -64,6 +67,10 @@ type pumpEnd struct {
 	err  error
 	read bool
 }
+
+// logger is the router's logger with the room: made when a line is logged, as an idle
+// session logs nothing and a logger per session costs a handler clone.
+func (s *session) logger() *slog.Logger { return s.rt.log.With("room", s.room) }
 
 func (s *session) attach(c *websocket.Conn) bool {
 	s.mu.Lock()
@@ -108,90 +115,126 @@ func (s *session) shutdown() {
 	_ = up.SetReadDeadline(grace)
 }
 
+// run serves the session to its end, on a goroutine of its own (the handler has returned): it
+// pumps the client's frames up itself and the owner's down on a second goroutine.
 func (s *session) run() {
 	cfg := s.rt.cfg
 	readWait := cfg.PingInterval * 5 / 2
 	keepAlive(s.client, readWait, cfg.WriteTimeout)
 	keepAlive(s.up, readWait, cfg.WriteTimeout)
 	s.client.SetReadLimit(cfg.MaxFrame)
-	down, up := make(chan pumpEnd, 1), make(chan pumpEnd, 1)
-	go func() { down <- s.pumpDown(readWait) }()
-	go func() { up <- s.pumpUp(readWait) }()
+	down := make(chan struct{})
+	go func() {
+		defer close(down)
+		s.downEnded(s.pumpDown(readWait))
+	}()
+	s.mu.Lock()
+	s.ping = time.AfterFunc(cfg.PingInterval, s.pingBoth)
+	s.mu.Unlock()
 	defer func() {
+		s.mu.Lock()
+		s.ended = true
+		s.ping.Stop()
+		s.mu.Unlock()
+		s.pinging.Wait()
 		s.client.Close()
 		s.upstream().Close()
 	}()
 
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	for {
-		select {
-		case end := <-down:
-			if end.read { // the owner is gone for good: tell the client why
-				code, text := closeOf(end.err, "the room's owner went away")
-				closeWith(s.client, code, text)
-				s.log.Debug("owner closed a proxied connection", "code", code)
-			} else { // the client is gone
-				s.stop()
-				closeWith(s.upstream(), websocket.CloseGoingAway, "client went away")
-			}
-			s.finish(up)
-			return
-		case end := <-up: // the client closed or vanished: tell the owner
-			s.stop() // no re-dial for a client that left
-			code, text := closeOf(end.err, "client went away")
-			tooBig := errors.Is(end.err, websocket.ErrReadLimit)
-			if tooBig {
-				code, text = websocket.CloseGoingAway, "client sent a frame over the limit"
-			}
-			closeWith(s.upstream(), code, text)
-			if tooBig {
-				protocol.CloseGently(s.client.NetConn(), time.Second) // gorilla sent the 1009
-			}
-			s.finish(down)
-			return
-		case <-ping.C:
-			deadline := time.Now().Add(cfg.WriteTimeout)
-			if s.client.WriteControl(websocket.PingMessage, nil, deadline) != nil {
-				s.client.Close()
-			}
-			_ = s.upstream().WriteControl(websocket.PingMessage, nil, deadline)
-		}
-	}
-}
-
-// finish gives the other pump a moment to see the close handshake end, then cuts both legs.
-func (s *session) finish(other <-chan pumpEnd) {
+	end := s.pumpUp(readWait)
 	select {
-	case <-other:
+	case <-down: // the down pump ended first and closed the client leg, which ended this one
 		return
-	case <-time.After(time.Second):
+	default:
 	}
-	s.client.Close()
-	s.upstream().Close()
-	<-other
+	// The client closed or vanished: tell the owner, and give the down pump a moment to see the
+	// close handshake end before cutting the owner leg.
+	s.stop() // no re-dial for a client that left
+	code, text := closeOf(end.err, "client went away")
+	tooBig := errors.Is(end.err, websocket.ErrReadLimit)
+	if tooBig {
+		code, text = websocket.CloseGoingAway, "client sent a frame over the limit"
+	}
+	closeWith(s.upstream(), code, text)
+	if tooBig {
+		protocol.CloseGently(s.client.NetConn(), time.Second) // gorilla sent the 1009
+	}
+	select {
+	case <-down:
+	case <-time.After(time.Second):
+		s.client.Close()
+		s.upstream().Close()
+		<-down
+	}
 }
 
-// readMessage reads one whole message into buf.
-func readMessage(c *websocket.Conn, buf *bytes.Buffer) (int, []byte, error) {
+// downEnded tells the client why the owner leg ended for good, or the owner that the client
+// is gone, and makes sure the up pump's read ends within a second.
+func (s *session) downEnded(end pumpEnd) {
+	if end.read { // the owner is gone for good: tell the client why
+		code, text := closeOf(end.err, "the room's owner went away")
+		closeWith(s.client, code, text)
+		s.logger().Debug("owner closed a proxied connection", "code", code)
+	} else { // writing to the client failed: the client is gone
+		s.stop()
+		closeWith(s.upstream(), websocket.CloseGoingAway, "client went away")
+	}
+	_ = s.client.SetReadDeadline(time.Now().Add(time.Second))
+}
+
+// pingBoth is the ping timer's callback: it pings the client and the owner leg. A client that
+// cannot take a ping is cut, which ends the session.
+func (s *session) pingBoth() {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.pinging.Add(1)
+	s.ping.Reset(s.rt.cfg.PingInterval)
+	s.mu.Unlock()
+	defer s.pinging.Done()
+	deadline := time.Now().Add(s.rt.cfg.WriteTimeout)
+	if s.client.WriteControl(websocket.PingMessage, nil, deadline) != nil {
+		s.client.Close()
+	}
+	_ = s.upstream().WriteControl(websocket.PingMessage, nil, deadline)
+}
+
+// buffers hold one message while a pump forwards it; an idle session holds none.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooled: a buffer grown past this by a big message is left to the collector.
+const maxPooled = 64 << 10
+
+// readMessage reads one whole message into a pooled buffer; put it back with release once the
+// message is forwarded.
+func readMessage(c *websocket.Conn) (int, *bytes.Buffer, error) {
 	mt, r, err := c.NextReader()
 	if err != nil {
 		return 0, nil, err
 	}
+	buf := buffers.Get().(*bytes.Buffer)
 	buf.Reset()
 	if _, err := buf.ReadFrom(r); err != nil {
+		release(buf)
 		return 0, nil, err
 	}
-	return mt, buf.Bytes(), nil
+	return mt, buf, nil
+}
+
+func release(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooled {
+		buffers.Put(buf)
+	}
 }
 
 // pumpDown forwards the owner's frames to the client, re-dialing when the owner leg ends.
 func (s *session) pumpDown(readWait time.Duration) pumpEnd {
-	var buf bytes.Buffer
 	frames, bytes := s.rt.metrics.frames.WithLabelValues("down"), s.rt.metrics.bytes.WithLabelValues("down")
 	for {
 		up := s.upstream()
-		mt, msg, err := readMessage(up, &buf)
+		mt, buf, err := readMessage(up)
 		if err != nil {
 			if s.shouldRedial(err) && s.redial(err) == nil {
 				continue
@@ -199,11 +242,15 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 			return pumpEnd{err: err, read: true}
 		}
 		_ = up.SetReadDeadline(time.Now().Add(readWait))
+		msg := buf.Bytes()
 		if !s.observe(mt, msg) {
+			release(buf)
 			continue
 		}
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
-		if err := s.client.WriteMessage(mt, msg); err != nil {
+		err = s.client.WriteMessage(mt, msg)
+		release(buf)
+		if err != nil {
 			return pumpEnd{err: err}
 		}
 		frames.Inc()
@@ -215,14 +262,14 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 // It ends only when the client leg does: a failed write upstream means the owner leg is ending,
 // and the down pump re-dials or ends the session.
 func (s *session) pumpUp(readWait time.Duration) pumpEnd {
-	var buf bytes.Buffer
 	frames, bytes := s.rt.metrics.frames.WithLabelValues("up"), s.rt.metrics.bytes.WithLabelValues("up")
 	for {
-		mt, msg, err := readMessage(s.client, &buf)
+		mt, buf, err := readMessage(s.client)
 		if err != nil {
 			return pumpEnd{err: err, read: true}
 		}
 		_ = s.client.SetReadDeadline(time.Now().Add(readWait))
+		msg := buf.Bytes()
 		s.upMu.Lock()
 		if mt == websocket.TextMessage {
 			msg = s.keep(msg)
@@ -233,6 +280,7 @@ func (s *session) pumpUp(readWait time.Duration) pumpEnd {
 			bytes.Add(float64(len(msg)))
 		}
 		s.upMu.Unlock()
+		release(buf)
 	}
 }
 
@@ -394,7 +442,7 @@ func (s *session) redial(cause error) error {
 			if err == nil {
 				if err = s.adopt(c); err == nil {
 					s.rt.metrics.redials.WithLabelValues("ok").Inc()
-					s.log.Debug("re-dialed the room's owner", "cause", cause, "since", s.lastSeq, "took", time.Since(start))
+					s.logger().Debug("re-dialed the room's owner", "cause", cause, "since", s.lastSeq, "took", time.Since(start))
 					return nil
 				}
 			}
@@ -405,7 +453,7 @@ func (s *session) redial(cause error) error {
 		select {
 		case <-ctx.Done():
 			s.rt.metrics.redials.WithLabelValues("failed").Inc()
-			s.log.Warn("could not re-dial the room's owner; closing the client", "cause", cause, "took", time.Since(start))
+			s.logger().Warn("could not re-dial the room's owner; closing the client", "cause", cause, "took", time.Since(start))
 			return ctx.Err()
 		case <-time.After(min(50*time.Millisecond<<min(attempt, 5), time.Second)):
 		}

@@ -52,15 +52,15 @@ func benchIdle(ctx context.Context, quick bool) ([]benchRow, error) {
 	return []benchRow{
 		{Workload: fmt.Sprintf("idle %d at the owner", direct), Metric: "KiB RSS/conn", Roost: nodeRSS, Goal: "≤ 10 (stretch 4)", Met: nodeRSS <= 10,
 			Detail: map[string]float64{"heap_kib_per_conn": nodeHeap, "connections": float64(direct)}},
-		{Workload: fmt.Sprintf("idle %d at the owner", direct), Metric: "KiB heap/conn", Roost: nodeHeap, Goal: "report"},
+		{Workload: fmt.Sprintf("idle %d at the owner", direct), Metric: "KiB heap+stack/conn", Roost: nodeHeap, Goal: "report"},
 		{Workload: fmt.Sprintf("idle %d at the router", proxied), Metric: "KiB RSS/conn", Roost: rtRSS, Goal: "≤ 16", Met: rtRSS <= 16,
 			Detail: map[string]float64{"heap_kib_per_conn": rtHeap, "connections": float64(proxied)}},
-		{Workload: fmt.Sprintf("idle %d at the router", proxied), Metric: "KiB heap/conn", Roost: rtHeap, Goal: "report"},
+		{Workload: fmt.Sprintf("idle %d at the router", proxied), Metric: "KiB heap+stack/conn", Roost: rtHeap, Goal: "report"},
 	}, nil
 }
 
 // idleCost opens n idle subscribers to base, spread over 100 rooms, and returns what s's RSS and
-// Go heap grew by, per connection, in KiB.
+// Go heap plus goroutine stacks grew by, per connection, in KiB.
 func idleCost(ctx context.Context, s *serverProc, base string, n int) (rss, heap float64, err error) {
 	settle := func() (float64, float64, error) {
 		time.Sleep(time.Second)
@@ -68,8 +68,12 @@ func idleCost(ctx context.Context, s *serverProc, base string, n int) (rss, heap
 		if err != nil {
 			return 0, 0, err
 		}
-		h, err := heapInUse("http://" + s.addr)
-		return r, h, err
+		h, err := memstat("http://"+s.addr, "go_memstats_heap_inuse_bytes")
+		if err != nil {
+			return 0, 0, err
+		}
+		st, err := memstat("http://"+s.addr, "go_memstats_stack_inuse_bytes")
+		return r, h + st, err
 	}
 	rss0, heap0, err := settle()
 	if err != nil {
@@ -129,8 +133,9 @@ func rssOf(pid int) (float64, error) {
 	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
 }
 
-// heapInUse reads go_memstats_heap_inuse_bytes from a member's /metrics, in KiB.
-func heapInUse(base string) (float64, error) {
+// memstat reads one of the Go runtime's gauges (go_memstats_…_bytes) from a member's /metrics,
+// in KiB.
+func memstat(base, name string) (float64, error) {
 	hc := &http.Client{Timeout: 5 * time.Second}
 	resp, err := hc.Get(base + "/metrics")
 	if err != nil {
@@ -142,9 +147,9 @@ func heapInUse(base string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	f := fams["go_memstats_heap_inuse_bytes"]
+	f := fams[name]
 	if f == nil || len(f.Metric) == 0 {
-		return 0, fmt.Errorf("%s/metrics has no go_memstats_heap_inuse_bytes", base)
+		return 0, fmt.Errorf("%s/metrics has no %s", base, name)
 	}
 	return f.Metric[0].GetGauge().GetValue() / 1024, nil
 }

@@ -52,6 +52,7 @@ type member struct {
 	authHMAC, authHMACFile, authPublicKey, authJWKS       string
 	logFormat, logLevel                                   string
 	tlsCert, tlsKey, tlsCA, origins, trusted              string
+	pprof                                                 string
 	maxAddrConns                                          int
 	shutdown, handshake                                   time.Duration
 	ring                                                  ring.Config
@@ -85,6 +86,7 @@ func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
 	fs.StringVar(&m.origins, "allowed-origins", "", "comma-separated browser origins that may open WebSockets (https://app.example.com, https://*.example.com); empty: any")
 	fs.StringVar(&m.trusted, "trusted-proxies", "", "comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For names the client (cluster members are trusted anyway)")
 	fs.IntVar(&m.maxAddrConns, "max-addr-conns", 1000, "connections one client address may hold open (more: 429)")
+	fs.StringVar(&m.pprof, "pprof", "", "host:port of a separate listener serving Go's /debug/pprof profiles (keep it on loopback); empty: off")
 	fs.StringVar(&m.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&m.handshake, "handshake-timeout", 10*time.Second, "longest a client may take to send its HTTP request headers (a slowloris guard); idle keep-alive connections close after 6x")

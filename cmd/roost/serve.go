@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -32,6 +33,7 @@ type server struct {
 	closeFn func() error // closes the node or router
 	certs   *certFiles   // the TLS certificate, reloaded on SIGHUP; nil for plain HTTP
 	served  chan error
+	pprof   *http.Server // --pprof; nil when off
 }
 
 // startNode opens the listeners, joins the cluster and serves a node.
@@ -45,10 +47,17 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 		httpLn.Close()
 		return nil, fmt.Errorf("--tcp %s: %w", tcp, err)
 	}
+	pprofLn, err := listenPprof(m)
+	if err != nil {
+		httpLn.Close()
+		tcpLn.Close()
+		return nil, err
+	}
 	r, err := ring.New(m.ringConfig(ring.RoleNode, httpLn.Addr().String(), tcpLn.Addr().String(), log))
 	if err != nil {
 		httpLn.Close()
 		tcpLn.Close()
+		closeIf(pprofLn)
 		return nil, err
 	}
 	cfg.Logger, cfg.Auth, cfg.Origins, cfg.PeerTLS = log, m.auth, m.allowedOrigins, m.clientTLS
@@ -64,6 +73,7 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 		r.Close()
 		httpLn.Close()
 		tcpLn.Close()
+		closeIf(pprofLn)
 		return nil, err
 	}
 	go func() {
@@ -71,7 +81,7 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 			log.Error("stream ingest stopped", "err", err)
 		}
 	}()
-	s := serve(log, m, r, httpLn, n.Handler(), n.Close)
+	s := serve(log, m, r, httpLn, pprofLn, n.Handler(), n.Close)
 	s.drain = n.Drain
 	return s, nil
 }
@@ -82,9 +92,15 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 	if err != nil {
 		return nil, fmt.Errorf("--http %s: %w", m.http, err)
 	}
+	pprofLn, err := listenPprof(m)
+	if err != nil {
+		httpLn.Close()
+		return nil, err
+	}
 	r, err := ring.New(m.ringConfig(ring.RoleRouter, httpLn.Addr().String(), "", log))
 	if err != nil {
 		httpLn.Close()
+		closeIf(pprofLn)
 		return nil, err
 	}
 	cfg.Logger, cfg.Auth, cfg.Origins, cfg.DialTLS = log, m.auth, m.allowedOrigins, m.clientTLS
@@ -93,12 +109,31 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 	if err != nil {
 		r.Close()
 		httpLn.Close()
+		closeIf(pprofLn)
 		return nil, err
 	}
-	return serve(log, m, r, httpLn, rt.Handler(), rt.Close), nil
+	return serve(log, m, r, httpLn, pprofLn, rt.Handler(), rt.Close), nil
 }
 
-func serve(log *slog.Logger, m *member, r *ring.Ring, ln net.Listener, h http.Handler, closeFn func() error) *server {
+// listenPprof opens the --pprof listener; nil when the flag is empty.
+func listenPprof(m *member) (net.Listener, error) {
+	if m.pprof == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", m.pprof)
+	if err != nil {
+		return nil, fmt.Errorf("--pprof %s: %w", m.pprof, err)
+	}
+	return ln, nil
+}
+
+func closeIf(ln net.Listener) {
+	if ln != nil {
+		ln.Close()
+	}
+}
+
+func serve(log *slog.Logger, m *member, r *ring.Ring, ln, pprofLn net.Listener, h http.Handler, closeFn func() error) *server {
 	log = log.With("node", r.ID()) // the member's own lines, like every line of its node or router
 	s := &server{log: log, ring: r, httpLn: ln, closeFn: closeFn, served: make(chan error, 1), certs: m.certs,
 		http: &http.Server{Handler: h, ReadHeaderTimeout: m.handshake, IdleTimeout: 6 * m.handshake,
@@ -107,6 +142,17 @@ func serve(log *slog.Logger, m *member, r *ring.Ring, ln net.Listener, h http.Ha
 		ln = tls.NewListener(ln, m.certs.serverConfig())
 	}
 	go func() { s.served <- s.http.Serve(ln) }()
+	if pprofLn != nil {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.pprof = &http.Server{Handler: mux, ReadHeaderTimeout: m.handshake}
+		go func() { _ = s.pprof.Serve(pprofLn) }() // ends with Shutdown in shutdown
+		log.Info("serving profiles", "pprof", "http://"+pprofLn.Addr().String()+"/debug/pprof/")
+	}
 	log.Info("serving", "http", r.Self().HTTPURL(), "listen", ln.Addr().String(), "role", r.Self().Role)
 	return s
 }
@@ -132,6 +178,9 @@ func (s *server) shutdown(ctx context.Context, drainTimeout time.Duration) error
 	errs = append(errs, s.ring.Leave(leave))
 	errs = append(errs, s.closeFn())
 	errs = append(errs, s.http.Shutdown(ctx))
+	if s.pprof != nil {
+		errs = append(errs, s.pprof.Close()) // a running CPU profile need not finish
+	}
 	errs = append(errs, s.ring.Close())
 	if err := <-s.served; !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
