@@ -34,14 +34,15 @@ type benchRow struct {
 	Detail   any     `json:"detail,omitempty"`
 }
 
-const benchWorkloads = "fanout,edge,idle,storm,failure,handoff,placement,rebalance"
+const benchWorkloads = "fanout,edge,idle,storm,failure,soak,handoff,placement,rebalance"
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost bench", flag.ContinueOnError)
 	which := fs.String("workloads", benchWorkloads, "comma-separated workloads to run: "+benchWorkloads)
 	dur := fs.Duration("duration", 3*time.Second, "how long each measured phase runs")
 	quick := fs.Bool("quick", false, "small sizes (100 subscribers, 100 rooms × 10, 3 kill trials), for a smoke test")
-	nodeFlags := fs.String("failure-node-flags", "", "more flags for the failure workload's nodes, space-separated (e.g. --suspicion-max-mult 2)")
+	nodeFlags := fs.String("failure-node-flags", "", "more flags for the failure and soak workloads' nodes, space-separated (e.g. --suspicion-max-mult 2)")
+	soak := fs.Duration("soak", 2*time.Minute, "how long the soak workload runs the cluster at full load (the issue's figure is 10m)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,6 +64,8 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchHandoff(ctx, *quick)
 		case "failure":
 			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags))
+		case "soak":
+			got, err = benchSoak(ctx, *soak, *quick, strings.Fields(*nodeFlags))
 		case "placement":
 			got = benchPlacement()
 		case "rebalance":

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -136,14 +137,7 @@ func rssOf(pid int) (float64, error) {
 // memstat reads one of the Go runtime's gauges (go_memstats_…_bytes) from a member's /metrics,
 // in KiB.
 func memstat(base, name string) (float64, error) {
-	hc := &http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get(base + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := scrape(base)
 	if err != nil {
 		return 0, err
 	}
@@ -152,4 +146,16 @@ func memstat(base, name string) (float64, error) {
 		return 0, fmt.Errorf("%s/metrics has no %s", base, name)
 	}
 	return f.Metric[0].GetGauge().GetValue() / 1024, nil
+}
+
+// scrape reads a member's /metrics.
+func scrape(base string) (map[string]*dto.MetricFamily, error) {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(resp.Body)
 }

@@ -174,26 +174,16 @@ type fanoutResult struct {
 	Reordered     int64   `json:"reordered"`
 }
 
-// runFanout connects rooms×subs subscribers and a publisher per room to base (ws://host:port),
-// measures deliveries per second at saturation and the server's CPU time (pid) meanwhile, then
-// latency at half that rate, then checks every subscriber got every message once, in order.
-func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d time.Duration) (fanoutResult, error) {
-	res := fanoutResult{Server: server}
-	sampling := &atomic.Bool{}
-	pubs := make([]*publisher, rooms)
-	var all []*subscriber
-	defer func() {
-		for _, s := range all {
-			s.ws.Close()
-			<-s.done
-		}
-		for _, p := range pubs {
-			if p != nil && p.ws != nil {
-				p.ws.Close()
-				<-p.readerEnd
-			}
-		}
-	}()
+// fanoutRig is a fan-out load: rooms×subs subscribers and a publisher per room, connected.
+type fanoutRig struct {
+	pubs     []*publisher
+	all      []*subscriber
+	sampling *atomic.Bool // subscribers record latencies while set
+}
+
+// dialFanout connects rooms×subs subscribers and a publisher per room to base (ws://host:port).
+func dialFanout(ctx context.Context, base string, rooms, subs int) (*fanoutRig, error) {
+	rig := &fanoutRig{pubs: make([]*publisher, rooms), sampling: &atomic.Bool{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var dialErr error
@@ -211,24 +201,26 @@ func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d
 					dialErr = fmt.Errorf("subscriber of %s: %w%s", room, err, answer(resp))
 					return
 				}
-				s := &subscriber{ws: ws, sampling: sampling, done: make(chan struct{})}
+				s := &subscriber{ws: ws, sampling: rig.sampling, done: make(chan struct{})}
 				go s.read()
-				all = append(all, s)
-				if pubs[r] == nil {
-					pubs[r] = &publisher{window: uint64(min(max(inFlight/(rooms*subs), 2), 256))}
+				rig.all = append(rig.all, s)
+				if rig.pubs[r] == nil {
+					rig.pubs[r] = &publisher{window: uint64(min(max(inFlight/(rooms*subs), 2), 256))}
 				}
-				pubs[r].subs = append(pubs[r].subs, s)
+				rig.pubs[r].subs = append(rig.pubs[r].subs, s)
 			})
 		}
 	}
 	wg.Wait()
 	if dialErr != nil {
-		return res, dialErr
+		rig.close()
+		return nil, dialErr
 	}
-	for r, p := range pubs {
+	for r, p := range rig.pubs {
 		ws, _, err := dialer(r).DialContext(ctx, base+fmt.Sprintf("/v1/rooms/bench-%d/ws", r), nil)
 		if err != nil {
-			return res, fmt.Errorf("publisher: %w", err)
+			rig.close()
+			return nil, fmt.Errorf("publisher: %w", err)
 		}
 		p.ws, p.readerEnd = ws, make(chan struct{})
 		go func() { // acks and its own messages: drained, not decoded
@@ -241,38 +233,81 @@ func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d
 		}()
 	}
 	time.Sleep(200 * time.Millisecond) // welcomes in
+	return rig, nil
+}
+
+// close disconnects everyone and waits for the readers.
+func (rig *fanoutRig) close() {
+	for _, s := range rig.all {
+		s.ws.Close()
+		<-s.done
+	}
+	rig.all = nil
+	for _, p := range rig.pubs {
+		if p != nil && p.ws != nil {
+			p.ws.Close()
+			<-p.readerEnd
+		}
+	}
+	rig.pubs = nil
+}
+
+// received is the deliveries so far, over all subscribers.
+func (rig *fanoutRig) received() (n int64) {
+	for _, s := range rig.all {
+		n += s.received.Load()
+	}
+	return n
+}
+
+// publish runs every publisher for d: as fast as the windows allow, or paced by lim.
+func (rig *fanoutRig) publish(ctx context.Context, d time.Duration, lim func() *rate.Limiter) error {
+	pctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	errs := make(chan error, len(rig.pubs))
+	for _, p := range rig.pubs {
+		go func() { errs <- p.run(pctx, lim()) }()
+	}
+	var first error
+	for range rig.pubs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// catchUp waits, up to d, for every subscriber to have what its publisher sent.
+func (rig *fanoutRig) catchUp(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for _, p := range rig.pubs {
+		for p.slowest() < p.sent && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// runFanout connects rooms×subs subscribers and a publisher per room to base (ws://host:port),
+// measures deliveries per second at saturation and the server's CPU time (pid) meanwhile, then
+// latency at half that rate, then checks every subscriber got every message once, in order.
+func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d time.Duration) (fanoutResult, error) {
+	res := fanoutResult{Server: server}
+	rig, err := dialFanout(ctx, base, rooms, subs)
+	if err != nil {
+		return res, err
+	}
+	defer rig.close()
 
 	// Saturation.
-	count := func() (n int64) {
-		for _, s := range all {
-			n += s.received.Load()
-		}
-		return n
-	}
-	phase := func(lim func() *rate.Limiter) error {
-		pctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		errs := make(chan error, len(pubs))
-		for _, p := range pubs {
-			go func() { errs <- p.run(pctx, lim()) }()
-		}
-		var first error
-		for range pubs {
-			if err := <-errs; err != nil && first == nil {
-				first = err
-			}
-		}
-		return first
-	}
 	cpu0, err := cpuTime(pid)
 	if err != nil {
 		return res, err
 	}
-	n0, t0 := count(), time.Now()
-	if err := phase(func() *rate.Limiter { return nil }); err != nil {
+	n0, t0 := rig.received(), time.Now()
+	if err := rig.publish(ctx, d, func() *rate.Limiter { return nil }); err != nil {
 		return res, err
 	}
-	n1, t1 := count(), time.Now()
+	n1, t1 := rig.received(), time.Now()
 	cpu1, _ := cpuTime(pid)
 	res.Deliveries = n1 - n0
 	res.PerSecond = float64(res.Deliveries) / t1.Sub(t0).Seconds()
@@ -281,40 +316,32 @@ func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d
 	}
 
 	// Latency at half the saturated rate, per room, once the saturation's backlog has drained.
-	catchUp := func(d time.Duration) {
-		deadline := time.Now().Add(d)
-		for _, p := range pubs {
-			for p.slowest() < p.sent && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-		}
-	}
-	catchUp(30 * time.Second)
+	rig.catchUp(30 * time.Second)
 	perRoom := res.PerSecond / float64(rooms*subs) / 2
-	sampling.Store(true)
-	if err := phase(func() *rate.Limiter { return rate.NewLimiter(rate.Limit(max(perRoom, 1)), 1) }); err != nil {
+	rig.sampling.Store(true)
+	if err := rig.publish(ctx, d, func() *rate.Limiter { return rate.NewLimiter(rate.Limit(max(perRoom, 1)), 1) }); err != nil {
 		return res, err
 	}
-	sampling.Store(false)
+	rig.sampling.Store(false)
 
 	// Every message to every subscriber, once, in order.
-	catchUp(30 * time.Second)
-	for _, p := range pubs {
+	rig.catchUp(30 * time.Second)
+	for _, p := range rig.pubs {
 		for _, s := range p.subs {
 			res.Lost += int64(p.sent) - s.received.Load()
 			res.Duplicated += s.dup.Load()
 			res.Reordered += s.reordered.Load()
 		}
 	}
-	for _, s := range all {
+	for _, s := range rig.all {
 		s.ws.Close()
 	}
 	var lat []time.Duration
-	for _, s := range all {
+	for _, s := range rig.all {
 		<-s.done
 		lat = append(lat, s.lat...)
 	}
-	all = nil
+	rig.all = nil
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		res.P50ms = float64(lat[len(lat)/2].Microseconds()) / 1000

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// benchSoak runs three nodes with the default failure-detection settings and a router under
+// saturating fan-out for d, kills nothing, and counts false verdicts: a member some node saw as
+// dead (or left) while every process was running. It also counts ring changes and rooms dropped
+// by the pause watchdog, which a false verdict or a stall would cause, and the machine's CPU use
+// meanwhile, which must be high for the row to mean anything.
+func benchSoak(ctx context.Context, d time.Duration, quick bool, nodeFlags []string) ([]benchRow, error) {
+	rooms, subs := 100, 10
+	if quick {
+		rooms = 20
+	}
+	flags := []string{"--log-level", "warn", "--publish-rate", "1e12", "--publish-burst", "1000000000",
+		"--send-queue", "65536", "--max-addr-conns", "1000000", "--max-room-conns", "1000000"}
+	var nodes []*serverProc
+	defer func() {
+		for _, s := range nodes {
+			s.stop()
+		}
+	}()
+	seed := ""
+	for i := range 3 {
+		args := append([]string{"node", "--id", fmt.Sprintf("soak-n%d", i+1), "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, flags...)
+		if seed != "" {
+			args = append(args, "--join", seed)
+		}
+		s, err := startServer(ctx, append(args, nodeFlags...)...)
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, s)
+		if seed == "" {
+			var err error
+			if seed, err = gossipOf(s); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rt, err := startServer(ctx, "router", "--id", "soak-r1", "--gossip", "127.0.0.1:0", "--join", seed,
+		"--log-level", "warn", "--max-addr-conns", "1000000")
+	if err != nil {
+		return nil, err
+	}
+	members := append([]*serverProc{rt}, nodes...)
+	defer rt.stop()
+	hc := &http.Client{Timeout: time.Second}
+	if err := waitNodes(ctx, hc, members, 3); err != nil {
+		return nil, err
+	}
+	rig, err := dialFanout(ctx, "ws://"+rt.addr, rooms, subs)
+	if err != nil {
+		return nil, err
+	}
+	defer rig.close()
+
+	before, err := soakCounters(members)
+	if err != nil {
+		return nil, err
+	}
+	busy0, total0, err := machineCPU()
+	if err != nil {
+		return nil, err
+	}
+	n0 := rig.received()
+	watch := &verdicts{}
+	wctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { watch.run(wctx, members) })
+	err = rig.publish(ctx, d, func() *rate.Limiter { return nil })
+	stop()
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	delivered := rig.received() - n0
+	busy1, total1, _ := machineCPU()
+	after, err := soakCounters(members)
+	if err != nil {
+		return nil, err
+	}
+	cpu := 100 * float64(busy1-busy0) / float64(max(total1-total0, 1))
+	changes, stale := 0.0, 0.0
+	for i := range members {
+		changes += after[i].ringChanges - before[i].ringChanges
+		stale += after[i].staleDrops - before[i].staleDrops
+	}
+	name := fmt.Sprintf("soak %s, 3 nodes + router, no kill", d)
+	return []benchRow{
+		{Workload: name, Metric: "false dead verdicts", Roost: float64(watch.dead), Goal: "0", Met: watch.dead == 0 && cpu >= 80,
+			Detail: map[string]float64{"machine_cpu_pct": cpu, "suspect_seen": float64(watch.suspect), "ring_changes": changes,
+				"stale_node_drops": stale, "deliveries_per_s": float64(delivered) / d.Seconds(), "polls": float64(watch.polls)}},
+		{Workload: name, Metric: "machine CPU %", Roost: cpu, Goal: "≥ 80", Met: cpu >= 80},
+	}, nil
+}
+
+// verdicts polls every member's view of the cluster and counts members seen in a state other
+// than alive: dead or left (a false verdict, as nobody was stopped) and suspect.
+type verdicts struct {
+	dead, suspect, polls int
+}
+
+func (v *verdicts) run(ctx context.Context, members []*serverProc) {
+	was := map[string]string{} // observer/member -> state at the last poll
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, s := range members {
+			c, err := fetchCluster("http://" + s.addr)
+			if err != nil {
+				continue // a slow answer under load is not a verdict
+			}
+			v.polls++
+			for _, m := range c.Members {
+				key := c.Self + "/" + m.ID
+				if m.State != was[key] {
+					switch m.State {
+					case "dead", "left":
+						v.dead++
+					case "suspect":
+						v.suspect++
+					}
+				}
+				was[key] = m.State
+			}
+		}
+	}
+}
+
+type soakCount struct{ ringChanges, staleDrops float64 }
+
+func soakCounters(members []*serverProc) ([]soakCount, error) {
+	out := make([]soakCount, len(members))
+	for i, s := range members {
+		fams, err := scrape("http://" + s.addr)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range []string{"roost_ring_changes_total", "roost_router_ring_changes_total"} {
+			if f := fams[name]; f != nil && len(f.Metric) > 0 {
+				out[i].ringChanges = f.Metric[0].GetCounter().GetValue()
+			}
+		}
+		if f := fams["roost_drops_total"]; f != nil {
+			for _, m := range f.Metric {
+				for _, l := range m.Label {
+					if l.GetName() == "reason" && l.GetValue() == "stale_node" {
+						out[i].staleDrops = m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// machineCPU reads the busy and total jiffies of all CPUs from /proc/stat.
+func machineCPU() (busy, total uint64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	fields := strings.Fields(line)
+	if len(fields) < 5 || fields[0] != "cpu" {
+		return 0, 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total, nil
+}
