@@ -31,6 +31,7 @@ type closeReason func(lastSent uint64) string
 type conn struct {
 	n        *Node
 	ws       *websocket.Conn
+	nc       *batchConn // ws's connection; nil when it was not upgraded by handleWS
 	room     *Room
 	client   string
 	presence bool
@@ -51,12 +52,14 @@ type conn struct {
 	reason    closeReason
 	writers   sync.WaitGroup // the running writer and ping timer callback
 
-	lastSent uint64 // highest message seq written; writers only, one at a time
+	lastSent  uint64 // highest message seq written; writers only, one at a time
+	delivered int    // messages written in this batch, not yet counted; writers only
 }
 
 func newConn(n *Node, ws *websocket.Conn, client string, presence, readOnly bool) *conn {
+	nc, _ := ws.NetConn().(*batchConn)
 	return &conn{
-		n: n, ws: ws, client: client, presence: presence, readOnly: readOnly,
+		n: n, ws: ws, nc: nc, client: client, presence: presence, readOnly: readOnly,
 		publish: rate.NewLimiter(rate.Limit(n.cfg.PublishRate), n.cfg.PublishBurst),
 	}
 }
@@ -165,18 +168,9 @@ func (c *conn) writeQueued() {
 			c.writeClose(code, reason)
 			return // writing stays set: nothing is written after the close frame
 		}
-		if ping {
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.n.cfg.WriteTimeout)); err != nil {
-				c.abort()
-				return
-			}
-		}
-		for i := range batch {
-			if err := c.write(&batch[i]); err != nil {
-				c.abort()
-				return
-			}
-			batch[i] = outFrame{}
+		if err := c.writeBatch(batch, ping); err != nil {
+			c.abort()
+			return
 		}
 		c.spare = batch
 		if closing {
@@ -184,6 +178,36 @@ func (c *conn) writeQueued() {
 			return
 		}
 	}
+}
+
+// writeBatch writes the ping, if due, and the batch, gathered into as few write system calls as
+// the batch's size allows.
+func (c *conn) writeBatch(batch []outFrame, ping bool) (err error) {
+	c.nc.begin()
+	defer func() {
+		if ferr := c.nc.end(); err == nil {
+			err = ferr
+		}
+	}()
+	if ping {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.n.cfg.WriteTimeout)); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		// One metric update per batch, not per frame: the counter is shared by every writer.
+		if c.delivered > 0 {
+			c.n.metrics.deliveries.Add(float64(c.delivered))
+			c.delivered = 0
+		}
+	}()
+	for i := range batch {
+		if err := c.write(&batch[i]); err != nil {
+			return err
+		}
+		batch[i] = outFrame{}
+	}
+	return nil
 }
 
 func (c *conn) write(f *outFrame) error {
@@ -213,7 +237,7 @@ func (c *conn) writeEntry(e *entry) error {
 		return err
 	}
 	c.lastSent = e.seq
-	c.n.metrics.deliveries.Inc()
+	c.delivered++
 	return nil
 }
 

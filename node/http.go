@@ -202,7 +202,7 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
 		return
 	}
-	ws, err := n.upgrader.Upgrade(w, r, nil)
+	ws, err := n.upgrader.Upgrade(&batchingHijacker{ResponseWriter: w}, r, nil)
 	if err != nil {
 		n.handlers.Done()
 		return // the upgrader has answered
