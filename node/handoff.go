@@ -481,11 +481,13 @@ func (n *Node) arrive(ctx context.Context, name string) (*Room, error) {
 			return nil, ErrNotOwner
 		}
 		pending, heard := false, false
+		var silent []string
 		for _, c := range n.previousOwners(name, p) {
 			reply, err := n.askRelease(ctx, c, name)
 			switch {
 			case err != nil:
 				pending = true
+				silent = append(silent, c.ID)
 			case reply.Status == "busy":
 				pending, heard = true, true
 			case reply.Status == "owner":
@@ -502,7 +504,9 @@ func (n *Node) arrive(ctx context.Context, name string) (*Room, error) {
 			return n.create(name, "fresh")
 		}
 		if now := time.Now(); now.Sub(silentSince) > n.cfg.ArriveTimeout || now.After(hardCap) {
-			n.log.Warn("previous owner did not hand the room over in time; starting it afresh with a new epoch", "room", name)
+			n.log.Warn("previous owner did not hand the room over in time; starting it afresh with a new epoch", "room", name, "silent", silent)
+			// Recorded first: a silent owner that wakes from a pause asks whether it was taken over.
+			n.noteTakeover(silent)
 			return n.create(name, "timeout")
 		}
 		select {
@@ -519,8 +523,8 @@ func (n *Node) create(name, how string) (*Room, error) {
 		if n.isClosed() {
 			return nil, ErrClosed
 		}
-		if n.stale() || n.quarantined() {
-			return nil, ErrStale
+		if n.stale() || n.quarantined() || !n.ring.Ready() {
+			return nil, ErrStale // not placed with the rest of the cluster yet, or just woken
 		}
 		if o, _, ok := n.owner(name); !ok || o.ID != n.id {
 			return nil, ErrNotOwner

@@ -30,6 +30,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /readyz", n.handleReady)
 	mux.HandleFunc("POST /internal/v1/handoff", n.handleHandoff)
 	mux.HandleFunc("POST /internal/v1/rooms/{room}/release", n.handleRelease)
+	mux.HandleFunc("POST /internal/v1/nodes/{node}/takeover", n.handleTakeover)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)

@@ -27,6 +27,7 @@ type metrics struct {
 	ingestBytes    prometheus.Counter
 	ingestSources  prometheus.Gauge
 	ingestThrottle prometheus.Counter
+	pauses         *prometheus.CounterVec
 }
 
 func newMetrics(n *Node) *metrics {
@@ -67,12 +68,15 @@ func newMetrics(n *Node) *metrics {
 			Help: "Payload bytes TCP stream sources put into rooms."}),
 		ingestSources: prometheus.NewGauge(prometheus.GaugeOpts{Name: "roost_ingest_sources",
 			Help: "Connected TCP stream sources."}),
+		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roost_pauses_total",
+			Help: "Pauses longer than --stale-after this node woke from holding rooms, by outcome: kept (no peer took over) or dropped."},
+			[]string{"outcome"}),
 		ingestThrottle: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_throttled_seconds_total",
 			Help: "Time stream sources were held back by --ingest-rate."}),
 	}
 	m.reg.MustRegister(m.messages, m.deliveries, m.dedup, m.drops, m.connects, m.refused, m.redirects,
 		m.ringChanges, m.roomsLost, m.roomsGained, m.reclaimed, m.handoffs, m.handoffBytes, m.handoffSeconds,
-		m.ingestFrames, m.ingestBytes, m.ingestSources, m.ingestThrottle,
+		m.ingestFrames, m.ingestBytes, m.ingestSources, m.ingestThrottle, m.pauses,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_rooms", Help: "Rooms held by this node."},
 			func() float64 { return float64(n.rooms.len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_connections", Help: "Open client connections."},

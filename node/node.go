@@ -29,6 +29,8 @@ type Ring interface {
 	Subscribe() (<-chan *ring.Placement, func())
 	Ready() bool
 	UpdateMeta(ctx context.Context, change func(*ring.Meta)) error
+	// GoneSince reports how long ago id was last seen leave or declared dead, if ever.
+	GoneSince(id string) (time.Duration, bool)
 }
 
 // Errors the node answers with.
@@ -41,8 +43,8 @@ var (
 	ErrClosed = errors.New("node closed")
 	// ErrMemory: the node is near its memory limit and creates no room.
 	ErrMemory = errors.New("node near its memory limit")
-	// ErrStale: the node was paused and has not yet caught up with the ring.
-	ErrStale = errors.New("node catching up after a pause")
+	// ErrStale: the node has not yet joined the ring, or was paused and has not caught up with it.
+	ErrStale = errors.New("node catching up with the ring")
 )
 
 // Node owns rooms and serves their clients.
@@ -68,9 +70,13 @@ type Node struct {
 	arrivals singleflight.Group // one acquisition per room at a time
 	draining atomic.Bool
 
-	start           time.Time    // the monotonic base of lastTick
-	lastTick        atomic.Int64 // when the watchdog last ran, as time since start
-	quarantineUntil atomic.Int64 // no room is created before this, as time since start
+	start           time.Time                     // the monotonic base of lastTick
+	lastTick        atomic.Int64                  // when the watchdog last ran, as time since start
+	quarantineUntil atomic.Int64                  // no room is created before this, as time since start
+	ticked          atomic.Pointer[chan struct{}] // closed at the watchdog's next tick
+
+	takeMu   sync.Mutex
+	tookOver map[string]time.Time // previous owners whose rooms were started afresh, and when
 
 	pastMu sync.Mutex
 	past   []*ring.Placement // the last few placements, to find a room's previous owners
@@ -126,14 +132,19 @@ func New(cfg Config, r Ring) (*Node, error) {
 		Hops: limit.Hops{Prefixes: cfg.TrustedProxies, Member: func(a netip.Addr) bool { return n.ring.Placement().IsMemberHost(a) }}}
 	n.memory = limit.NewMemory(cfg.MaxMemory)
 	n.start = time.Now()
+	n.tookOver = map[string]time.Time{}
+	n.tick()
 	n.metrics = newMetrics(n)
 	n.peers = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, TLSClientConfig: cfg.PeerTLS}}
+	// Subscribe before reading the current placement, so none adopted in between is missed:
+	// finding a room's previous owner depends on having seen the placement where it was.
+	changes, stopChanges := r.Subscribe()
 	n.remember(r.Placement())
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(4)
 	go n.watchdog(ctx)
-	go n.watchRing(ctx)
+	go n.watchRing(ctx, changes, stopChanges)
 	go n.reclaimIdle(ctx)
 	go n.gossipStats(ctx)
 	return n, nil
@@ -182,9 +193,8 @@ func (n *Node) owner(room string) (ring.Member, *ring.Placement, bool) {
 
 // watchRing hands off the rooms each new placement gives to other nodes, and retries what could
 // not be handed off yet.
-func (n *Node) watchRing(ctx context.Context) {
+func (n *Node) watchRing(ctx context.Context, changes <-chan *ring.Placement, stop func()) {
 	defer n.wg.Done()
-	changes, stop := n.ring.Subscribe()
 	defer stop()
 	retry := time.NewTicker(250 * time.Millisecond)
 	defer retry.Stop()

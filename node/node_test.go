@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,6 +28,7 @@ type testNode struct {
 	*Node
 	ring *ring.Ring
 	addr string // host:port of the HTTP listener
+	srv  *http.Server
 }
 
 // startNode runs a real node (gossip on loopback, HTTP on a free port) and tears it down with the test.
@@ -59,7 +59,7 @@ func startNode(t testing.TB, id string, cfg Config, join ...string) *testNode {
 		r.Close()
 	})
 	eventually(t, 5*time.Second, "node ready", r.Ready)
-	return &testNode{Node: n, ring: r, addr: ln.Addr().String()}
+	return &testNode{Node: n, ring: r, addr: ln.Addr().String(), srv: srv}
 }
 
 func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
@@ -498,53 +498,95 @@ func TestCloseSendsGoingAway(t *testing.T) {
 	}
 }
 
-// TestPausedNodeAcksNothing: a node that wakes from a pause longer than StaleAfter must ack no
-// write until it has dropped its rooms. The pause is simulated by moving the watchdog's last tick
-// into the past; the publish is sent while the watchdog is inside its drop (held there by a slow
-// log handler), the moment a write could slip through if the watchdog recorded the tick first.
-func TestPausedNodeAcksNothing(t *testing.T) {
+// TestPause: a node that wakes from a pause longer than StaleAfter acks no write until it has
+// decided, by asking its peers, whether its rooms may be served elsewhere. The pause is
+// simulated by moving the watchdog's last tick into the past; the publish is sent at once, when a
+// write could slip through.
+func TestPause(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.StaleAfter = 100 * time.Millisecond // the watchdog ticks every 10 ms
 	cfg.Quarantine = time.Millisecond
-	dropping := make(chan struct{}, 1)
-	cfg.Logger = slog.New(slowWarn{dropping})
-	n := startNode(t, "n1", cfg)
-	for i := range 5 {
-		room := fmt.Sprint("paused-", i)
-		var c *client
-		eventually(t, 5*time.Second, "a room after the quarantine", func() bool {
-			var err error
-			c, err = tryDial(n.addr, room, nil, nil)
-			return err == nil
+	pair := func(t *testing.T) (*testNode, *testNode, string) {
+		a := startNode(t, "n1", cfg)
+		b := startNode(t, "n2", cfg, a.ring.GossipAddr())
+		eventually(t, 5*time.Second, "both nodes in both rings", func() bool {
+			return len(a.ring.Placement().Nodes()) == 2 && a.ring.Placement().Version() == b.ring.Placement().Version()
 		})
-		c.t = t
-		n.lastTick.Store(int64(time.Since(n.start) - time.Second))
-		<-dropping
+		for i := 0; ; i++ {
+			room := fmt.Sprint("paused-", i)
+			if o, _ := a.ring.Placement().Owner(room); o.ID == "n1" {
+				return a, b, room
+			}
+		}
+	}
+	pause := func(n *testNode) { n.lastTick.Store(int64(time.Since(n.start) - time.Second)) }
+	pauses := func(n *testNode, outcome string) float64 {
+		return testutil.ToFloat64(n.metrics.pauses.WithLabelValues(outcome))
+	}
+
+	t.Run("a peer took over: the rooms go, the write is not acked", func(t *testing.T) {
+		a, b, room := pair(t)
+		c := dial(t, a.addr, room, nil)
+		c.publish("before", "x")
+		c.waitFrames(protocol.TypeAck, 1)
+		b.noteTakeover([]string{"n1"}) // as if n2 had started the room while n1 was silent
+		pause(a)
 		c.publish("stale", "x")
 		if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseMoved) {
-			t.Fatalf("round %d: closed with %v, want %d", i, err, protocol.CloseMoved)
+			t.Fatalf("closed with %v, want %d", err, protocol.CloseMoved)
 		}
-		if acks := c.frames(protocol.TypeAck); len(acks) > 0 {
-			t.Fatalf("round %d: the paused node acked %+v", i, acks)
+		if acks := c.frames(protocol.TypeAck); len(acks) != 1 {
+			t.Fatalf("the paused node acked %+v", acks)
 		}
-		c.ws.Close()
-	}
-}
+		if a.HasRoom(room) || pauses(a, "dropped") != 1 {
+			t.Fatalf("room still held: %v; pauses dropped: %v", a.HasRoom(room), pauses(a, "dropped"))
+		}
+	})
 
-// slowWarn is a log handler that, on the watchdog's warning, signals and then takes 100 ms.
-type slowWarn struct{ entered chan<- struct{} }
+	t.Run("no peer took over: the rooms stay, the write waits and goes on", func(t *testing.T) {
+		a, _, room := pair(t)
+		c := dial(t, a.addr, room, nil)
+		c.publish("before", "x")
+		c.waitFrames(protocol.TypeAck, 1)
+		pause(a)
+		c.publish("after", "x")
+		acks := c.waitFrames(protocol.TypeAck, 2)
+		if acks[1].ID != "after" || acks[1].Seq != 2 {
+			t.Fatalf("acks %+v, want the second for seq 2", acks)
+		}
+		if pauses(a, "kept") != 1 || pauses(a, "dropped") != 0 {
+			t.Fatalf("pauses kept %v, dropped %v; want 1, 0", pauses(a, "kept"), pauses(a, "dropped"))
+		}
+	})
 
-func (h slowWarn) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (h slowWarn) WithAttrs([]slog.Attr) slog.Handler           { return h }
-func (h slowWarn) WithGroup(string) slog.Handler                { return h }
-func (h slowWarn) Handle(_ context.Context, r slog.Record) error {
-	if !strings.Contains(r.Message, "paused") {
-		return nil
-	}
-	select {
-	case h.entered <- struct{}{}:
-	default:
-	}
-	time.Sleep(100 * time.Millisecond)
-	return nil
+	t.Run("alone in the ring: nobody could take over", func(t *testing.T) {
+		n := startNode(t, "n1", cfg)
+		c := dial(t, n.addr, "alone", nil)
+		c.publish("before", "x")
+		c.waitFrames(protocol.TypeAck, 1)
+		pause(n)
+		c.publish("after", "x")
+		if acks := c.waitFrames(protocol.TypeAck, 2); acks[1].Seq != 2 {
+			t.Fatalf("acks %+v", acks)
+		}
+		if pauses(n, "kept") != 1 {
+			t.Fatalf("pauses kept %v, want 1", pauses(n, "kept"))
+		}
+	})
+
+	t.Run("a peer cannot be asked: the rooms go", func(t *testing.T) {
+		a, b, room := pair(t)
+		c := dial(t, a.addr, room, nil)
+		c.publish("before", "x")
+		c.waitFrames(protocol.TypeAck, 1)
+		b.srv.Close() // n2 still gossips, so n1 sees it alive, but answers no call
+		pause(a)
+		c.publish("stale", "x")
+		if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseMoved) {
+			t.Fatalf("closed with %v, want %d", err, protocol.CloseMoved)
+		}
+		if acks := c.frames(protocol.TypeAck); len(acks) != 1 {
+			t.Fatalf("the paused node acked %+v", acks)
+		}
+	})
 }

@@ -160,6 +160,9 @@ func (r *Room) publishBinary(from *conn, frame []byte) (uint64, error) {
 // sequence gives the next seq to a message, encodes it once (encode builds its wire frame),
 // keeps it in history, queues it to every subscriber, and acks it to from when there is one.
 func (r *Room) sequence(from *conn, client, id string, encode func(seq uint64) []byte, binary bool) (uint64, error) {
+	if !r.n.awaitFresh() {
+		return 0, ErrRoomClosed
+	}
 	r.mu.Lock()
 	if !r.waitThawed() || r.n.stale() {
 		r.mu.Unlock()

@@ -37,6 +37,7 @@ type Ring struct {
 	subs map[chan *Placement]struct{}
 	live map[string]Member     // members memberlist lists as alive, copied in its callbacks
 	gone map[string]goneMember // members that left or died, kept for operators
+	lost map[string]time.Time  // when each member was last seen leave or die, kept for good
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -87,6 +88,7 @@ func New(cfg Config) (*Ring, error) {
 		subs: map[chan *Placement]struct{}{},
 		live: map[string]Member{},
 		gone: map[string]goneMember{},
+		lost: map[string]time.Time{},
 	}
 	r.meta.Store(&meta)
 	r.placement.Store(NewPlacement(nil, cfg.Placement))
@@ -252,9 +254,11 @@ func (r *Ring) join(ctx context.Context) {
 	for attempt := 1; ; attempt++ {
 		n, err := r.ml.Join(seeds)
 		if n > 0 {
+			// Join has merged the seeds' member lists: place them now, so that a member is never
+			// ready with a placement of itself alone (it would start rooms others hold).
+			r.rebuild()
 			r.joined.Store(true)
 			r.log.Info("joined the cluster", "seeds", seeds, "contacted", n)
-			r.nudge()
 			return
 		}
 		if attempt == 1 || attempt%10 == 0 {
@@ -379,6 +383,19 @@ func newPlacementFrom(prev *Placement, members []Member, cfg PlacementConfig) *P
 		nodes: placed, owners: prev.owners, hash: prev.hash}
 }
 
+// GoneSince reports how long ago this member last saw id leave the cluster or declared it dead,
+// and false if it never did. A node woken from a pause asks its peers this to learn whether its
+// rooms may have been started elsewhere meanwhile.
+func (r *Ring) GoneSince(id string) (time.Duration, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.lost[id]
+	if !ok {
+		return 0, false
+	}
+	return time.Since(at), true
+}
+
 // seen records a member memberlist reports alive. It runs inside memberlist's callbacks, under
 // its lock, which is the only safe moment to read the *memberlist.Node.
 func (r *Ring) seen(n *memberlist.Node) {
@@ -403,7 +420,9 @@ func (r *Ring) forget(n *memberlist.Node) {
 	}
 	r.mu.Lock()
 	delete(r.live, n.Name)
-	r.gone[n.Name] = goneMember{Member: Member{ID: n.Name, Gossip: n.Address(), State: st, Meta: meta}, at: time.Now()}
+	now := time.Now()
+	r.gone[n.Name] = goneMember{Member: Member{ID: n.Name, Gossip: n.Address(), State: st, Meta: meta}, at: now}
+	r.lost[n.Name] = now
 	r.mu.Unlock()
 	r.log.Info("member gone", "peer", n.Name, "state", st)
 }

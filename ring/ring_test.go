@@ -112,6 +112,9 @@ func TestKilledMemberDeclaredDead(t *testing.T) {
 	n3 := startMember(t, "n3", RoleNode, n1.GossipAddr())
 	eventually(t, 10*time.Second, "3 nodes", func() bool { return len(n1.Placement().Nodes()) == 3 && len(n2.Placement().Nodes()) == 3 })
 	// Shutdown without Leave looks like a crash to the others.
+	if _, ok := n1.GoneSince("n3"); ok {
+		t.Fatal("GoneSince reports a member that never left")
+	}
 	start := time.Now()
 	n3.shutdown(false)
 	eventually(t, 10*time.Second, "n3 declared dead by both", func() bool {
@@ -120,6 +123,9 @@ func TestKilledMemberDeclaredDead(t *testing.T) {
 		return m1.State == StateDead && m2.State == StateDead && len(n1.Placement().Nodes()) == 2
 	})
 	t.Logf("a killed member left the placement after %s", time.Since(start).Round(10*time.Millisecond))
+	if ago, ok := n2.GoneSince("n3"); !ok || ago > time.Since(start) {
+		t.Fatalf("GoneSince(n3) = %v, %v; want the time since it was declared dead", ago, ok)
+	}
 }
 
 func TestJoinRetriesUntilSeedAnswers(t *testing.T) {

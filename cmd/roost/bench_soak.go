@@ -75,7 +75,7 @@ func benchSoak(ctx context.Context, d time.Duration, quick bool, nodeFlags []str
 		return nil, err
 	}
 	n0 := rig.received()
-	watch := &verdicts{}
+	watch := &verdicts{start: time.Now()}
 	wctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { watch.run(wctx, members) })
@@ -100,7 +100,7 @@ func benchSoak(ctx context.Context, d time.Duration, quick bool, nodeFlags []str
 	name := fmt.Sprintf("soak %s, 3 nodes + router, no kill", d)
 	return []benchRow{
 		{Workload: name, Metric: "false dead verdicts", Roost: float64(watch.dead), Goal: "0", Met: watch.dead == 0 && cpu >= 80,
-			Detail: map[string]float64{"machine_cpu_pct": cpu, "suspect_seen": float64(watch.suspect), "ring_changes": changes,
+			Detail: map[string]float64{"machine_cpu_pct": cpu, "suspect_seen": float64(watch.suspect), "dead_verdicts_on_router": float64(watch.deadRouters), "ring_changes": changes,
 				"stale_node_drops": stale, "deliveries_per_s": float64(delivered) / d.Seconds(), "polls": float64(watch.polls)}},
 		{Workload: name, Metric: "machine CPU %", Roost: cpu, Goal: "≥ 80", Met: cpu >= 80},
 	}, nil
@@ -109,7 +109,8 @@ func benchSoak(ctx context.Context, d time.Duration, quick bool, nodeFlags []str
 // verdicts polls every member's view of the cluster and counts members seen in a state other
 // than alive: dead or left (a false verdict, as nobody was stopped) and suspect.
 type verdicts struct {
-	dead, suspect, polls int
+	start                             time.Time
+	dead, deadRouters, suspect, polls int
 }
 
 func (v *verdicts) run(ctx context.Context, members []*serverProc) {
@@ -134,6 +135,10 @@ func (v *verdicts) run(ctx context.Context, members []*serverProc) {
 					switch m.State {
 					case "dead", "left":
 						v.dead++
+						if m.Role == "router" {
+							v.deadRouters++
+						}
+						fmt.Fprintf(os.Stderr, "soak: %s: %s sees %s %s %s\n", time.Since(v.start).Round(100*time.Millisecond), c.Self, m.Role, m.ID, m.State)
 					case "suspect":
 						v.suspect++
 					}
