@@ -89,8 +89,9 @@ type Config struct {
 	// cluster secret is rotated.
 	PeerAcceptKeys [][]byte
 	// StaleAfter: a node that did not run for this long (a pause, a VM stall) may have been
-	// declared dead and its rooms started elsewhere, so it drops every room. Keep it below the
-	// ring's failure-detection time (suspicion: 4 × 250 ms by default). Default 1s.
+	// declared dead and its rooms started elsewhere, so it asks its peers and drops every room
+	// if one took over (see watchdog.go). Keep it below the ring's failure-detection time
+	// (suspicion: 4 × 250 ms by default). Default 1s.
 	StaleAfter time.Duration
 	// Quarantine is how long a node that woke from such a pause creates no room, while gossip
 	// brings its ring up to date. Default 3s.

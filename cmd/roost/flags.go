@@ -235,7 +235,7 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.DurationVar(&c.HandoffHold, "handoff-hold", c.HandoffHold, "how long a publish waits while its room is handed off")
 	fs.DurationVar(&c.ArriveTimeout, "arrive-timeout", c.ArriveTimeout, "how long a gained room waits for a silent previous owner before starting afresh")
 	fs.DurationVar(&c.FenceWait, "fence-wait", c.FenceWait, "how long a hand-off receiver waits for its ring to name it the owner")
-	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "a node paused this long drops its rooms (keep it below the failure-detection time)")
+	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "a node paused this long asks its peers whether its rooms were taken over, and drops them if so (keep it below the failure-detection time)")
 	fs.DurationVar(&c.Quarantine, "quarantine", c.Quarantine, "after such a pause, how long the node creates no room")
 	fs.IntVar(&c.IngestMaxFrame, "ingest-max-frame", c.IngestMaxFrame, "largest frame a TCP stream source may send, bytes")
 	fs.IntVar(&c.MaxRoomSources, "max-room-sources", c.MaxRoomSources, "TCP stream sources one room takes at most")
