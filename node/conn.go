@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -31,7 +32,7 @@ type closeReason func(lastSent uint64) string
 type conn struct {
 	n        *Node
 	ws       *websocket.Conn
-	nc       *batchConn // ws's connection; nil when it was not upgraded by handleWS
+	nc       *batch.Conn // ws's connection; nil when it was not upgraded by handleWS
 	room     *Room
 	client   string
 	presence bool
@@ -57,9 +58,8 @@ type conn struct {
 }
 
 func newConn(n *Node, ws *websocket.Conn, client string, presence, readOnly bool) *conn {
-	nc, _ := ws.NetConn().(*batchConn)
 	return &conn{
-		n: n, ws: ws, nc: nc, client: client, presence: presence, readOnly: readOnly,
+		n: n, ws: ws, nc: batch.Of(ws.NetConn()), client: client, presence: presence, readOnly: readOnly,
 		publish: rate.NewLimiter(rate.Limit(n.cfg.PublishRate), n.cfg.PublishBurst),
 	}
 }
@@ -183,9 +183,9 @@ func (c *conn) writeQueued() {
 // writeBatch writes the ping, if due, and the batch, gathered into as few write system calls as
 // the batch's size allows.
 func (c *conn) writeBatch(batch []outFrame, ping bool) (err error) {
-	c.nc.begin()
+	c.nc.Begin()
 	defer func() {
-		if ferr := c.nc.end(); err == nil {
+		if ferr := c.nc.End(); err == nil {
 			err = ferr
 		}
 	}()

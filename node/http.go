@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -203,7 +204,7 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
 		return
 	}
-	ws, err := n.upgrader.Upgrade(&batchingHijacker{ResponseWriter: w}, r, nil)
+	ws, err := n.upgrader.Upgrade(&batch.Hijacker{ResponseWriter: w}, r, nil)
 	if err != nil {
 		n.handlers.Done()
 		return // the upgrader has answered

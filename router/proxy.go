@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -65,7 +66,7 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "router shutting down; reconnect")
 		return
 	}
-	client, err := rt.upgrader.Upgrade(w, r, nil)
+	client, err := rt.upgrader.Upgrade(&batch.Hijacker{ResponseWriter: w}, r, nil)
 	if err != nil {
 		up.Close()
 		rt.untrack(s)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
@@ -73,6 +75,14 @@ func New(cfg Config, r Ring) (*Router, error) {
 			WriteBufferSize:  1024,
 			WriteBufferPool:  &sync.Pool{},
 			TLSClientConfig:  cfg.DialTLS,
+			// A hook on the owner leg ends the client leg's write batch (see pumpDown).
+			NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return &batch.ReadHook{Conn: c}, nil
+			},
 		},
 		door: &limit.Door{Origins: cfg.Origins, Hops: limit.Hops{Prefixes: cfg.TrustedProxies},
 			PerAddr: limit.NewPerAddr(cfg.MaxAddrConns)},

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -232,8 +233,21 @@ func release(buf *bytes.Buffer) {
 // pumpDown forwards the owner's frames to the client, re-dialing when the owner leg ends.
 func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 	frames, bytes := s.rt.metrics.frames.WithLabelValues("down"), s.rt.metrics.bytes.WithLabelValues("down")
+	// The owner sends its frames in bursts (one write per wake-up); they go on to the client the
+	// same way: written into a batch, which ends before the pump reads the owner's socket again,
+	// that is, when gorilla's read buffer holds no more of the burst.
+	out := batch.Of(s.client.NetConn())
+	end := func() { _ = out.End() } // an error is kept: the next write returns it
+	defer end()
+	var hooked *websocket.Conn
 	for {
 		up := s.upstream()
+		if up != hooked && out != nil {
+			if h := batch.HookOf(up.NetConn()); h != nil {
+				h.Before(end)
+			}
+			hooked = up
+		}
 		mt, buf, err := readMessage(up)
 		if err != nil {
 			if s.shouldRedial(err) && s.redial(err) == nil {
@@ -247,6 +261,7 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 			release(buf)
 			continue
 		}
+		out.Begin()
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
 		err = s.client.WriteMessage(mt, msg)
 		release(buf)
