@@ -34,7 +34,9 @@ type Conn struct {
 // write bigger than it is sent on its own, uncopied.
 const Max = 64 << 10
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 0, Max); return &b }}
+// Buffers start small (most batches are a frame or a few: the welcome of a new connection, a
+// quiet room's message) and grow by append up to Max; the pool keeps what they grew to.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 2<<10); return &b }}
 
 func (c *Conn) Write(p []byte) (int, error) {
 	c.mu.Lock()
@@ -93,7 +95,9 @@ func (c *Conn) End() error {
 	c.batching = false
 	b := c.buf[:0]
 	c.buf = nil
-	buffers.Put(&b)
+	if cap(b) <= 2*Max {
+		buffers.Put(&b)
+	}
 	return err
 }
 
