@@ -49,6 +49,8 @@ type session struct {
 	pending []pendingPublish // the client's unacked publishes, oldest first
 
 	// Down pump only.
+	out      *batch.Conn     // the client leg's connection, nil if it does not batch
+	hooked   *websocket.Conn // the owner leg whose reads end out's batches
 	welcomed bool
 	clientID string
 	epoch    string
@@ -233,26 +235,17 @@ func release(buf *bytes.Buffer) {
 // pumpDown forwards the owner's frames to the client, re-dialing when the owner leg ends.
 func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 	frames, bytes := s.rt.metrics.frames.WithLabelValues("down"), s.rt.metrics.bytes.WithLabelValues("down")
-	// The owner sends its frames in bursts (one write per wake-up); they go on to the client the
-	// same way: written into a batch, which ends before the pump reads the owner's socket again,
-	// that is, when gorilla's read buffer holds no more of the burst.
-	out := batch.Of(s.client.NetConn())
-	end := func() { _ = out.End() } // an error is kept: the next write returns it
-	defer end()
-	var hooked *websocket.Conn
 	for {
 		up := s.upstream()
-		if up != hooked && out != nil {
-			if h := batch.HookOf(up.NetConn()); h != nil {
-				h.Before(end)
-			}
-			hooked = up
+		if up != s.hooked {
+			s.hook(up)
 		}
 		mt, buf, err := readMessage(up)
 		if err != nil {
 			if s.shouldRedial(err) && s.redial(err) == nil {
 				continue
 			}
+			s.endBatch()
 			return pumpEnd{err: err, read: true}
 		}
 		_ = up.SetReadDeadline(time.Now().Add(readWait))
@@ -261,17 +254,38 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 			release(buf)
 			continue
 		}
-		out.Begin()
+		s.out.Begin()
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
 		err = s.client.WriteMessage(mt, msg)
 		release(buf)
 		if err != nil {
+			s.endBatch()
 			return pumpEnd{err: err}
 		}
 		frames.Inc()
 		bytes.Add(float64(len(msg)))
 	}
 }
+
+// The owner sends its frames in bursts (one write per wake-up); the down pump passes them on to
+// the client the same way: written into a batch, which ends before the pump reads the owner's
+// socket again, that is, when gorilla's read buffer holds no more of the burst. (Kept out of
+// pumpDown's frame: its goroutine's stack sits just under 4 KiB at its deepest, and one that
+// grows to 8 KiB stays so for an idle connection's life.)
+
+// hook makes reads of the owner leg up end the client leg's batch.
+func (s *session) hook(up *websocket.Conn) {
+	s.hooked = up
+	if s.out == nil {
+		s.out = batch.Of(s.client.NetConn())
+	}
+	if h := batch.HookOf(up.NetConn()); h != nil && s.out != nil {
+		h.Before(s.endBatch)
+	}
+}
+
+// endBatch sends what the down pump gathered. An error is kept: the next write returns it.
+func (s *session) endBatch() { _ = s.out.End() }
 
 // pumpUp forwards the client's frames to the owner, keeping publishes until they are acked.
 // It ends only when the client leg does: a failed write upstream means the owner leg is ending,
