@@ -46,13 +46,21 @@ type fanOutReaders struct {
 	wg     sync.WaitGroup
 }
 
-func (r *fanOutReaders) start(b *testing.B, url string, n int) {
+// With welcome, each waits for its welcome before the next dials.
+func (r *fanOutReaders) start(b *testing.B, url string, n int, welcome bool) {
 	for range n {
 		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { ws.Close() })
+		// The welcome comes once the subscriber has joined the room: a frame sent before then
+		// is not owed to it.
+		if welcome {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				b.Fatal(err)
+			}
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -92,7 +100,7 @@ func fanOutRoost(b *testing.B, subscribers, size, frames int) time.Duration {
 	n := startNode(b, "bench", cfg)
 	addr := startIngest(b, n)
 	var readers fanOutReaders
-	readers.start(b, "ws://"+n.addr+"/v1/rooms/bench/ws", subscribers)
+	readers.start(b, "ws://"+n.addr+"/v1/rooms/bench/ws", subscribers, true)
 	src, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
@@ -136,7 +144,7 @@ func fanOutBaseline(b *testing.B, subscribers, size, frames int) time.Duration {
 	go srv.Serve(ln)
 	defer srv.Shutdown(context.Background())
 	var readers fanOutReaders
-	readers.start(b, "ws://"+ln.Addr().String()+"/", subscribers)
+	readers.start(b, "ws://"+ln.Addr().String()+"/", subscribers, false)
 	all := make([]*websocket.Conn, 0, subscribers)
 	for range subscribers {
 		all = append(all, <-conns)
