@@ -14,7 +14,7 @@ func TestBenchRuns(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	out, err := exec.Command(roostBinary(t), "bench", "--quick", "--duration", "1s", "--soak", "3s",
-		"--workloads", "fanout,idle,storm,failure,soak,handoff,placement,rebalance").CombinedOutput()
+		"--workloads", "fanout,handshake,idle,storm,failure,soak,handoff,placement,rebalance").CombinedOutput()
 	if err != nil {
 		t.Fatalf("roost bench: %v\n%s", err, out)
 	}
@@ -50,8 +50,8 @@ func TestBenchRuns(t *testing.T) {
 			}
 		}
 	}
-	if rows != 26 { // 2 shapes × 4 fan-out metrics, 4 idle, 2 storm, 4 failure, 2 soak, 1 hand-off, 2 placement, 3 rebalance
-		t.Fatalf("%d JSON rows, want 26:\n%s", rows, out)
+	if rows != 27 { // 2 shapes × 4 fan-out metrics, 1 handshake, 4 idle, 2 storm, 4 failure, 2 soak, 1 hand-off, 2 placement, 3 rebalance
+		t.Fatalf("%d JSON rows, want 27:\n%s", rows, out)
 	}
 	if !strings.Contains(string(out), `"lost":0,`) || strings.Contains(string(out), `"reset":1`) {
 		t.Fatalf("the hand-off lost or reset rooms:\n%s", out)

@@ -34,7 +34,7 @@ type benchRow struct {
 	Detail   any     `json:"detail,omitempty"`
 }
 
-const benchWorkloads = "fanout,edge,idle,storm,failure,soak,handoff,placement,rebalance"
+const benchWorkloads = "fanout,edge,handshake,idle,storm,failure,soak,handoff,placement,rebalance"
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost bench", flag.ContinueOnError)
@@ -56,6 +56,8 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchFanout(ctx, *dur, *quick, false)
 		case "edge":
 			got, err = benchFanout(ctx, *dur, *quick, true)
+		case "handshake":
+			got, err = benchHandshake(ctx, *quick)
 		case "idle":
 			got, err = benchIdle(ctx, *quick)
 		case "storm":
