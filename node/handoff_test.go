@@ -35,7 +35,7 @@ func TestHandoffChunksBoundRoomsAndBytes(t *testing.T) {
 	if total != len(rooms) {
 		t.Fatalf("chunks hold %d rooms, want %d", total, len(rooms))
 	}
-	want := fmt.Sprint([]int{256, 256, 88, 1, 1, 1, 1, 5})
+	want := fmt.Sprint([]int{64, 64, 64, 64, 64, 64, 64, 64, 64, 24, 1, 1, 1, 1, 5})
 	if fmt.Sprint(sizes) != want {
 		t.Fatalf("chunk sizes %v, want %s", sizes, want)
 	}
