@@ -50,8 +50,8 @@ func TestBenchRuns(t *testing.T) {
 			}
 		}
 	}
-	if rows != 27 { // 2 shapes × 4 fan-out metrics, 1 handshake, 4 idle, 2 storm, 4 failure, 2 soak, 1 hand-off, 2 placement, 3 rebalance
-		t.Fatalf("%d JSON rows, want 27:\n%s", rows, out)
+	if rows != 28 { // 2 shapes × 4 fan-out metrics, 1 handshake, 4 idle, 2 storm, 4 failure, 2 soak, 2 hand-off, 2 placement, 3 rebalance
+		t.Fatalf("%d JSON rows, want 28:\n%s", rows, out)
 	}
 	if !strings.Contains(string(out), `"lost":0,`) || strings.Contains(string(out), `"reset":1`) {
 		t.Fatalf("the hand-off lost or reset rooms:\n%s", out)

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -47,13 +49,17 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 		{ID: "ho-a", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode}},
 		{ID: "ho-b", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode}},
 	}, ring.DefaultPlacementConfig())
-	var names []string
-	for i := 0; len(names) < rooms; i++ {
-		name := fmt.Sprint("handoff-", i)
-		if o, _ := p.Owner(name); o.ID == "ho-a" {
-			names = append(names, name)
+	ownedByA := func(prefix string, n int) []string {
+		var names []string
+		for i := 0; len(names) < n; i++ {
+			name := fmt.Sprint(prefix, i)
+			if o, _ := p.Owner(name); o.ID == "ho-a" {
+				names = append(names, name)
+			}
 		}
+		return names
 	}
+	names := ownedByA("handoff-", rooms)
 
 	// Fill: a member per room publishes ten 1 KiB messages and stays.
 	type member struct {
@@ -118,15 +124,29 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 		return nil, first
 	}
 
+	// Writers: more rooms of a, each with an SDK client publishing one message at a time
+	// through the drain. A room's write pause is the longest wait between two of its acks.
+	writers := newPauseWriters(ctx, ownedByA("handoff-w-", max(rooms/50, 20)), "http://"+a.addr, "http://"+b.addr)
+	if err := writers.start(); err != nil {
+		writers.stop()
+		return nil, err
+	}
+
 	// Drain a; its members are told 4001 and resume on b.
 	t0 := time.Now()
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-a.done:
 	case <-time.After(90 * time.Second):
+		writers.stop()
 		return nil, fmt.Errorf("the drained node did not exit within 90s")
 	}
 	exited := time.Since(t0)
+	time.Sleep(500 * time.Millisecond) // the last rooms' writers resume on b
+	pauses, werr := writers.stop()
+	if werr != nil {
+		return nil, werr
+	}
 	took := exited
 	if m := regexp.MustCompile(`msg=drained .*rooms=(\d+) took=(\S+)`).FindStringSubmatch(a.out.String()); m != nil {
 		if d, err := time.ParseDuration(m[2]); err == nil {
@@ -157,5 +177,80 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 	return []benchRow{
 		{Workload: name, Metric: "s to move them all", Roost: took.Seconds(), Goal: "≤ 1 s, 0 lost", Met: took <= time.Second && lost == 0 && resets == 0,
 			Detail: map[string]any{"lost": lost, "reset": resets, "process_exit_s": exited.Seconds()}},
+		{Workload: name, Metric: fmt.Sprintf("p99 ms write pause (%d rooms)", len(pauses)), Roost: msAt(pauses, 0.99), Goal: "≤ 50 ms",
+			Met: msAt(pauses, 0.99) <= 50, Detail: map[string]float64{"p50_ms": msAt(pauses, 0.5), "max_ms": msAt(pauses, 1)}},
 	}, nil
+}
+
+// msAt is the q quantile of ds in milliseconds.
+func msAt(ds []time.Duration, q float64) float64 {
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	return float64(ds[int(q*float64(len(ds)-1))]) / float64(time.Millisecond)
+}
+
+// pauseWriters publish to their rooms one message at a time, each with an SDK client that
+// follows the room when it moves, and measure each room's longest wait between two acks.
+type pauseWriters struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	rooms  []string
+	base   string
+	alt    string
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	pauses []time.Duration
+	err    error
+}
+
+func newPauseWriters(ctx context.Context, rooms []string, base, alt string) *pauseWriters {
+	ctx, cancel := context.WithCancel(ctx)
+	return &pauseWriters{ctx: ctx, cancel: cancel, rooms: rooms, base: base, alt: alt}
+}
+
+func (w *pauseWriters) start() error {
+	conns := make([]*client.Conn, len(w.rooms))
+	for i, room := range w.rooms {
+		c, err := client.Dial(w.ctx, w.base, room, &client.Options{Discard: true, Alternates: []string{w.alt},
+			MaxReconnectDelay: 50 * time.Millisecond})
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return fmt.Errorf("writer for %s: %w", room, err)
+		}
+		conns[i] = c
+	}
+	for i, c := range conns {
+		w.wg.Go(func() {
+			defer c.Close()
+			var longest time.Duration
+			last := time.Now()
+			for k := 0; w.ctx.Err() == nil; k++ {
+				if _, err := c.PublishID(w.ctx, fmt.Sprint("w", k), k); err != nil {
+					if w.ctx.Err() == nil {
+						w.mu.Lock()
+						w.err = fmt.Errorf("writer for %s: %w", w.rooms[i], err)
+						w.mu.Unlock()
+					}
+					break
+				}
+				now := time.Now()
+				longest = max(longest, now.Sub(last))
+				last = now
+				time.Sleep(5 * time.Millisecond)
+			}
+			w.mu.Lock()
+			w.pauses = append(w.pauses, longest)
+			w.mu.Unlock()
+		})
+	}
+	return nil
+}
+
+// stop ends the writers and returns each room's longest pause.
+func (w *pauseWriters) stop() ([]time.Duration, error) {
+	w.cancel()
+	w.wg.Wait()
+	return w.pauses, w.err
 }
