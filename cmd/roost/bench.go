@@ -197,20 +197,30 @@ var roostServerFlags = []string{"--log-level", "warn", "--publish-rate", "1e12",
 	"--send-queue", "65536", "--max-addr-conns", "1000000", "--max-room-conns", "1000000",
 	"--probe-interval", "1s", "--probe-timeout", "500ms"}
 
+// startBenchNode starts the one node of a bench run.
+func startBenchNode(ctx context.Context) (*serverProc, error) {
+	return startServer(ctx, append([]string{"node", "--id", "bench-n1", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, roostServerFlags...)...)
+}
+
+// startBenchRouter starts a router joined to node.
+func startBenchRouter(ctx context.Context, node *serverProc) (*serverProc, error) {
+	gossip, err := gossipOf(node)
+	if err != nil {
+		return nil, err
+	}
+	return startServer(ctx, "router", "--id", "bench-r1", "--gossip", "127.0.0.1:0", "--join", gossip,
+		"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms")
+}
+
 func fanoutOnRoost(ctx context.Context, rooms, subs int, d time.Duration, viaRouter bool) (fanoutResult, error) {
-	node, err := startServer(ctx, append([]string{"node", "--id", "bench-n1", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, roostServerFlags...)...)
+	node, err := startBenchNode(ctx)
 	if err != nil {
 		return fanoutResult{}, err
 	}
 	defer node.stop()
 	target, server := node, "roost"
 	if viaRouter {
-		gossip, err := gossipOf(node)
-		if err != nil {
-			return fanoutResult{}, err
-		}
-		rt, err := startServer(ctx, "router", "--id", "bench-r1", "--gossip", "127.0.0.1:0", "--join", gossip,
-			"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms")
+		rt, err := startBenchRouter(ctx, node)
 		if err != nil {
 			return fanoutResult{}, err
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -18,17 +17,12 @@ func benchHandshake(ctx context.Context, quick bool) ([]benchRow, error) {
 	if quick {
 		n = 50
 	}
-	node, err := startServer(ctx, append([]string{"node", "--id", "bench-n1", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, roostServerFlags...)...)
+	node, err := startBenchNode(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer node.stop()
-	gossip, err := gossipOf(node)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := startServer(ctx, "router", "--id", "bench-r1", "--gossip", "127.0.0.1:0", "--join", gossip,
-		"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms")
+	rt, err := startBenchRouter(ctx, node)
 	if err != nil {
 		return nil, err
 	}
@@ -73,13 +67,9 @@ func benchHandshake(ctx context.Context, quick bool) ([]benchRow, error) {
 			*path.took = append(*path.took, d)
 		}
 	}
-	ms := func(ds []time.Duration, q float64) float64 {
-		slices.Sort(ds)
-		return float64(ds[int(q*float64(len(ds)-1))]) / float64(time.Millisecond)
-	}
-	p50d, p50r := ms(viaDirect, 0.5), ms(viaRouter, 0.5)
+	p50d, p50r := msAt(viaDirect, 0.5), msAt(viaRouter, 0.5)
 	name := fmt.Sprintf("edge handshake (%d each way)", n)
 	return []benchRow{{Workload: name, Metric: "p50 ms dial → welcome", Roost: p50r, Baseline: p50d, Ratio: p50r / p50d,
 		Goal: "≤ 1.2× direct", Met: p50r <= 1.2*p50d,
-		Detail: map[string]float64{"p99_ms_router": ms(viaRouter, 0.99), "p99_ms_direct": ms(viaDirect, 0.99)}}}, nil
+		Detail: map[string]float64{"p99_ms_router": msAt(viaRouter, 0.99), "p99_ms_direct": msAt(viaDirect, 0.99)}}}, nil
 }

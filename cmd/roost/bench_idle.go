@@ -27,7 +27,7 @@ func benchIdle(ctx context.Context, quick bool) ([]benchRow, error) {
 	}
 	direct := min(want, fileLimit()-3000)
 	proxied := min(want, (fileLimit()-3000)/2)
-	node, err := startServer(ctx, append([]string{"node", "--id", "bench-n1", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, roostServerFlags...)...)
+	node, err := startBenchNode(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -36,12 +36,7 @@ func benchIdle(ctx context.Context, quick bool) ([]benchRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("idle at the node: %w", err)
 	}
-	gossip, err := gossipOf(node)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := startServer(ctx, "router", "--id", "bench-r1", "--gossip", "127.0.0.1:0", "--join", gossip,
-		"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms")
+	rt, err := startBenchRouter(ctx, node)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,7 @@ func benchStorm(ctx context.Context, quick bool) ([]benchRow, error) {
 	if quick {
 		n = 1000
 	}
-	node, err := startServer(ctx, append([]string{"node", "--id", "bench-n1", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, roostServerFlags...)...)
+	node, err := startBenchNode(ctx)
 	if err != nil {
 		return nil, err
 	}
