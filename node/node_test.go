@@ -520,6 +520,17 @@ func TestPause(t *testing.T) {
 		}
 	}
 	pause := func(n *testNode) { n.lastTick.Store(int64(time.Since(n.start) - time.Second)) }
+	// refused publishes once more and expects no ack for it: the room closes with 4001.
+	refused := func(t *testing.T, c *client) {
+		t.Helper()
+		c.publish("stale", "x")
+		if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseMoved) {
+			t.Fatalf("closed with %v, want %d", err, protocol.CloseMoved)
+		}
+		if acks := c.frames(protocol.TypeAck); len(acks) != 1 {
+			t.Fatalf("the paused node acked %+v", acks)
+		}
+	}
 	pauses := func(n *testNode, outcome string) float64 {
 		return testutil.ToFloat64(n.metrics.pauses.WithLabelValues(outcome))
 	}
@@ -531,13 +542,7 @@ func TestPause(t *testing.T) {
 		c.waitFrames(protocol.TypeAck, 1)
 		b.noteTakeover([]string{"n1"}) // as if n2 had started the room while n1 was silent
 		pause(a)
-		c.publish("stale", "x")
-		if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseMoved) {
-			t.Fatalf("closed with %v, want %d", err, protocol.CloseMoved)
-		}
-		if acks := c.frames(protocol.TypeAck); len(acks) != 1 {
-			t.Fatalf("the paused node acked %+v", acks)
-		}
+		refused(t, c)
 		if a.HasRoom(room) || pauses(a, "dropped") != 1 {
 			t.Fatalf("room still held: %v; pauses dropped: %v", a.HasRoom(room), pauses(a, "dropped"))
 		}
@@ -581,12 +586,6 @@ func TestPause(t *testing.T) {
 		c.waitFrames(protocol.TypeAck, 1)
 		b.srv.Close() // n2 still gossips, so n1 sees it alive, but answers no call
 		pause(a)
-		c.publish("stale", "x")
-		if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseMoved) {
-			t.Fatalf("closed with %v, want %d", err, protocol.CloseMoved)
-		}
-		if acks := c.frames(protocol.TypeAck); len(acks) != 1 {
-			t.Fatalf("the paused node acked %+v", acks)
-		}
+		refused(t, c)
 	})
 }
