@@ -79,6 +79,7 @@ func (s *session) attach(c *websocket.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.client = c
+	s.out = batch.Of(c.NetConn()) // before the down pump starts, which alone uses it after
 	return !s.stopping
 }
 
@@ -276,9 +277,6 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 // hook makes reads of the owner leg up end the client leg's batch.
 func (s *session) hook(up *websocket.Conn) {
 	s.hooked = up
-	if s.out == nil {
-		s.out = batch.Of(s.client.NetConn())
-	}
 	if h := batch.HookOf(up.NetConn()); h != nil && s.out != nil {
 		h.Before(s.endBatch)
 	}
