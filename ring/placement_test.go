@@ -176,3 +176,22 @@ func TestIsMemberHost(t *testing.T) {
 		}
 	}
 }
+
+// The fast path (same placed set, so the hash is reused) must still know every member's hosts:
+// a router that joins changes no owner but is a trusted hop from then on.
+func TestIsMemberHostAfterReuse(t *testing.T) {
+	cfg := DefaultPlacementConfig()
+	n1 := Member{ID: "n1", Gossip: "10.0.0.1:7946", State: StateAlive, Meta: Meta{Role: RoleNode, HTTP: "10.0.1.1:9000"}}
+	r1 := Member{ID: "r1", Gossip: "10.0.0.2:7946", State: StateAlive, Meta: Meta{Role: RoleRouter, HTTP: "10.0.1.2:8080"}}
+	prev := NewPlacement([]Member{n1}, cfg)
+	n1.Rooms = 5 // a stats update
+	next := newPlacementFrom(prev, []Member{n1, r1}, cfg)
+	if next.hash != prev.hash {
+		t.Fatal("the placed set did not change, yet the hash was rebuilt: the test no longer covers the fast path")
+	}
+	for _, addr := range []string{"10.0.0.1", "10.0.1.1", "10.0.0.2", "10.0.1.2"} {
+		if !next.IsMemberHost(netip.MustParseAddr(addr)) {
+			t.Errorf("IsMemberHost(%s) = false after a reused placement, want true", addr)
+		}
+	}
+}

@@ -380,7 +380,7 @@ func newPlacementFrom(prev *Placement, members []Member, cfg PlacementConfig) *P
 		return NewPlacement(members, cfg)
 	}
 	return &Placement{version: prev.version, cfg: cfg, load: prev.load, members: members,
-		nodes: placed, owners: prev.owners, hash: prev.hash}
+		nodes: placed, owners: prev.owners, hash: prev.hash, hosts: memberHosts(members)}
 }
 
 // GoneSince reports how long ago this member last saw id leave the cluster or declared it dead,
