@@ -188,6 +188,9 @@ func restoreRoom(n *Node, st roomState) *Room {
 // rebalance hands off every room the current placement gives to another node, one batch per
 // gainer, gainers in parallel. Rooms that could not be handed off stay (thawed) for the next try.
 func (n *Node) rebalance(ctx context.Context) {
+	if n.stale() {
+		return // no state leaves a node that may be stale; the retry comes after the decision
+	}
 	p := n.ring.Placement()
 	groups := map[string][]*Room{}
 	owners := map[string]ring.Member{}
@@ -444,6 +447,10 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
 		return
 	}
+	if n.awaitFresh(r.Context()) != nil {
+		protocol.WriteJSON(w, releaseReply{Status: "busy"}) // still deciding after a pause: ask again
+		return
+	}
 	name := r.PathValue("room")
 	room := n.rooms.get(name)
 	if room == nil {
@@ -486,6 +493,11 @@ func (n *Node) arrive(ctx context.Context, name string) (*Room, error) {
 	// to a hard cap). Only one that stays silent for ArriveTimeout is given up on.
 	silentSince, hardCap := time.Now(), time.Now().Add(4*n.cfg.ArriveTimeout)
 	for {
+		// Just woken from a pause, the node lets gossip bring its ring up to date before it
+		// decides anything about a room; the client waits meanwhile rather than failing.
+		if err := n.awaitQuarantine(ctx); err != nil {
+			return nil, err
+		}
 		if r := n.rooms.get(name); r != nil {
 			return r, nil
 		}

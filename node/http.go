@@ -55,6 +55,18 @@ func (n *Node) handleCluster(w http.ResponseWriter, _ *http.Request) {
 	protocol.WriteJSON(w, n.ring.Placement().Cluster(n.id))
 }
 
+// fresh holds a request while the node decides whether it is stale after a pause (its placement
+// may be out of date and its rooms served elsewhere), answering 503 itself if that fails.
+func (n *Node) fresh(w http.ResponseWriter, r *http.Request) bool {
+	if err := n.awaitFresh(r.Context()); err != nil {
+		n.metrics.refused.WithLabelValues("stale").Inc()
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady,
+			"this node is catching up with the cluster after a pause; try again shortly")
+		return false
+	}
+	return true
+}
+
 // placeRoom validates the room name and finds its owner, answering the error itself when there
 // is none.
 func (n *Node) placeRoom(w http.ResponseWriter, r *http.Request) (string, ring.Member, *ring.Placement, bool) {
@@ -77,6 +89,9 @@ func (n *Node) handleResolve(w http.ResponseWriter, r *http.Request) {
 	// Placement is public (it needs no token), and a page served by a router follows the
 	// router's redirect here, across origins.
 	w.Header().Set("Access-Control-Allow-Origin", "*")
+	if !n.fresh(w, r) {
+		return
+	}
 	room, o, p, ok := n.placeRoom(w, r)
 	if !ok {
 		return
@@ -129,6 +144,9 @@ func parseResume(r *http.Request) (res resume, client string, presence bool, err
 
 // handleWS serves a room's WebSocket on its owner and redirects (307, before upgrading) elsewhere.
 func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
+	if !n.fresh(w, r) {
+		return
+	}
 	name, o, _, ok := n.placeRoom(w, r)
 	if !ok {
 		return
@@ -214,7 +232,7 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	// n.handlers like the handler was.
 	n.conns.Add(1)
 	n.metrics.connects.Inc()
-	c := n.join(ws, room, client, presence, !claims.Pub, res)
+	c := n.join(r.Context(), ws, room, client, presence, !claims.Pub, res)
 	if c == nil {
 		n.conns.Add(-1)
 		ws.Close()
@@ -263,12 +281,15 @@ func (n *Node) track() bool {
 // join makes ws a member of room and starts its pings; nil when it could not join (the client
 // has been told why). It runs on the handler goroutine, so the welcome and replay, which take
 // a deep stack, do not grow the stack the connection's reader keeps for its whole life.
-func (n *Node) join(ws *websocket.Conn, room *Room, client string, presence, readOnly bool, res resume) *conn {
+func (n *Node) join(ctx context.Context, ws *websocket.Conn, room *Room, client string, presence, readOnly bool, res resume) *conn {
 	c := newConn(n, ws, client, presence, readOnly)
 	for attempt := 0; ; attempt++ {
 		err := room.join(c, res)
 		if err == nil {
 			break
+		}
+		if errors.Is(err, ErrStale) && n.awaitFresh(ctx) == nil && attempt <= 3 {
+			continue // decided: the room was kept, or is closed and looked up again next round
 		}
 		if errors.Is(err, ErrRoomFull) {
 			n.metrics.refused.WithLabelValues("room_full").Inc()
@@ -277,7 +298,7 @@ func (n *Node) join(ws *websocket.Conn, room *Room, client string, presence, rea
 		}
 		// The room was reclaimed or moved between lookup and join: look again.
 		name := room.name
-		if room, err = n.acquire(context.Background(), name); err != nil || attempt > 3 {
+		if room, err = n.acquire(ctx, name); err != nil || attempt > 3 {
 			o, _, _ := n.owner(name)
 			closeNow(ws, protocol.CloseMoved, string(mustJSON(protocol.MovedReason{Node: o.ID})))
 			return nil

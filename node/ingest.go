@@ -3,7 +3,6 @@ package node
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -167,6 +166,10 @@ func (n *Node) serveSource(c net.Conn) {
 		refuse(code, oneLine(err.Error()))
 		return
 	}
+	if err := n.awaitFresh(n.ctx); err != nil {
+		refuse(protocol.CodeNotReady, "this node is catching up with the cluster after a pause; resolve the room again shortly")
+		return
+	}
 	o, _, ok := n.owner(h.Room)
 	if !ok {
 		refuse(protocol.CodeNoNodes, "no node owns rooms yet; try again shortly")
@@ -177,7 +180,7 @@ func (n *Node) serveSource(c net.Conn) {
 		reply(movedLine(o, 0))
 		return
 	}
-	room, err := n.acquire(context.Background(), h.Room)
+	room, err := n.acquire(n.ctx, h.Room)
 	var held *redirectError
 	if errors.As(err, &held) {
 		reply(movedLine(held.to, 0))
@@ -201,6 +204,10 @@ func (n *Node) serveSource(c net.Conn) {
 	}
 	s := &source{conn: c, stopped: make(chan struct{})}
 	seq, err := room.addSource(s)
+	if errors.Is(err, ErrStale) {
+		refuse(protocol.CodeNotReady, "this node is catching up with the cluster after a pause; resolve the room again shortly")
+		return
+	}
 	if errors.Is(err, ErrRoomFull) {
 		refuse(protocol.CodeLimit, fmt.Sprintf("the room has its maximum of %d sources (--max-room-sources)", n.cfg.MaxRoomSources))
 		return

@@ -28,6 +28,7 @@ type metrics struct {
 	ingestSources  prometheus.Gauge
 	ingestThrottle prometheus.Counter
 	pauses         *prometheus.CounterVec
+	pauseDecision  prometheus.Histogram
 }
 
 func newMetrics(n *Node) *metrics {
@@ -71,12 +72,15 @@ func newMetrics(n *Node) *metrics {
 		pauses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "roost_pauses_total",
 			Help: "Pauses longer than --stale-after this node woke from holding rooms, by outcome: kept (no peer took over) or dropped."},
 			[]string{"outcome"}),
+		pauseDecision: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "roost_pause_decision_seconds",
+			Help:    "Time from waking from a pause to deciding whether to keep the rooms; the node serves no room meanwhile.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 1.5, 14)}),
 		ingestThrottle: prometheus.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_throttled_seconds_total",
 			Help: "Time stream sources were held back by --ingest-rate."}),
 	}
 	m.reg.MustRegister(m.messages, m.deliveries, m.dedup, m.drops, m.connects, m.refused, m.redirects,
 		m.ringChanges, m.roomsLost, m.roomsGained, m.reclaimed, m.handoffs, m.handoffBytes, m.handoffSeconds,
-		m.ingestFrames, m.ingestBytes, m.ingestSources, m.ingestThrottle, m.pauses,
+		m.ingestFrames, m.ingestBytes, m.ingestSources, m.ingestThrottle, m.pauses, m.pauseDecision,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_rooms", Help: "Rooms held by this node."},
 			func() float64 { return float64(n.rooms.len()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_connections", Help: "Open client connections."},

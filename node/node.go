@@ -82,6 +82,7 @@ type Node struct {
 	past   []*ring.Placement // the last few placements, to find a room's previous owners
 	alts   []*ring.Placement // the newest one's counterfactuals (see remember)
 
+	ctx    context.Context // ends when the node closes: the owner of connections' waits
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
 }
@@ -141,7 +142,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 	changes, stopChanges := r.Subscribe()
 	n.remember(r.Placement())
 	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.ctx, n.cancel = ctx, cancel
 	n.wg.Add(4)
 	go n.watchdog(ctx)
 	go n.watchRing(ctx, changes, stopChanges)

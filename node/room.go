@@ -84,6 +84,9 @@ func (r *Room) join(c *conn, res resume) error {
 	if r.closed {
 		return ErrRoomClosed
 	}
+	if r.n.stale() {
+		return ErrStale // woken from a pause: this copy may be stale until the watchdog decides
+	}
 	if len(r.subs) >= r.n.cfg.MaxRoomConns {
 		return ErrRoomFull
 	}
@@ -160,7 +163,7 @@ func (r *Room) publishBinary(from *conn, frame []byte) (uint64, error) {
 // sequence gives the next seq to a message, encodes it once (encode builds its wire frame),
 // keeps it in history, queues it to every subscriber, and acks it to from when there is one.
 func (r *Room) sequence(from *conn, client, id string, encode func(seq uint64) []byte, binary bool) (uint64, error) {
-	if !r.n.awaitFresh() {
+	if r.n.awaitFresh(r.n.ctx) != nil {
 		return 0, ErrRoomClosed
 	}
 	r.mu.Lock()
@@ -429,6 +432,9 @@ func (r *Room) addSource(s *source) (uint64, error) {
 	defer r.mu.Unlock()
 	if r.closed {
 		return 0, ErrRoomClosed
+	}
+	if r.n.stale() {
+		return 0, ErrStale
 	}
 	if len(r.sources) >= r.n.cfg.MaxRoomSources {
 		return 0, ErrRoomFull

@@ -44,24 +44,50 @@ func (n *Node) stale() bool {
 	return time.Since(n.start)-time.Duration(n.lastTick.Load()) > n.cfg.StaleAfter
 }
 
-// awaitFresh waits while the node is stale, until the watchdog has decided about the pause. It
-// reports false if that takes longer than the decision can (the write is then refused).
-func (n *Node) awaitFresh() bool {
+// awaitFresh waits while the node is stale, until the watchdog has decided about the pause: a
+// node woken from one serves nothing of any room before that (DESIGN.md: the pause rule is
+// absolute). It fails with ErrStale if the decision takes longer than it can, or with ctx's
+// error.
+func (n *Node) awaitFresh(ctx context.Context) error {
 	var t *time.Timer
 	for {
 		ch := n.ticked.Load()
 		if !n.stale() {
-			return true
+			return nil
 		}
 		if t == nil {
-			t = time.NewTimer(n.cfg.StaleAfter + n.pauseSettle() + pauseCheckTimeout)
+			t = time.NewTimer(n.maxDecision())
 			defer t.Stop()
 		}
 		select {
 		case <-*ch:
 		case <-t.C:
-			return false
+			return ErrStale
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+	}
+}
+
+// maxDecision bounds how long the watchdog takes to decide after a pause: a tick, the settling
+// time, and the question to the peers.
+func (n *Node) maxDecision() time.Duration {
+	return n.cfg.StaleAfter + n.pauseSettle() + pauseCheckTimeout
+}
+
+// awaitQuarantine waits until a node woken from a pause may create rooms again.
+func (n *Node) awaitQuarantine(ctx context.Context) error {
+	left := time.Duration(n.quarantineUntil.Load()) - time.Since(n.start)
+	if left <= 0 {
+		return nil
+	}
+	t := time.NewTimer(left)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -106,6 +132,7 @@ func (n *Node) afterPause(ctx context.Context, gap time.Duration) {
 		return
 	}
 	woke := time.Now()
+	defer func() { n.metrics.pauseDecision.Observe(time.Since(woke).Seconds()) }()
 	select {
 	case <-ctx.Done():
 		return
@@ -119,11 +146,12 @@ func (n *Node) afterPause(ctx context.Context, gap time.Duration) {
 	if why == "" {
 		n.metrics.pauses.WithLabelValues("kept").Inc()
 		n.log.Warn("this node was paused longer than the failure timeout; no peer took over, keeping every room",
-			"paused", gap.Round(time.Millisecond), "rooms", held)
+			"paused", gap.Round(time.Millisecond), "rooms", held, "decided_in", time.Since(woke).Round(time.Millisecond))
 		return
 	}
 	n.metrics.pauses.WithLabelValues("dropped").Inc()
 	n.dropAll(gap, why)
+	n.log.Info("pause decided: rooms dropped", "decided_in", time.Since(woke).Round(time.Millisecond))
 }
 
 // takeoverReply answers a node woken from a pause.
