@@ -10,10 +10,11 @@
 // built off to the side and swapped in atomically, so Owner never blocks and never takes a lock.
 // Subscribers are told about every new placement version.
 //
-//	r, err := ring.New(ctx, cfg)   // joins cfg.Join, starts gossip
+//	r, err := ring.New(cfg)             // joins cfg.Join, starts gossip
 //	defer r.Close()
 //	owner, ok := r.Placement().Owner("lobby")
-//	changes := r.Subscribe()       // a new *Placement after each change
+//	changes, stop := r.Subscribe()      // the newest *Placement after each change
+//	defer stop()
 //
 // The placement logic itself (NewPlacement) needs no network and is what the tests of moved-room
 // fractions and join-order independence exercise.
