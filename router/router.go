@@ -34,7 +34,6 @@ type Router struct {
 	metrics  *metrics
 	upgrader websocket.Upgrader
 	dialer   websocket.Dialer
-	buffers  sync.Pool   // *[]byte for copying frames
 	door     *limit.Door // browser origins and connections per client address
 
 	mu       sync.Mutex
@@ -86,7 +85,6 @@ func New(cfg Config, r Ring) (*Router, error) {
 		},
 		door: &limit.Door{Origins: cfg.Origins, Hops: limit.Hops{Prefixes: cfg.TrustedProxies},
 			PerAddr: limit.NewPerAddr(cfg.MaxAddrConns)},
-		buffers: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }},
 	}
 	rt.metrics = newMetrics(rt)
 	rt.stop = make(chan struct{})
