@@ -315,7 +315,7 @@ func (n *Node) sendBatch(ctx context.Context, to ring.Member, b handoffBatch) (h
 	body := buf.Bytes()
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.HandoffTimeout)
 	defer cancel()
-	out, err := n.callPeer(ctx, to.HTTPURL(), "/internal/v1/handoff", "application/x-gob", body)
+	out, err := n.peers.Call(ctx, to.HTTPURL(), "/internal/v1/handoff", "application/x-gob", body)
 	if err == nil {
 		err = json.Unmarshal(out, &reply)
 	}
@@ -350,7 +350,7 @@ func (n *Node) ownedBy(ctx context.Context, to ring.Member, version string, room
 // handleHandoff receives rooms from their previous owner. It accepts a room only if its own
 // placement names it the owner, waiting up to FenceWait for gossip to catch up.
 func (n *Node) handleHandoff(w http.ResponseWriter, r *http.Request) {
-	body, err := n.verifyPeer(r)
+	body, err := n.peers.Verify(r)
 	if err != nil {
 		n.metrics.refused.WithLabelValues("peer_auth").Inc()
 		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
@@ -442,7 +442,7 @@ func (n *Node) supersede(held *Room, st roomState) bool {
 // handleRelease is the pull: a node that owns a room by its placement asks this node, a recent
 // owner, to hand the room over now.
 func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) {
-	if _, err := n.verifyPeer(r); err != nil {
+	if _, err := n.peers.Verify(r); err != nil {
 		n.metrics.refused.WithLabelValues("peer_auth").Inc()
 		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
 		return
@@ -594,7 +594,7 @@ func (n *Node) askRelease(ctx context.Context, from ring.Member, room string) (r
 	cctx, cancel := context.WithTimeout(ctx, n.cfg.HandoffTimeout)
 	defer cancel()
 	var reply releaseReply
-	out, err := n.callPeer(cctx, from.HTTPURL(), "/internal/v1/rooms/"+room+"/release", "application/json", nil)
+	out, err := n.peers.Call(cctx, from.HTTPURL(), "/internal/v1/rooms/"+room+"/release", "application/json", nil)
 	if err == nil {
 		err = json.Unmarshal(out, &reply)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -160,10 +161,10 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := buf.String()
-	for _, sig := range []string{"", "123.deadbeef", signature([]byte("another secret"), "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body))} {
+	for _, sig := range []string{"", "123.deadbeef", peer.Sign([]byte("another secret"), "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body))} {
 		req, _ := http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", strings.NewReader(body))
 		if sig != "" {
-			req.Header.Set(signatureHeader, sig)
+			req.Header.Set(peer.SignatureHeader, sig)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -179,7 +180,7 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	}
 	// Signed with the right key, it is heard (and fenced: this node owns every room).
 	req, _ := http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", strings.NewReader(body))
-	req.Header.Set(signatureHeader, signature(cfg.PeerKey, "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body)))
+	req.Header.Set(peer.SignatureHeader, peer.Sign(cfg.PeerKey, "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body)))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +195,7 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	req, _ = http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", bytes.NewReader(buf.Bytes()))
-	req.Header.Set(signatureHeader, signature(cfg.PeerAcceptKeys[0], "POST", "/internal/v1/handoff", time.Now().Unix(), buf.Bytes()))
+	req.Header.Set(peer.SignatureHeader, peer.Sign(cfg.PeerAcceptKeys[0], "POST", "/internal/v1/handoff", time.Now().Unix(), buf.Bytes()))
 	if resp, err = http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
 	}

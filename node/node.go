@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
@@ -66,7 +67,7 @@ type Node struct {
 	listeners []net.Listener
 	handlers  sync.WaitGroup // open WebSocket connections
 
-	peers    *http.Client       // node-to-node calls
+	peers    *peer.Client       // node-to-node calls, signed
 	arrivals singleflight.Group // one acquisition per room at a time
 	draining atomic.Bool
 
@@ -136,7 +137,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 	n.tookOver = map[string]time.Time{}
 	n.tick()
 	n.metrics = newMetrics(n)
-	n.peers = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, TLSClientConfig: cfg.PeerTLS}}
+	n.peers = peer.New(cfg.PeerKey, cfg.PeerAcceptKeys, cfg.maxPeerBody(), cfg.PeerTLS)
 	// Subscribe before reading the current placement, so none adopted in between is missed:
 	// finding a room's previous owner depends on having seen the placement where it was.
 	changes, stopChanges := r.Subscribe()
@@ -181,7 +182,7 @@ func (n *Node) Close() error {
 		r.closeAll(bye)
 	}
 	n.handlers.Wait()
-	n.peers.CloseIdleConnections()
+	n.peers.Close()
 	return nil
 }
 

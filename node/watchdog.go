@@ -192,7 +192,7 @@ func (n *Node) takenOver(ctx context.Context, window time.Duration) string {
 		var wg sync.WaitGroup
 		for i, m := range ask {
 			wg.Go(func() {
-				out, err := n.callPeer(ctx, m.HTTPURL(), "/internal/v1/nodes/"+n.id+"/takeover", "application/json", nil)
+				out, err := n.peers.Call(ctx, m.HTTPURL(), "/internal/v1/nodes/"+n.id+"/takeover", "application/json", nil)
 				if err == nil {
 					err = json.Unmarshal(out, &replies[i])
 				}
@@ -226,7 +226,7 @@ func (n *Node) takenOver(ctx context.Context, window time.Duration) string {
 
 // handleTakeover answers a node woken from a pause: did this node take over from it, and when.
 func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) {
-	if _, err := n.verifyPeer(r); err != nil {
+	if _, err := n.peers.Verify(r); err != nil {
 		n.metrics.refused.WithLabelValues("peer_auth").Inc()
 		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
 		return
