@@ -1,12 +1,16 @@
 # roost: the two commands a newcomer needs are `make run` and `make test`.
 GO      ?= go
 BIN     ?= bin/roost
+BENCH   ?= bin/roost-bench
 TIMEOUT ?= 15m
 
 .PHONY: build run test vet fmt conformance clean chaos stream bench
 
+# The server, and beside it the benchmark suite (kept out of the server binary; `roost bench`
+# runs it).
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/roost
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BENCH) ./cmd/roost-bench
 
 # A local cluster: 3 nodes and a router on 127.0.0.1, router on :8080. Builds bin/roost first so
 # a second terminal can use `bin/roost ctl`.
@@ -45,11 +49,11 @@ stream:
 	ROOST_STREAM_FULL=1 $(GO) test -count=1 -timeout 20m -v -run 'TestStreamFanOut' ./test \
 		| grep -E '^(---|ok|FAIL)|frames,'
 
-# The benchmark suite: roost bench (fan-out and the edge against a minimal gorilla broadcast
+# The benchmark suite: roost-bench (fan-out and the edge against a minimal gorilla broadcast
 # server and direct connections in the same run, placement, rebalancing; a table and a JSON line
 # per row), then the Go benchmarks: placement cost, and ingest -> fan-out against a minimal
 # broadcast loop (x-baseline is roost's throughput over the baseline's). About 2 minutes.
 bench: build
-	bin/roost bench
+	$(BENCH) --roost $(BIN)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./node
 	$(GO) test -run '^$$' -bench . -benchmem ./ring

@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,12 @@ func TestBenchRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	out, err := exec.Command(roostBinary(t), "bench", "--quick", "--duration", "1s", "--soak", "3s",
+	// roost bench runs the roost-bench next to it.
+	roost := roostBinary(t)
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(filepath.Dir(roost), "roost-bench"), "../cmd/roost-bench").CombinedOutput(); err != nil {
+		t.Fatalf("go build ../cmd/roost-bench: %v\n%s", err, out)
+	}
+	out, err := exec.Command(roost, "bench", "--quick", "--duration", "1s", "--soak", "3s",
 		"--workloads", "fanout,handshake,idle,storm,failure,soak,handoff,placement,rebalance").CombinedOutput()
 	if err != nil {
 		t.Fatalf("roost bench: %v\n%s", err, out)

@@ -1,5 +1,6 @@
 // Command roost runs a roost cluster member (node or router), a whole local cluster (dev), the
-// operator's client (ctl) and the benchmarks (bench). See the README for a tour.
+// operator's client (ctl), and runs the benchmarks (bench, an alias of the roost-bench command,
+// which is built beside it and not shipped with it). See the README for a tour.
 package main
 
 import (
@@ -20,7 +21,7 @@ Usage:
   roost router [flags]     run a stateless edge router
   roost dev    [flags]     run 3 nodes and a router in one process on 127.0.0.1
   roost ctl    COMMAND     resolve | tail | publish | stream | status | token (roost ctl -h)
-  roost bench  [flags]     run the benchmarks on loopback: a table, and a JSON line per row
+  roost bench  [flags]     run the benchmarks on loopback (the roost-bench command, built by make build)
 
 Every flag can also be set as ROOST_<FLAG> (e.g. --max-rooms is ROOST_MAX_ROOMS); a flag given on
 the command line wins. Run "roost <command> -h" for a command's flags.
@@ -44,9 +45,7 @@ func main() {
 	case "ctl":
 		err = runCtl(ctx, args)
 	case "bench":
-		err = runBench(ctx, args)
-	case "bench-baseline": // started by roost bench
-		err = runBenchBaseline(ctx, args)
+		err = execBench(args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -383,12 +383,15 @@ type serverProc struct {
 	done chan struct{}
 }
 
-// startServer runs this binary with args plus --http on a free loopback port, and waits until
-// /readyz answers 200.
+// startServer runs roost with args (or this binary, for the baseline) plus --http on a free
+// loopback port, and waits until /readyz answers 200.
 func startServer(ctx context.Context, args ...string) (*serverProc, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
+	exe := roostBin
+	if args[0] == "baseline" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return nil, err
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

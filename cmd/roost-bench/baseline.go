@@ -15,14 +15,14 @@ import (
 	"github.com/roost-dev/roost/protocol"
 )
 
-// runBenchBaseline serves the minimal broadcast server that roost bench measures roost against,
+// runBaseline serves the minimal broadcast server that roost bench measures roost against,
 // in the same run, with the same clients: rooms in one map, one writer goroutine per connection
 // fed by a channel, every message encoded once (with roost's own encoder) and written to every
 // member. It speaks enough of roost's protocol for the load generator (welcome, message, ack) and
 // nothing more: no history, ids, presence, placement, limits or hand-off. That is the floor roost's
-// features are measured against. It is a hidden command: roost bench starts it.
-func runBenchBaseline(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("roost bench-baseline", flag.ContinueOnError)
+// features are measured against. It is a hidden command: the fan-out workloads start it.
+func runBaseline(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("roost-bench baseline", flag.ContinueOnError)
 	addr := fs.String("http", "127.0.0.1:0", "host:port to serve on")
 	queue := fs.Int("send-queue", 1<<16, "frames queued per connection before it is dropped")
 	if err := fs.Parse(args); err != nil {

@@ -1,0 +1,386 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
+)
+
+// benchOut is where bench prints; a variable so tests can capture it.
+var benchOut io.Writer = os.Stdout
+
+// benchRow is one line of the table: a workload, roost's figure, the baseline's, their ratio.
+type benchRow struct {
+	Workload string  `json:"workload"`
+	Metric   string  `json:"metric"`
+	Roost    float64 `json:"roost"`
+	Baseline float64 `json:"baseline,omitempty"`
+	Ratio    float64 `json:"ratio,omitempty"`
+	Goal     string  `json:"goal"`
+	Met      bool    `json:"met"`
+	Detail   any     `json:"detail,omitempty"`
+}
+
+const benchWorkloads = "fanout,edge,handshake,idle,storm,failure,soak,handoff,placement,rebalance"
+
+func runBench(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("roost-bench", flag.ContinueOnError)
+	roost := fs.String("roost", "", "the roost binary to run nodes and routers with (default: the one next to roost-bench, else roost on PATH)")
+	which := fs.String("workloads", benchWorkloads, "comma-separated workloads to run: "+benchWorkloads)
+	dur := fs.Duration("duration", 3*time.Second, "how long each measured phase runs")
+	quick := fs.Bool("quick", false, "small sizes (100 subscribers, 100 rooms × 10, 3 kill trials), for a smoke test")
+	nodeFlags := fs.String("failure-node-flags", "", "more flags for the failure and soak workloads' nodes, space-separated (e.g. --suspicion-max-mult 2)")
+	soak := fs.Duration("soak", 2*time.Minute, "how long the soak workload runs the cluster at full load (the issue's figure is 10m)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if roostBin, err = findRoost(*roost); err != nil {
+		return err
+	}
+	raiseFileLimit()
+	var rows []benchRow
+	for _, w := range strings.FieldsFunc(*which, func(r rune) bool { return r == ',' || r == ' ' }) {
+		var got []benchRow
+		var err error
+		switch w {
+		case "fanout":
+			got, err = benchFanout(ctx, *dur, *quick, false)
+		case "edge":
+			got, err = benchFanout(ctx, *dur, *quick, true)
+		case "handshake":
+			got, err = benchHandshake(ctx, *quick)
+		case "idle":
+			got, err = benchIdle(ctx, *quick)
+		case "storm":
+			got, err = benchStorm(ctx, *quick)
+		case "handoff":
+			got, err = benchHandoff(ctx, *quick)
+		case "failure":
+			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags))
+		case "soak":
+			got, err = benchSoak(ctx, *soak, *quick, strings.Fields(*nodeFlags))
+		case "placement":
+			got = benchPlacement()
+		case "rebalance":
+			got = benchRebalance()
+		default:
+			return fmt.Errorf("--workloads: unknown workload %q (have %s)", w, benchWorkloads)
+		}
+		if err != nil {
+			return fmt.Errorf("workload %s: %w", w, err)
+		}
+		for _, r := range got {
+			fmt.Fprintln(benchOut, jsonLine(r))
+		}
+		rows = append(rows, got...)
+	}
+	fmt.Fprintln(benchOut)
+	tw := tabwriter.NewWriter(benchOut, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tmetric\troost\tbaseline\tratio\tgoal\tmet\t")
+	for _, r := range rows {
+		base, ratio := "-", "-"
+		if r.Baseline != 0 {
+			base, ratio = fmt.Sprintf("%.4g", r.Baseline), fmt.Sprintf("%.2f×", r.Ratio)
+		}
+		met := "no"
+		switch {
+		case r.Goal == "report":
+			met = "-" // a figure to report, with no goal of its own
+		case r.Met:
+			met = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.4g\t%s\t%s\t%s\t%s\t\n", r.Workload, r.Metric, r.Roost, base, ratio, r.Goal, met)
+	}
+	return tw.Flush()
+}
+
+// roostBin is the roost binary the workloads run nodes and routers with.
+var roostBin string
+
+// findRoost returns the roost binary to use: flag when given, else the roost next to this
+// executable (make build puts both in bin/), else roost on PATH.
+func findRoost(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), "roost"); isExecutable(p) {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("roost"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("found no roost binary next to roost-bench nor on PATH: build both with make build, or name one with --roost")
+}
+
+func isExecutable(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// fileLimit is this process's open-file limit (its children inherit it).
+func fileLimit() int {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return 1024
+	}
+	return int(min(l.Cur, 1<<20))
+}
+
+// raiseFileLimit lifts this process's open-file limit, and so its children's: a router holds two
+// sockets per client, and the 1000×10 shapes open 11,000 clients. It asks for a million (which
+// root may set), else settles for the hard limit.
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return
+	}
+	want := syscall.Rlimit{Cur: 1 << 20, Max: max(l.Max, 1<<20)}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) == nil {
+		return
+	}
+	// Set it even when it is already the hard limit: the Go runtime raises the soft limit for
+	// itself but gives children the original one back, unless the program set it.
+	l.Cur = l.Max
+	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}
+
+// benchFanout runs the fan-out shapes against one roost node and against the baseline server,
+// each alone on the machine in turn. With viaRouter, roost's clients go through a router instead
+// and the baseline is roost direct: the edge's overhead.
+func benchFanout(ctx context.Context, d time.Duration, quick, viaRouter bool) ([]benchRow, error) {
+	shapes := []struct{ rooms, subs int }{{1, 1000}, {1000, 10}}
+	if quick {
+		shapes = []struct{ rooms, subs int }{{1, 100}, {100, 10}}
+	}
+	var rows []benchRow
+	for _, sh := range shapes {
+		if viaRouter {
+			// A router holds two sockets per client; keep within the file limit a process gets
+			// here (20,000 on our CI machines), shrinking the rooms' sizes if needed.
+			if room := (fileLimit()-2000)/2/sh.rooms - 1; room < sh.subs {
+				sh.subs = max(room, 1)
+			}
+		}
+		name := fmt.Sprintf("fan-out %d×%d", sh.rooms, sh.subs)
+		roost, err := fanoutOnRoost(ctx, sh.rooms, sh.subs, d, viaRouter)
+		if err != nil {
+			return nil, err
+		}
+		var base fanoutResult
+		if viaRouter {
+			name = "edge " + name
+			base, err = fanoutOnRoost(ctx, sh.rooms, sh.subs, d, false)
+		} else {
+			base, err = fanoutOnBaseline(ctx, sh.rooms, sh.subs, d)
+		}
+		if err != nil {
+			return nil, err
+		}
+		clean := roost.Lost == 0 && roost.Duplicated == 0 && roost.Reordered == 0
+		ratio := roost.PerSecond / base.PerSecond
+		detail := map[string]fanoutResult{"roost": roost, "baseline": base}
+		if viaRouter {
+			rows = append(rows,
+				benchRow{Workload: name, Metric: "deliveries/s", Roost: roost.PerSecond, Baseline: base.PerSecond, Ratio: ratio,
+					Goal: "≥ 0.8× direct", Met: clean && ratio >= 0.8, Detail: detail},
+				benchRow{Workload: name, Metric: "p50 ms (half load)", Roost: roost.P50ms, Baseline: base.P50ms, Ratio: roost.P50ms / base.P50ms,
+					Goal: "≤ direct + 0.1 ms", Met: roost.P50ms <= base.P50ms+0.1},
+				benchRow{Workload: name, Metric: "p99 ms (half load)", Roost: roost.P99ms, Baseline: base.P99ms, Ratio: roost.P99ms / base.P99ms,
+					Goal: "≤ direct + 1 ms", Met: roost.P99ms <= base.P99ms+1})
+			continue
+		}
+		rows = append(rows,
+			benchRow{Workload: name, Metric: "deliveries/s", Roost: roost.PerSecond, Baseline: base.PerSecond, Ratio: ratio,
+				Goal: "≥ 0.85× baseline, 0 lost", Met: clean && ratio >= 0.85, Detail: detail},
+			benchRow{Workload: name, Metric: "server CPU µs/delivery", Roost: roost.CPUPerDeliver, Baseline: base.CPUPerDeliver,
+				Ratio: roost.CPUPerDeliver / base.CPUPerDeliver, Goal: "≤ 10 (stretch 4)", Met: roost.CPUPerDeliver <= 10},
+			benchRow{Workload: name, Metric: "p50 ms (half load)", Roost: roost.P50ms, Baseline: base.P50ms, Ratio: roost.P50ms / base.P50ms, Goal: "report"},
+			benchRow{Workload: name, Metric: "p99 ms (half load)", Roost: roost.P99ms, Baseline: base.P99ms, Ratio: roost.P99ms / base.P99ms, Goal: "report"})
+	}
+	return rows, nil
+}
+
+// roostServerFlags let the load generator saturate the server: no publish rate, a deep send queue
+// (the baseline's is as deep), no per-address cap. The server shares the machine's cores with the
+// load generator, which starves it for over a second at times: with the default failure
+// detection (a silent member is suspect after 150 ms) the router could declare the node dead in
+// the middle of a throughput measurement. Failure detection has its own workloads (failure,
+// soak); here it is relaxed. The pause watchdog runs at its default: a node alone in its ring
+// keeps its rooms after a stall.
+var roostServerFlags = []string{"--log-level", "warn", "--publish-rate", "1e12", "--publish-burst", "1000000000",
+	"--send-queue", "65536", "--max-addr-conns", "1000000", "--max-room-conns", "1000000",
+	"--probe-interval", "1s", "--probe-timeout", "500ms"}
+
+// startBenchNode starts the one node of a bench run.
+func startBenchNode(ctx context.Context) (*serverProc, error) {
+	return startServer(ctx, append([]string{"node", "--id", "bench-n1", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, roostServerFlags...)...)
+}
+
+// startBenchRouter starts a router joined to node.
+func startBenchRouter(ctx context.Context, node *serverProc) (*serverProc, error) {
+	gossip, err := gossipOf(node)
+	if err != nil {
+		return nil, err
+	}
+	return startServer(ctx, "router", "--id", "bench-r1", "--gossip", "127.0.0.1:0", "--join", gossip,
+		"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms")
+}
+
+func fanoutOnRoost(ctx context.Context, rooms, subs int, d time.Duration, viaRouter bool) (fanoutResult, error) {
+	node, err := startBenchNode(ctx)
+	if err != nil {
+		return fanoutResult{}, err
+	}
+	defer node.stop()
+	target, server := node, "roost"
+	if viaRouter {
+		rt, err := startBenchRouter(ctx, node)
+		if err != nil {
+			return fanoutResult{}, err
+		}
+		defer func() {
+			rt.stop()
+			if os.Getenv("ROOST_BENCH_LOGS") != "" {
+				fmt.Fprintf(os.Stderr, "--- router log:\n%s\n", rt.out.String())
+			}
+		}()
+		target, server = rt, "roost via router"
+	}
+	res, err := runFanout(ctx, server, "ws://"+target.addr, node.pid(), rooms, subs, d)
+	if os.Getenv("ROOST_BENCH_LOGS") != "" {
+		fmt.Fprintf(os.Stderr, "--- node log:\n%s\n", node.out.String())
+	}
+	return res, err
+}
+
+func fanoutOnBaseline(ctx context.Context, rooms, subs int, d time.Duration) (fanoutResult, error) {
+	b, err := startServer(ctx, "baseline")
+	if err != nil {
+		return fanoutResult{}, err
+	}
+	defer b.stop()
+	return runFanout(ctx, "baseline", "ws://"+b.addr, b.pid(), rooms, subs, d)
+}
+
+// gossipOf reads a member's gossip address from its /v1/cluster.
+func gossipOf(s *serverProc) (string, error) {
+	c, err := fetchCluster("http://" + s.addr)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range c.Members {
+		if m.ID == c.Self {
+			return m.Gossip, nil
+		}
+	}
+	return "", errors.New("the member does not list itself")
+}
+
+// benchPlacement measures Owner(room) like go test -bench does.
+func benchPlacement() []benchRow {
+	p := ring.NewPlacement(benchNodes(5), ring.DefaultPlacementConfig())
+	rooms := make([]string, 1024)
+	for i := range rooms {
+		rooms[i] = fmt.Sprint("room-", i)
+	}
+	ns, allocs := measure(5_000_000, func(i int) { p.Owner(rooms[i&1023]) })
+	ms := benchNodes(9)
+	rebuild, _ := measure(2000, func(int) { ring.NewPlacement(ms, ring.DefaultPlacementConfig()) })
+	rms := rebuild / 1e6
+	return []benchRow{
+		{Workload: "placement", Metric: "Owner ns/op", Roost: ns, Goal: "≤ 100 ns, 0 allocs", Met: ns <= 100 && allocs == 0,
+			Detail: map[string]int64{"allocs_per_op": allocs}},
+		{Workload: "placement", Metric: "rebuild ms (9 nodes)", Roost: rms, Goal: "≤ 1 ms", Met: rms <= 1},
+	}
+}
+
+// measure runs f n times (after one warm-up run) and returns the time and heap allocations per
+// run. The server binary does not link the testing package, so this is testing.Benchmark's core
+// by hand; the figures match go test -bench's (see make bench, which runs both).
+func measure(n int, f func(i int)) (nsPerOp float64, allocsPerOp int64) {
+	f(0)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	for i := range n {
+		f(i)
+	}
+	d := time.Since(start)
+	runtime.ReadMemStats(&after)
+	return float64(d.Nanoseconds()) / float64(n), int64(after.Mallocs-before.Mallocs) / int64(n)
+}
+
+// benchRebalance measures the share of 100,000 rooms that move on membership changes, against
+// the ideal 1/N, and how much of it moves between nodes that stayed.
+func benchRebalance() []benchRow {
+	rooms := make([]string, 100_000)
+	for i := range rooms {
+		rooms[i] = fmt.Sprint("room-", i)
+	}
+	var rows []benchRow
+	for _, c := range []struct{ from, to int }{{3, 4}, {4, 3}, {8, 9}} {
+		a := ring.NewPlacement(benchNodes(c.from), ring.DefaultPlacementConfig())
+		b := ring.NewPlacement(benchNodes(c.to), ring.DefaultPlacementConfig())
+		moved, between := 0, 0
+		for _, r := range rooms {
+			oa, _ := a.Owner(r)
+			ob, _ := b.Owner(r)
+			if oa.ID == ob.ID {
+				continue
+			}
+			moved++
+			_, aHasB := a.Member(ob.ID)
+			_, bHasA := b.Member(oa.ID)
+			if aHasB && bHasA {
+				between++
+			}
+		}
+		ideal := 1 / float64(max(c.from, c.to))
+		frac := float64(moved) / float64(len(rooms))
+		rows = append(rows, benchRow{Workload: fmt.Sprintf("rebalance %d→%d", c.from, c.to), Metric: "moved / ideal 1/N",
+			Roost: frac / ideal, Goal: "≤ 1.25, ≤ 2% between survivors",
+			Met:    frac/ideal <= 1.25 && float64(between)/float64(len(rooms)) <= 0.02,
+			Detail: map[string]float64{"moved": frac, "between_survivors": float64(between) / float64(len(rooms))}})
+	}
+	return rows
+}
+
+func benchNodes(n int) []ring.Member {
+	ms := make([]ring.Member, n)
+	for i := range ms {
+		ms[i] = ring.Member{ID: fmt.Sprintf("n%d", i+1), State: ring.StateAlive,
+			Meta: ring.Meta{Role: ring.RoleNode, HTTP: fmt.Sprintf("10.0.0.%d:9000", i+1)}}
+	}
+	return ms
+}
+
+// fetchCluster reads GET /v1/cluster of the member at base.
+func fetchCluster(base string) (protocol.Cluster, error) {
+	var c protocol.Cluster
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(base + "/v1/cluster")
+	if err != nil {
+		return c, err
+	}
+	defer resp.Body.Close()
+	return c, json.NewDecoder(resp.Body).Decode(&c)
+}
