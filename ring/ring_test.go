@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-dev/roost/internal/wait"
 	"go.uber.org/goleak"
 )
 
@@ -16,17 +17,6 @@ func TestMain(m *testing.M) {
 	// once its ack timeout (at most the probe interval times the awareness multiplier) passes.
 	// Members that cannot decrypt each other (TestSecretRotation) leave such probes behind.
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func startMember(t *testing.T, id string, role Role, join ...string) *Ring {
@@ -54,7 +44,7 @@ func TestMembersAgree(t *testing.T) {
 	n3 := startMember(t, "n3", RoleNode, n2.GossipAddr())
 	rt := startMember(t, "r1", RoleRouter, n1.GossipAddr())
 	all := []*Ring{n1, n2, n3, rt}
-	eventually(t, 10*time.Second, "all members see 3 nodes and agree on the version", func() bool {
+	wait.Eventually(t, 10*time.Second, "all members see 3 nodes and agree on the version", func() bool {
 		v := n1.Placement().Version()
 		for _, r := range all {
 			if len(r.Placement().Nodes()) != 3 || r.Placement().Version() != v || len(r.Placement().Members()) != 4 {
@@ -88,7 +78,7 @@ func TestMembersAgree(t *testing.T) {
 	if err := n3.UpdateMeta(t.Context(), func(m *Meta) { m.Draining = true }); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the draining node leaves every placement", func() bool {
+	wait.Eventually(t, 5*time.Second, "the draining node leaves every placement", func() bool {
 		for _, r := range all {
 			if len(r.Placement().Nodes()) != 2 {
 				return false
@@ -100,7 +90,7 @@ func TestMembersAgree(t *testing.T) {
 	if err := n3.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "n3 listed as left", func() bool {
+	wait.Eventually(t, 5*time.Second, "n3 listed as left", func() bool {
 		m, ok := n1.Placement().Member("n3")
 		return ok && m.State == StateLeft
 	})
@@ -110,14 +100,14 @@ func TestKilledMemberDeclaredDead(t *testing.T) {
 	n1 := startMember(t, "n1", RoleNode)
 	n2 := startMember(t, "n2", RoleNode, n1.GossipAddr())
 	n3 := startMember(t, "n3", RoleNode, n1.GossipAddr())
-	eventually(t, 10*time.Second, "3 nodes", func() bool { return len(n1.Placement().Nodes()) == 3 && len(n2.Placement().Nodes()) == 3 })
+	wait.Eventually(t, 10*time.Second, "3 nodes", func() bool { return len(n1.Placement().Nodes()) == 3 && len(n2.Placement().Nodes()) == 3 })
 	// Shutdown without Leave looks like a crash to the others.
 	if _, ok := n1.GoneSince("n3"); ok {
 		t.Fatal("GoneSince reports a member that never left")
 	}
 	start := time.Now()
 	n3.shutdown(false)
-	eventually(t, 10*time.Second, "n3 declared dead by both", func() bool {
+	wait.Eventually(t, 10*time.Second, "n3 declared dead by both", func() bool {
 		m1, _ := n1.Placement().Member("n3")
 		m2, _ := n2.Placement().Member("n3")
 		return m1.State == StateDead && m2.State == StateDead && len(n1.Placement().Nodes()) == 2
@@ -151,7 +141,7 @@ func TestJoinByDNSName(t *testing.T) {
 	n1 := startMember(t, "n1", RoleNode)
 	_, port, _ := splitPort(n1.GossipAddr())
 	n2 := startMember(t, "n2", RoleNode, fmt.Sprintf("localhost:%d", port))
-	eventually(t, 10*time.Second, "joined through localhost", func() bool {
+	wait.Eventually(t, 10*time.Second, "joined through localhost", func() bool {
 		return len(n2.Placement().Nodes()) == 2 && len(n1.Placement().Nodes()) == 2
 	})
 }
@@ -185,18 +175,18 @@ func TestSecretRotation(t *testing.T) {
 	// Before (A) and step 1 (A, accepting B).
 	m1 := member("m1", a, nil)
 	m2 := member("m2", a, [][]byte{b}, m1.GossipAddr())
-	eventually(t, 10*time.Second, "A and A+accept B in one cluster", sees(m1, m2))
+	wait.Eventually(t, 10*time.Second, "A and A+accept B in one cluster", sees(m1, m2))
 	// A rolling restart finishes a step before the next begins: m1 restarts into step 1 (here:
 	// leaves), then step 2 (B, accepting A) joins members on step 1.
 	_ = m1.Leave(time.Second)
-	eventually(t, 10*time.Second, "m1 gone", sees(m2))
+	wait.Eventually(t, 10*time.Second, "m1 gone", sees(m2))
 	m3 := member("m3", b, [][]byte{a}, m2.GossipAddr())
-	eventually(t, 10*time.Second, "step 1 and step 2 in one cluster", sees(m2, m3))
+	wait.Eventually(t, 10*time.Second, "step 1 and step 2 in one cluster", sees(m2, m3))
 	// Step 3 (B only) joins members on step 2.
 	_ = m2.Leave(time.Second)
-	eventually(t, 10*time.Second, "m2 gone", sees(m3))
+	wait.Eventually(t, 10*time.Second, "m2 gone", sees(m3))
 	m4 := member("m4", b, nil, m3.GossipAddr())
-	eventually(t, 10*time.Second, "step 2 and step 3 in one cluster", sees(m3, m4))
+	wait.Eventually(t, 10*time.Second, "step 2 and step 3 in one cluster", sees(m3, m4))
 	// A member on neither key never gets in.
 	stranger := member("x", KeyFromSecret("another cluster"), nil, m3.GossipAddr())
 	time.Sleep(time.Second)
