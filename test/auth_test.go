@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -24,9 +25,9 @@ func TestAuthWithRealProcesses(t *testing.T) {
 	secret := []byte("test-secret-test-secret-test-secret!")
 	flags := []string{"--auth-hmac-secret", string(secret), "--cluster-secret", "cluster-secret"}
 	n1 := startProc(t, "node", "n1", "", flags...)
-	n2 := startProc(t, "node", "n2", n1.gossip, flags...)
-	rt := startProc(t, "router", "r1", n1.gossip, flags...)
-	waitProcRing(t, []*proc{n1, n2, rt}, 2)
+	n2 := startProc(t, "node", "n2", n1.Gossip, flags...)
+	rt := startProc(t, "router", "r1", n1.Gossip, flags...)
+	proc.WaitRingT(t, []*proc.Proc{n1, n2, rt}, 2)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
@@ -46,19 +47,19 @@ func TestAuthWithRealProcesses(t *testing.T) {
 	const room = "team-red"
 
 	// Placement is public.
-	if o, err := client.Resolve(ctx, rt.url(), room, nil); err != nil || o.Node == "" {
+	if o, err := client.Resolve(ctx, rt.URL(), room, nil); err != nil || o.Node == "" {
 		t.Fatalf("resolve without a token: %+v %v", o, err)
 	}
-	owner, err := rt.ownerFrom(ctx, room)
+	owner, err := ownerFrom(ctx, rt, room)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ownerURL := n1.url()
-	if owner.Node == n2.id {
-		ownerURL = n2.url()
+	ownerURL := n1.URL()
+	if owner.Node == n2.ID {
+		ownerURL = n2.URL()
 	}
 
-	for _, base := range []string{rt.url(), ownerURL} {
+	for _, base := range []string{rt.URL(), ownerURL} {
 		for _, c := range []struct {
 			name, token, room string
 			code              int
@@ -78,7 +79,7 @@ func TestAuthWithRealProcesses(t *testing.T) {
 		}
 	}
 	// A browser-like client sees the close code after the upgrade, with a reason.
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, "ws://"+rt.http+"/v1/rooms/"+room+"/ws", nil)
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, "ws://"+rt.HTTP+"/v1/rooms/"+room+"/ws", nil)
 	if err != nil {
 		t.Fatalf("the upgrade should complete so a browser can read why: %v", err)
 	}
@@ -90,7 +91,7 @@ func TestAuthWithRealProcesses(t *testing.T) {
 
 	// The writer (through the router, token in the query) publishes; the reader (direct, token
 	// in the header) reads, sees who wrote, and cannot publish.
-	w, err := client.Dial(ctx, rt.url(), room, &client.Options{Token: writer})
+	w, err := client.Dial(ctx, rt.URL(), room, &client.Options{Token: writer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestAuthWithRealProcesses(t *testing.T) {
 			t.Errorf("stream source, %s: %q, want %q...", c.name, answer, c.want)
 		}
 	}
-	src, err := client.OpenStream(ctx, rt.url(), room, &client.StreamOptions{Token: writer})
+	src, err := client.OpenStream(ctx, rt.URL(), room, &client.StreamOptions{Token: writer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,10 @@ package test
 import (
 	"encoding/json"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // TestBenchRuns drives `roost bench --quick` as a user would: every row comes out as a JSON line
@@ -14,12 +15,8 @@ func TestBenchRuns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	// roost bench runs the roost-bench next to it.
-	roost := roostBinary(t)
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(filepath.Dir(roost), "roost-bench"), "../cmd/roost-bench").CombinedOutput(); err != nil {
-		t.Fatalf("go build ../cmd/roost-bench: %v\n%s", err, out)
-	}
-	out, err := exec.Command(roost, "bench", "--quick", "--duration", "1s", "--soak", "3s",
+	proc.Binary(t, "roost-bench") // roost bench runs the roost-bench next to it
+	out, err := exec.Command(proc.Roost(t), "bench", "--quick", "--duration", "1s", "--soak", "3s",
 		"--workloads", "fanout,handshake,idle,storm,failure,soak,handoff,placement,rebalance").CombinedOutput()
 	if err != nil {
 		t.Fatalf("roost bench: %v\n%s", err, out)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // chromiumPath finds Debian's chromium (CI installs it: .ci/run).
@@ -30,26 +31,12 @@ func chromiumPath() string {
 
 // startDev runs `roost dev` (3 nodes, a router serving the demo page, the demo source) and
 // returns it as a proc whose HTTP address is the router's.
-func startDev(t *testing.T) *proc {
+func startDev(t *testing.T) *proc.Proc {
 	t.Helper()
-	p := &proc{id: "dev", role: "dev", http: freePort(t, false), log: &logBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(roostBinary(t), "dev", "--http", p.http, "--demo-fps", "10")
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		p.signal(syscall.SIGKILL)
-		<-p.exited
-		if t.Failed() {
-			t.Logf("roost dev printed:\n%s", p.log.String())
-		}
-	})
+	p := proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: "dev", Args: []string{"--demo-fps", "10"}, HTTP: quickHTTP})
 	eventually(t, 20*time.Second, "roost dev serves", func() bool {
-		c, ok := p.clusterView()
-		return ok && len(c.Rooms) == 3
+		c, err := p.Cluster()
+		return err == nil && len(c.Rooms) == 3
 	})
 	return p
 }
@@ -68,7 +55,7 @@ func TestBrowserDemoPage(t *testing.T) {
 		t.Skip("no chromium (apt-get install chromium; .ci/run does)")
 	}
 	dev := startDev(t)
-	c, _ := dev.clusterView()
+	c, _ := dev.Cluster()
 	var seed string
 	for _, m := range c.Members {
 		if m.Role == "node" {
@@ -77,14 +64,14 @@ func TestBrowserDemoPage(t *testing.T) {
 	}
 	extra := startProc(t, "node", "n9", seed)
 	eventually(t, 20*time.Second, "roost dev's router places rooms on the joined node", func() bool {
-		c, ok := dev.clusterView()
-		return ok && len(c.Rooms) == 4
+		c, err := dev.Cluster()
+		return err == nil && len(c.Rooms) == 4
 	})
 	var room string
-	for r := range roomsByOwner(t, dev, "browser-", 1, extra.id) {
+	for r := range roomsByOwner(t, dev, "browser-", 1, extra.ID) {
 		room = r
 	}
-	rt, nodes := dev, []*proc{extra}
+	rt, nodes := dev, []*proc.Proc{extra}
 
 	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]),
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
@@ -105,7 +92,7 @@ func TestBrowserDemoPage(t *testing.T) {
 		if err := chromedp.Do(ctx); err != nil { // opens the tab, with no timeout of its own
 			t.Fatal(err)
 		}
-		do(t, ctx, 20*time.Second, chromedp.Navigate(rt.url()+"/?room="+room+"&name="+name),
+		do(t, ctx, 20*time.Second, chromedp.Navigate(rt.URL()+"/?room="+room+"&name="+name),
 			chromedp.WaitVisible(chromedp.CSS(`#text:not([disabled])`)))
 		return ctx
 	}
@@ -142,21 +129,21 @@ func TestBrowserDemoPage(t *testing.T) {
 	// Drain the room's owner (SIGTERM): the router moves both tabs' connections to the new owner.
 	nodeShown := chromedp.Evaluate[string](`document.getElementById("status").dataset.node || ""`)
 	owner := value(t, ann, nodeShown)
-	var victim *proc
+	var victim *proc.Proc
 	for _, n := range nodes {
-		if n.id == owner {
+		if n.ID == owner {
 			victim = n
 		}
 	}
 	if victim == nil {
 		t.Fatalf("the page names owner %q, not one of the nodes", owner)
 	}
-	victim.signal(syscall.SIGTERM)
+	victim.Signal(syscall.SIGTERM)
 	for i := range 3 {
 		say(ann, fmt.Sprint("ann after ", i))
 		say(bob, fmt.Sprint("bob after ", i))
 	}
-	<-victim.exited
+	<-victim.Exited()
 	a, b := waitLines(ann, 12), waitLines(bob, 12)
 	time.Sleep(300 * time.Millisecond) // anything doubled would show by now
 	a, b = lines(ann), lines(bob)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // TestKillNineIsDetected kills a node process with SIGKILL and measures how long the survivors
@@ -35,7 +36,7 @@ func TestKillNineIsDetected(t *testing.T) {
 			room := ""
 			for i := range 1000 {
 				r := fmt.Sprint("kill-", i)
-				if o, err := survivors[0].ownerFrom(t.Context(), r); err == nil && o.Node == victim.id {
+				if o, err := ownerFrom(t.Context(), survivors[0], r); err == nil && o.Node == victim.ID {
 					room = r
 					break
 				}
@@ -44,19 +45,19 @@ func TestKillNineIsDetected(t *testing.T) {
 				t.Fatal("no room on the victim")
 			}
 			start := time.Now()
-			victim.signal(syscall.SIGKILL)
-			<-victim.exited
+			victim.Signal(syscall.SIGKILL)
+			<-victim.Exited()
 			eventually(t, 15*time.Second, "both survivors declare the victim dead", func() bool {
-				return survivors[0].nodeState(victim.id) == "dead" && survivors[1].nodeState(victim.id) == "dead"
+				return survivors[0].State(victim.ID) == "dead" && survivors[1].State(victim.ID) == "dead"
 			})
 			d := time.Since(start)
 			eventually(t, 15*time.Second, "the victim's room served again", func() bool {
-				c, err := client.Dial(t.Context(), survivors[0].url(), room, &client.Options{DisableReconnect: true, HandshakeTimeout: time.Second})
+				c, err := client.Dial(t.Context(), survivors[0].URL(), room, &client.Options{DisableReconnect: true, HandshakeTimeout: time.Second})
 				if err != nil {
 					return false
 				}
 				defer c.Close()
-				return c.Welcome().Node != victim.id
+				return c.Welcome().Node != victim.ID
 			})
 			s := time.Since(start)
 			dead, served = append(dead, d), append(served, s)
@@ -81,16 +82,16 @@ func TestSigtermShutsDownCleanly(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	ps := startProcCluster(t, 2)
-	ps[1].signal(syscall.SIGTERM)
+	ps[1].Signal(syscall.SIGTERM)
 	select {
-	case <-ps[1].exited:
+	case <-ps[1].Exited():
 	case <-time.After(15 * time.Second):
 		t.Fatal("node did not exit within 15s of SIGTERM")
 	}
-	if code := ps[1].cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("exit code %d after SIGTERM\n%s", code, ps[1].log)
+	if code := ps[1].ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM\n%s", code, ps[1].Log())
 	}
-	eventually(t, 5*time.Second, "the survivor lists it as left", func() bool { return ps[0].nodeState(ps[1].id) == "left" })
+	eventually(t, 5*time.Second, "the survivor lists it as left", func() bool { return ps[0].State(ps[1].ID) == "left" })
 }
 
 // chaosRoom is one room's traffic through a router process: a subscriber and a publisher.
@@ -121,7 +122,7 @@ func openChaosRooms(t *testing.T, base string, owners map[string]string) []*chao
 }
 
 // roomsByOwner picks n rooms owned by each node, asking through p.
-func roomsByOwner(t *testing.T, p *proc, prefix string, n int, nodes ...string) map[string]string {
+func roomsByOwner(t *testing.T, p *proc.Proc, prefix string, n int, nodes ...string) map[string]string {
 	t.Helper()
 	want := map[string]int{}
 	for _, id := range nodes {
@@ -130,7 +131,7 @@ func roomsByOwner(t *testing.T, p *proc, prefix string, n int, nodes ...string) 
 	out := map[string]string{}
 	for i := 0; len(out) < n*len(nodes) && i < 10000; i++ {
 		room := fmt.Sprint(prefix, i)
-		o, err := p.ownerFrom(t.Context(), room)
+		o, err := ownerFrom(t.Context(), p, room)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,25 +164,25 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	nodes := startProcCluster(t, 3)
-	rt := startProc(t, "router", "r1", nodes[0].gossip)
-	waitProcRing(t, append(nodes, rt), 3)
-	rooms := openChaosRooms(t, rt.url(), roomsByOwner(t, rt, "chaos-", 3, "n1", "n2", "n3"))
+	rt := startProc(t, "router", "r1", nodes[0].Gossip)
+	proc.WaitRingT(t, append(nodes, rt), 3)
+	rooms := openChaosRooms(t, rt.URL(), roomsByOwner(t, rt, "chaos-", 3, "n1", "n2", "n3"))
 	for _, r := range rooms {
 		r.publishUntil(t, r.name+"-before", 5*time.Second)
 	}
 	victim := nodes[2]
 	start := time.Now()
-	victim.signal(syscall.SIGKILL)
-	<-victim.exited
+	victim.Signal(syscall.SIGKILL)
+	<-victim.Exited()
 	const bound = 6 * time.Second
 	var wg sync.WaitGroup
 	for _, r := range rooms {
 		wg.Go(func() {
 			took := r.publishUntil(t, r.name+"-after", bound+2*time.Second)
-			if r.owner == victim.id && time.Since(start) > bound {
+			if r.owner == victim.ID && time.Since(start) > bound {
 				t.Errorf("%s (on the killed node) served again only after %s", r.name, time.Since(start))
 			}
-			if r.owner != victim.id && took > time.Second {
+			if r.owner != victim.ID && took > time.Second {
 				t.Errorf("%s (on a live node) stalled %s", r.name, took)
 			}
 		})
@@ -190,7 +191,7 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 	t.Logf("rooms of the killed node served again within %s of the kill", time.Since(start).Round(time.Millisecond))
 	// Subscribers of rooms on live nodes: both messages, in order, and no reconnect.
 	for _, r := range rooms {
-		if r.owner == victim.id {
+		if r.owner == victim.ID {
 			continue
 		}
 		var got []string
@@ -220,15 +221,15 @@ func TestStoppedNodeCausesNoSplitBrain(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	nodes := startProcCluster(t, 3)
-	rt := startProc(t, "router", "r1", nodes[0].gossip)
-	waitProcRing(t, append(nodes, rt), 3)
+	rt := startProc(t, "router", "r1", nodes[0].Gossip)
+	proc.WaitRingT(t, append(nodes, rt), 3)
 	victim := nodes[2]
 	var room string
-	for r := range roomsByOwner(t, rt, "split-", 1, victim.id) {
+	for r := range roomsByOwner(t, rt, "split-", 1, victim.ID) {
 		room = r
 	}
 	// A client connected straight to the victim, which will not reconnect by itself.
-	direct, err := client.Dial(t.Context(), victim.url(), room, &client.Options{DisableReconnect: true})
+	direct, err := client.Dial(t.Context(), victim.URL(), room, &client.Options{DisableReconnect: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,32 +238,32 @@ func TestStoppedNodeCausesNoSplitBrain(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	victim.signal(syscall.SIGSTOP)
+	victim.Signal(syscall.SIGSTOP)
 	eventually(t, 15*time.Second, "every other member declares the stopped node dead", func() bool {
-		return nodes[0].nodeState(victim.id) == "dead" && nodes[1].nodeState(victim.id) == "dead" && rt.nodeState(victim.id) == "dead"
+		return nodes[0].State(victim.ID) == "dead" && nodes[1].State(victim.ID) == "dead" && rt.State(victim.ID) == "dead"
 	})
 	// The room is served elsewhere meanwhile.
-	via, err := client.Dial(t.Context(), rt.url(), room, &client.Options{Discard: true})
+	via, err := client.Dial(t.Context(), rt.URL(), room, &client.Options{Discard: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer via.Close()
-	if via.Welcome().Node == victim.id {
+	if via.Welcome().Node == victim.ID {
 		t.Fatal("the stopped node served a new connection")
 	}
 	if _, err := via.PublishID(t.Context(), "during", 2); err != nil {
 		t.Fatal(err)
 	}
 
-	victim.signal(syscall.SIGCONT)
+	victim.Signal(syscall.SIGCONT)
 	// The stale copy takes no write: the publish fails (the connection is closed with 4001).
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if seq, err := direct.PublishID(ctx, "stale", 3); err == nil {
 		t.Fatalf("the node woken from SIGSTOP acked a write (seq %d) for a room it no longer owns", seq)
 	}
-	waitProcRing(t, append(nodes, rt), 3)
-	if st := nodes[0].nodeState(victim.id); st != "alive" {
+	proc.WaitRingT(t, append(nodes, rt), 3)
+	if st := nodes[0].State(victim.ID); st != "alive" {
 		t.Fatalf("after SIGCONT the node is %q, want alive", st)
 	}
 	// The room works, on one owner, for everyone.
@@ -278,29 +279,29 @@ func TestKillNodesUntilOneIsLeft(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	nodes := startProcCluster(t, 4)
-	rt := startProc(t, "router", "r1", nodes[0].gossip)
-	waitProcRing(t, append(nodes, rt), 4)
+	rt := startProc(t, "router", "r1", nodes[0].Gossip)
+	proc.WaitRingT(t, append(nodes, rt), 4)
 	owners := map[string]string{}
 	for i := range 12 {
 		owners[fmt.Sprint("last-", i)] = ""
 	}
-	rooms := openChaosRooms(t, rt.url(), owners)
+	rooms := openChaosRooms(t, rt.URL(), owners)
 	for round, victim := range nodes[:3] {
-		victim.signal(syscall.SIGKILL)
-		<-victim.exited
-		alive := append([]*proc{rt}, nodes[round+1:]...)
-		waitProcRing(t, alive, len(nodes)-round-1)
+		victim.Signal(syscall.SIGKILL)
+		<-victim.Exited()
+		alive := append([]*proc.Proc{rt}, nodes[round+1:]...)
+		proc.WaitRingT(t, alive, len(nodes)-round-1)
 		for _, r := range rooms {
 			r.publishUntil(t, fmt.Sprintf("%s-r%d", r.name, round), 10*time.Second)
 		}
 	}
 	for _, r := range rooms {
-		c, err := client.Dial(t.Context(), rt.url(), r.name, &client.Options{DisableReconnect: true})
+		c, err := client.Dial(t.Context(), rt.URL(), r.name, &client.Options{DisableReconnect: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Welcome().Node != nodes[3].id {
-			t.Fatalf("%s served by %s, want the last node %s", r.name, c.Welcome().Node, nodes[3].id)
+		if c.Welcome().Node != nodes[3].ID {
+			t.Fatalf("%s served by %s, want the last node %s", r.name, c.Welcome().Node, nodes[3].ID)
 		}
 		c.Close()
 	}

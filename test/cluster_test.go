@@ -21,18 +21,18 @@ import (
 
 // member is one cluster member running in this process.
 type member struct {
-	id     string
-	role   ring.Role
+	ID     string
+	Role   ring.Role
 	ring   *ring.Ring
 	node   *node.Node // nil for routers
 	router *router.Router
-	http   string // host:port
-	tcp    string
+	HTTP   string // host:port
+	TCP    string
 	srv    *http.Server
 	stop   func() // idempotent
 }
 
-func (m *member) url() string { return "http://" + m.http }
+func (m *member) URL() string { return "http://" + m.HTTP }
 
 // cluster is a set of members started by one test and stopped with it.
 type cluster struct {
@@ -107,7 +107,7 @@ func (c *cluster) addNode(id string) *member {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &member{id: id, role: ring.RoleNode, ring: r, node: n, http: httpLn.Addr().String(), tcp: tcpLn.Addr().String(),
+	m := &member{ID: id, Role: ring.RoleNode, ring: r, node: n, HTTP: httpLn.Addr().String(), TCP: tcpLn.Addr().String(),
 		srv: &http.Server{Handler: n.Handler()}}
 	go m.srv.Serve(httpLn)
 	go n.ServeTCP(tcpLn)
@@ -135,7 +135,7 @@ func (c *cluster) addRouter(id string) *member {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &member{id: id, role: ring.RoleRouter, ring: r, router: rt, http: ln.Addr().String(), srv: &http.Server{Handler: rt.Handler()}}
+	m := &member{ID: id, Role: ring.RoleRouter, ring: r, router: rt, HTTP: ln.Addr().String(), srv: &http.Server{Handler: rt.Handler()}}
 	go m.srv.Serve(ln)
 	m.stop = sync.OnceFunc(func() { rt.Close(); m.srv.Close(); r.Close() })
 	c.add(m)
@@ -153,7 +153,7 @@ func (c *cluster) drain(m *member) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := m.node.Drain(ctx); err != nil {
-		c.t.Errorf("drain %s: %v", m.id, err)
+		c.t.Errorf("drain %s: %v", m.ID, err)
 	}
 	m.ring.Leave(time.Second)
 	m.stop()
@@ -171,7 +171,7 @@ func (c *cluster) routers() []*member { return c.byRole(ring.RoleRouter) }
 func (c *cluster) byRole(role ring.Role) []*member {
 	var out []*member
 	for _, m := range c.members {
-		if m.role == role {
+		if m.Role == role {
 			out = append(out, m)
 		}
 	}
@@ -180,7 +180,7 @@ func (c *cluster) byRole(role ring.Role) []*member {
 
 func (c *cluster) member(id string) *member {
 	for _, m := range c.members {
-		if m.id == id {
+		if m.ID == id {
 			return m
 		}
 	}

@@ -37,7 +37,7 @@ func TestCoreManyRooms(t *testing.T) {
 		owners[room] = o.ID
 		for _, m := range c.members {
 			if got, _ := m.ring.Placement().Owner(room); got.ID != o.ID {
-				t.Fatalf("%s: %s names %s, router names %s", room, m.id, got.ID, o.ID)
+				t.Fatalf("%s: %s names %s, router names %s", room, m.ID, got.ID, o.ID)
 			}
 		}
 	}
@@ -45,14 +45,14 @@ func TestCoreManyRooms(t *testing.T) {
 	// curl -L from any member ends at the owner, in at most one redirect.
 	for _, room := range names[:50] {
 		for _, m := range c.members {
-			hops, status, body, err := followRedirects(ctx, m.url()+"/v1/rooms/"+room)
+			hops, status, body, err := followRedirects(ctx, m.URL()+"/v1/rooms/"+room)
 			if err != nil || status != 200 {
-				t.Fatalf("%s from %s: %v %d %s", room, m.id, err, status, body)
+				t.Fatalf("%s from %s: %v %d %s", room, m.ID, err, status, body)
 			}
 			o := decode[protocol.Owner](t, body)
 			owner := c.member(owners[room])
-			if o.Node != owner.id || o.Room != room || o.WSURL != "ws://"+owner.http+"/v1/rooms/"+room+"/ws" || o.TCPAddr != owner.tcp || len(hops) > 2 {
-				t.Fatalf("%s from %s: %+v after %v", room, m.id, o, hops)
+			if o.Node != owner.ID || o.Room != room || o.WSURL != "ws://"+owner.HTTP+"/v1/rooms/"+room+"/ws" || o.TCPAddr != owner.TCP || len(hops) > 2 {
+				t.Fatalf("%s from %s: %+v after %v", room, m.ID, o, hops)
 			}
 		}
 	}
@@ -68,7 +68,7 @@ func TestCoreManyRooms(t *testing.T) {
 	errs := make(chan error, rooms*2)
 	for i, room := range names {
 		all[i].room = room
-		for j, base := range []string{rt.url(), nodes[i%len(nodes)].url()} {
+		for j, base := range []string{rt.URL(), nodes[i%len(nodes)].URL()} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -150,8 +150,8 @@ func TestCoreManyRooms(t *testing.T) {
 	// Only owners hold rooms.
 	for _, room := range names {
 		for _, n := range nodes {
-			if n.node.HasRoom(room) != (n.id == owners[room]) {
-				t.Fatalf("%s: held by %s = %v, owner %s", room, n.id, n.node.HasRoom(room), owners[room])
+			if n.node.HasRoom(room) != (n.ID == owners[room]) {
+				t.Fatalf("%s: held by %s = %v, owner %s", room, n.ID, n.node.HasRoom(room), owners[room])
 			}
 		}
 	}

@@ -1,37 +1,21 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"os/exec"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // TestDevStreamsTheDemoPicture: `roost dev` runs a demo source, so a stream is visible from the
 // first minute; a client of the demo room through the router gets its frames, in order.
 func TestDevStreamsTheDemoPicture(t *testing.T) {
-	addr := freePort(t, false)
-	var out bytes.Buffer
-	cmd := exec.Command(roostBinary(t), "dev", "--http", addr, "--demo-fps", "20")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-		if t.Failed() {
-			t.Logf("roost dev printed:\n%s", out.String())
-		}
-	}()
+	dev := proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: "dev", Args: []string{"--demo-fps", "20"}})
+	addr := dev.HTTP
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var c *client.Conn
@@ -70,13 +54,12 @@ func TestDevStreamsTheDemoPicture(t *testing.T) {
 		got++
 	}
 	// Ctrl-C stops it cleanly.
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+	dev.Signal(syscall.SIGINT)
 	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("roost dev exited with %v after SIGINT", err)
+	case <-dev.Exited():
+		if code := dev.ExitCode(); code != 0 {
+			t.Fatalf("roost dev exited with code %d after SIGINT", code)
 		}
-		exited <- nil
 	case <-time.After(15 * time.Second):
 		t.Fatal("roost dev did not stop within 15s of SIGINT")
 	}

@@ -31,7 +31,7 @@ func TestDrainLiveRooms(t *testing.T) {
 	conns := make([]*client.Conn, rooms)
 	for i := range rooms {
 		wg.Go(func() {
-			conn, err := client.Dial(t.Context(), c.nodes()[i%3].url(), fmt.Sprint("drain-", i), &client.Options{Discard: true})
+			conn, err := client.Dial(t.Context(), c.nodes()[i%3].URL(), fmt.Sprint("drain-", i), &client.Options{Discard: true})
 			if err != nil {
 				t.Error(err)
 				return
@@ -60,7 +60,7 @@ func TestDrainLiveRooms(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := time.Since(start)
-	p50, p99, batches := handoffQuantiles(t, victim.url())
+	p50, p99, batches := handoffQuantiles(t, victim.URL())
 	t.Logf("drained %d live rooms in %s; %d hand-off batches, each freezing its rooms for p50 ≤ %s, p99 ≤ %s",
 		held, took.Round(time.Millisecond), batches, p50, p99)
 }

@@ -87,7 +87,7 @@ func TestPlannedChangesUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	opts := func(id string) *client.Options {
-		return &client.Options{ClientID: id, MaxReconnectDelay: 100 * time.Millisecond, Alternates: []string{rt.url()}}
+		return &client.Options{ClientID: id, MaxReconnectDelay: 100 * time.Millisecond, Alternates: []string{rt.URL()}}
 	}
 
 	loads := make([]*roomLoad, rooms)
@@ -97,7 +97,7 @@ func TestPlannedChangesUnderLoad(t *testing.T) {
 		loads[i] = l
 		dials.Go(func() {
 			var err error
-			bases := []string{rt.url(), c.nodes()[i%3].url()}
+			bases := []string{rt.URL(), c.nodes()[i%3].URL()}
 			for j, base := range bases {
 				if l.subs[j], err = client.Dial(ctx, base, l.room, opts(fmt.Sprint(l.room, "-s", j))); err != nil {
 					l.fail("dial: %v", err)
@@ -244,7 +244,7 @@ func TestJoinsRacingAHandOff(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	pub, err := client.Dial(ctx, rt.url(), room, &client.Options{Discard: true})
+	pub, err := client.Dial(ctx, rt.URL(), room, &client.Options{Discard: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,11 +278,11 @@ func TestJoinsRacingAHandOff(t *testing.T) {
 	for i := range joiners {
 		joined.Go(func() {
 			time.Sleep(time.Duration(i) * 5 * time.Millisecond) // spread over the hand-off
-			base := rt.url()
+			base := rt.URL()
 			if i%2 == 1 {
-				base = c.nodes()[i%len(c.nodes())].url()
+				base = c.nodes()[i%len(c.nodes())].URL()
 			}
-			conn, err := client.Dial(ctx, base, room, &client.Options{MaxReconnectDelay: 50 * time.Millisecond, Alternates: []string{rt.url()}})
+			conn, err := client.Dial(ctx, base, room, &client.Options{MaxReconnectDelay: 50 * time.Millisecond, Alternates: []string{rt.URL()}})
 			if err != nil {
 				t.Errorf("joiner %d: %v", i, err)
 				return

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -22,21 +23,21 @@ func TestRouterIsATrustedHopAfterStatsGossip(t *testing.T) {
 	}
 	const perAddr = 3
 	n := startProc(t, "node", "n1", "", "--max-addr-conns", fmt.Sprint(perAddr))
-	waitProcRing(t, []*proc{n}, 1)
-	rt := startProc(t, "router", "r1", n.gossip)
-	waitProcRing(t, []*proc{n, rt}, 1)
+	proc.WaitRingT(t, []*proc.Proc{n}, 1)
+	rt := startProc(t, "router", "r1", n.Gossip)
+	proc.WaitRingT(t, []*proc.Proc{n, rt}, 1)
 
 	// One client through the router, held until the node has heard the router's count of it: a
 	// stats gossip has reached the node and been folded into its placement.
 	first := dialFrom(t, rt, "127.0.0.1", "hops")
 	defer first.Close()
 	eventually(t, 15*time.Second, "the node hears the router's connection count", func() bool {
-		c, ok := n.clusterView()
-		if !ok {
+		c, err := n.Cluster()
+		if err != nil {
 			return false
 		}
 		for _, m := range c.Members {
-			if m.ID == rt.id && m.Conns == 1 {
+			if m.ID == rt.ID && m.Conns == 1 {
 				return true
 			}
 		}
@@ -50,27 +51,27 @@ func TestRouterIsATrustedHopAfterStatsGossip(t *testing.T) {
 }
 
 // dialFrom opens room's WebSocket through p from the local address ip and reads its welcome.
-func dialFrom(t *testing.T, p *proc, ip, room string) *websocket.Conn {
+func dialFrom(t *testing.T, p *proc.Proc, ip, room string) *websocket.Conn {
 	t.Helper()
 	local := &net.TCPAddr{IP: net.ParseIP(ip)}
 	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second,
 		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return (&net.Dialer{LocalAddr: local}).DialContext(ctx, network, addr)
 		}}
-	u := "ws" + strings.TrimPrefix(p.url(), "http") + "/v1/rooms/" + room + "/ws"
+	u := "ws" + strings.TrimPrefix(p.URL(), "http") + "/v1/rooms/" + room + "/ws"
 	ws, resp, err := d.DialContext(t.Context(), u, nil)
 	if err != nil {
 		status := 0
 		if resp != nil {
 			status = resp.StatusCode
 		}
-		t.Fatalf("client from %s through %s: %v (status %d)", ip, p.id, err, status)
+		t.Fatalf("client from %s through %s: %v (status %d)", ip, p.ID, err, status)
 	}
 	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	var w protocol.Welcome
 	if err := ws.ReadJSON(&w); err != nil || w.Type != protocol.TypeWelcome {
 		ws.Close()
-		t.Fatalf("client from %s through %s: no welcome (%v)", ip, p.id, err)
+		t.Fatalf("client from %s through %s: no welcome (%v)", ip, p.ID, err)
 	}
 	return ws
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -67,10 +68,10 @@ func TestHostileClients(t *testing.T) {
 	common := []string{"--cluster-secret", hostileSecret, "--handshake-timeout", "1s", "--max-frame", strconv.Itoa(hostileMaxFrame)}
 	nodeCommon := slices.Concat(common, []string{"--ingest-handshake-timeout", "1s"})
 	n1 := startProc(t, "node", "n1", "", slices.Concat(nodeCommon, []string{"--ping-interval", "400ms"})...)
-	n2 := startProc(t, "node", "n2", n1.gossip, slices.Concat(nodeCommon, []string{"--ping-interval", "10s", "--send-queue", "64", "--write-timeout", "20s"})...)
-	r1 := startProc(t, "router", "r1", n1.gossip, slices.Concat(common, []string{"--ping-interval", "400ms"})...)
-	r2 := startProc(t, "router", "r2", n1.gossip, slices.Concat(common, []string{"--ping-interval", "10s", "--write-timeout", "20s"})...)
-	waitProcRing(t, []*proc{n1, n2, r1, r2}, 2)
+	n2 := startProc(t, "node", "n2", n1.Gossip, slices.Concat(nodeCommon, []string{"--ping-interval", "10s", "--send-queue", "64", "--write-timeout", "20s"})...)
+	r1 := startProc(t, "router", "r1", n1.Gossip, slices.Concat(common, []string{"--ping-interval", "400ms"})...)
+	r2 := startProc(t, "router", "r2", n1.Gossip, slices.Concat(common, []string{"--ping-interval", "10s", "--write-timeout", "20s"})...)
+	proc.WaitRingT(t, []*proc.Proc{n1, n2, r1, r2}, 2)
 
 	byOwner := map[string][]string{}
 	for room, owner := range roomsByOwner(t, r1, "hostile-", 3, "n1", "n2") {
@@ -118,17 +119,17 @@ func TestHostileClients(t *testing.T) {
 		var ready, wg sync.WaitGroup
 		ready.Add(conns)
 		for i := range conns {
-			target := []*proc{n1, r1}[i%2]
+			target := []*proc.Proc{n1, r1}[i%2]
 			wg.Go(func() {
-				c, err := net.DialTimeout("tcp", target.http, 2*time.Second)
+				c, err := net.DialTimeout("tcp", target.HTTP, 2*time.Second)
 				if err != nil {
 					ready.Done()
-					cuts <- cut{target: target.id, err: err}
+					cuts <- cut{target: target.ID, err: err}
 					return
 				}
 				defer c.Close()
 				start := time.Now()
-				res := cut{target: target.id}
+				res := cut{target: target.ID}
 				readyOnce := sync.OnceFunc(ready.Done)
 				defer readyOnce()
 				buf := make([]byte, 512)
@@ -154,21 +155,21 @@ func TestHostileClients(t *testing.T) {
 		// Every slow connection is open and trickling: a normal client is served at once, on the
 		// node and through the router.
 		ready.Wait()
-		for _, p := range []*proc{n1, r1} {
+		for _, p := range []*proc.Proc{n1, r1} {
 			start := time.Now()
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-			c, err := client.Dial(ctx, p.url(), roomA, &client.Options{DisableReconnect: true})
+			c, err := client.Dial(ctx, p.URL(), roomA, &client.Options{DisableReconnect: true})
 			cancel()
 			if err != nil {
-				t.Errorf("a normal client of %s during the slowloris: %v", p.id, err)
+				t.Errorf("a normal client of %s during the slowloris: %v", p.ID, err)
 				continue
 			}
 			took := time.Since(start)
 			c.Close()
 			if took > 500*time.Millisecond {
-				t.Errorf("a normal client of %s during the slowloris took %s to be welcomed", p.id, took)
+				t.Errorf("a normal client of %s during the slowloris took %s to be welcomed", p.ID, took)
 			}
-			t.Logf("a normal client of %s during the slowloris: welcomed in %s", p.id, took.Round(time.Millisecond))
+			t.Logf("a normal client of %s during the slowloris: welcomed in %s", p.ID, took.Round(time.Millisecond))
 		}
 		wg.Wait()
 		close(cuts)
@@ -216,10 +217,10 @@ func TestHostileClients(t *testing.T) {
 		var halfOpen []net.Conn
 		start := time.Now()
 		for i := range 2 * perDoor {
-			target := []*proc{n1, r1}[i%2]
-			c, err := rawUpgrade(target.http, "/v1/rooms/"+roomA+"/ws")
+			target := []*proc.Proc{n1, r1}[i%2]
+			c, err := rawUpgrade(target.HTTP, "/v1/rooms/"+roomA+"/ws")
 			if err != nil {
-				t.Fatalf("%s: %v", target.id, err)
+				t.Fatalf("%s: %v", target.ID, err)
 			}
 			t.Cleanup(func() { c.Close() })
 			if i%4 >= 2 {
@@ -234,7 +235,7 @@ func TestHostileClients(t *testing.T) {
 				if isTimeout(err) {
 					lived = -1
 				}
-				ends <- end{target: target.id, lived: lived}
+				ends <- end{target: target.ID, lived: lived}
 			})
 		}
 		wg.Wait()
@@ -296,11 +297,11 @@ func TestHostileClients(t *testing.T) {
 					if i >= total {
 						return
 					}
-					target := []*proc{n1, r1}[i%2]
-					err := connectAndLeave(t.Context(), &dialer, target.http, roomA, i%4 < 2)
+					target := []*proc.Proc{n1, r1}[i%2]
+					err := connectAndLeave(t.Context(), &dialer, target.HTTP, roomA, i%4 < 2)
 					if err != nil {
 						mu.Lock()
-						failures[fmt.Sprintf("%s: %v", target.id, err)]++
+						failures[fmt.Sprintf("%s: %v", target.ID, err)]++
 						mu.Unlock()
 					}
 				}
@@ -340,8 +341,8 @@ func TestHostileClients(t *testing.T) {
 		slowBase := labelled(t, n2, "roost_drops_total", "reason", "slow_consumer")
 		lazyDialer := websocket.Dialer{HandshakeTimeout: 5 * time.Second, NetDialContext: smallReceiveBuffer}
 		var lazies []*websocket.Conn
-		for _, p := range []*proc{n2, r2} {
-			ws, _, err := lazyDialer.DialContext(t.Context(), "ws://"+p.http+"/v1/rooms/"+roomB+"/ws", nil)
+		for _, p := range []*proc.Proc{n2, r2} {
+			ws, _, err := lazyDialer.DialContext(t.Context(), "ws://"+p.HTTP+"/v1/rooms/"+roomB+"/ws", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -357,7 +358,7 @@ func TestHostileClients(t *testing.T) {
 		start := time.Now()
 		var pubs []*client.Conn
 		for range 8 {
-			c, err := client.Dial(t.Context(), n2.url(), roomB, &client.Options{DisableReconnect: true, Discard: true, MaxFrame: hostileMaxFrame})
+			c, err := client.Dial(t.Context(), n2.URL(), roomB, &client.Options{DisableReconnect: true, Discard: true, MaxFrame: hostileMaxFrame})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -437,8 +438,8 @@ func TestHostileClients(t *testing.T) {
 		// On either door, frames that are not JSON, of an unknown type, or malformed publishes
 		// each get an error frame and the connection stays open; binary garbage is a legal binary
 		// publish (delivered to the room with its seq); a frame over --max-frame closes with 1009.
-		for _, target := range []*proc{n1, r1} {
-			ws, _, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+target.http+"/v1/rooms/"+roomA+"/ws", nil)
+		for _, target := range []*proc.Proc{n1, r1} {
+			ws, _, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+target.HTTP+"/v1/rooms/"+roomA+"/ws", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -450,7 +451,7 @@ func TestHostileClients(t *testing.T) {
 				for {
 					mt, b, err := ws.ReadMessage()
 					if err != nil {
-						t.Fatalf("%s: waiting for %s: %v", target.id, want, err)
+						t.Fatalf("%s: waiting for %s: %v", target.ID, want, err)
 					}
 					if want == "binary" && mt == websocket.BinaryMessage {
 						return mt, b
@@ -481,7 +482,7 @@ func TestHostileClients(t *testing.T) {
 				var e protocol.Incoming
 				_ = json.Unmarshal(b, &e)
 				if e.Code != bad.code || e.Error == "" {
-					t.Errorf("%s: %.40q answered %s, want code %s", target.id, bad.frame, b, bad.code)
+					t.Errorf("%s: %.40q answered %s, want code %s", target.ID, bad.frame, b, bad.code)
 				}
 				wB.forbid(e.ID) // nothing of it reaches any room
 				wA.forbid(e.ID)
@@ -496,11 +497,11 @@ func TestHostileClients(t *testing.T) {
 			}
 			_, b := next("binary")
 			if seq, payload, err := protocol.ParseBinary(b); err != nil || seq == 0 || !bytes.Equal(payload, garbage) {
-				t.Errorf("%s: binary garbage came back as seq %d, %d bytes, %v", target.id, seq, len(payload), err)
+				t.Errorf("%s: binary garbage came back as seq %d, %d bytes, %v", target.ID, seq, len(payload), err)
 			}
 			wA.expectBinary(garbage)
 			// Still open: a good publish is acked and delivered.
-			id := "bad-frames-ok-" + target.id
+			id := "bad-frames-ok-" + target.ID
 			if err := ws.WriteJSON(protocol.Publish{Type: protocol.TypePublish, ID: id, Data: []byte(`"still here"`)}); err != nil {
 				t.Fatal(err)
 			}
@@ -513,7 +514,7 @@ func TestHostileClients(t *testing.T) {
 			for {
 				if _, _, err := ws.ReadMessage(); err != nil {
 					if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
-						t.Errorf("%s: a frame over --max-frame ended with %v, want close 1009", target.id, err)
+						t.Errorf("%s: a frame over --max-frame ended with %v, want close 1009", target.ID, err)
 					}
 					break
 				}
@@ -528,34 +529,34 @@ func TestHostileClients(t *testing.T) {
 		// the connection, so one such message delivered would cut every browser in the room,
 		// again on each resume while the room retains it. (A room of its own: the witnesses'
 		// Go clients would take it without complaint.)
-		for _, target := range []*proc{n1, r1} {
-			ws, _, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+target.http+"/v1/rooms/"+utf8Room+"/ws", nil)
+		for _, target := range []*proc.Proc{n1, r1} {
+			ws, _, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+target.HTTP+"/v1/rooms/"+utf8Room+"/ws", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer ws.Close()
 			_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 			_ = ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			id := "utf8-" + target.id
+			id := "utf8-" + target.ID
 			if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"publish","id":"`+id+`","data":"caf`+"\xe9 \xff"+`"}`)); err != nil {
 				t.Fatal(err)
 			}
 			for {
 				mt, b, err := ws.ReadMessage()
 				if websocket.IsCloseError(err, websocket.CloseInvalidFramePayloadData) {
-					t.Logf("%s: a publish with invalid UTF-8 was answered with %v", target.id, err)
+					t.Logf("%s: a publish with invalid UTF-8 was answered with %v", target.ID, err)
 					break
 				}
 				if err != nil {
-					t.Fatalf("%s: %v", target.id, err)
+					t.Fatalf("%s: %v", target.ID, err)
 				}
 				if mt == websocket.TextMessage && !utf8.Valid(b) {
-					t.Errorf("%s: the server sent a text frame that is not UTF-8 (a browser fails the connection): %q", target.id, b)
+					t.Errorf("%s: the server sent a text frame that is not UTF-8 (a browser fails the connection): %q", target.ID, b)
 				}
 				var f protocol.Incoming
 				_ = json.Unmarshal(b, &f)
 				if f.Type == protocol.TypeError || (f.ID == id && f.Type == protocol.TypeMessage) {
-					t.Logf("%s: a publish with invalid UTF-8 was answered with %s", target.id, b)
+					t.Logf("%s: a publish with invalid UTF-8 was answered with %s", target.ID, b)
 					break
 				}
 			}
@@ -571,7 +572,7 @@ func TestHostileClients(t *testing.T) {
 			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 		}
 		ws := "/v1/rooms/" + roomA + "/ws"
-		for _, target := range []*proc{n1, r1} {
+		for _, target := range []*proc.Proc{n1, r1} {
 			for _, c := range []struct {
 				path    string
 				upgrade bool
@@ -593,14 +594,14 @@ func TestHostileClients(t *testing.T) {
 				{"/v1/nothing", false, 404, protocol.CodeNotFound},
 			} {
 				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-				req, _ := http.NewRequestWithContext(ctx, "GET", target.url()+c.path, nil)
+				req, _ := http.NewRequestWithContext(ctx, "GET", target.URL()+c.path, nil)
 				if c.upgrade {
 					upgrade(req)
 				}
 				resp, err := quickHTTP.Do(req)
 				if err != nil {
 					cancel()
-					t.Errorf("%s %s: %v", target.id, c.path, err)
+					t.Errorf("%s %s: %v", target.ID, c.path, err)
 					continue
 				}
 				var e protocol.Error
@@ -608,34 +609,34 @@ func TestHostileClients(t *testing.T) {
 				resp.Body.Close()
 				cancel()
 				if resp.StatusCode != c.status || json.Unmarshal(body, &e) != nil || e.Code != c.code || e.Error == "" {
-					t.Errorf("%s GET %.80s: %d %s, want %d with JSON code %s", target.id, c.path, resp.StatusCode, bytes.TrimSpace(body), c.status, c.code)
+					t.Errorf("%s GET %.80s: %d %s, want %d with JSON code %s", target.ID, c.path, resp.StatusCode, bytes.TrimSpace(body), c.status, c.code)
 				}
 			}
 			// An upgrade with a WebSocket version nobody speaks: 400, no connection (the body is
 			// gorilla's plain "Bad Request"). The router dials the owner before it looks at the
 			// version, so the owner opens (and at once closes) a leg for it.
 			opened := gauge(t, n1, "roost_connections_opened_total")
-			req, _ := http.NewRequestWithContext(t.Context(), "GET", target.url()+ws, nil)
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", target.URL()+ws, nil)
 			upgrade(req)
 			req.Header.Set("Sec-WebSocket-Version", "8")
 			if resp, err := quickHTTP.Do(req); err != nil {
-				t.Errorf("%s: %v", target.id, err)
+				t.Errorf("%s: %v", target.ID, err)
 			} else {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusBadRequest {
-					t.Errorf("%s: an upgrade with Sec-WebSocket-Version 8: %d, want 400", target.id, resp.StatusCode)
+					t.Errorf("%s: an upgrade with Sec-WebSocket-Version 8: %d, want 400", target.ID, resp.StatusCode)
 				}
-				t.Logf("%s: an upgrade with Sec-WebSocket-Version 8: %d %q; n1 opened %v connections for it", target.id,
+				t.Logf("%s: an upgrade with Sec-WebSocket-Version 8: %d %q; n1 opened %v connections for it", target.ID,
 					resp.StatusCode, bytes.TrimSpace(body), gauge(t, n1, "roost_connections_opened_total")-opened)
 			}
 			// Headers over net/http's 1 MB limit: 431.
-			if status, err := rawStatus(target.http, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Huge: "+strings.Repeat("h", 1<<20+8<<10)+"\r\n\r\n"); err != nil || status != http.StatusRequestHeaderFieldsTooLarge {
-				t.Errorf("%s: 1 MB of headers: %d %v, want 431", target.id, status, err)
+			if status, err := rawStatus(target.HTTP, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Huge: "+strings.Repeat("h", 1<<20+8<<10)+"\r\n\r\n"); err != nil || status != http.StatusRequestHeaderFieldsTooLarge {
+				t.Errorf("%s: 1 MB of headers: %d %v, want 431", target.ID, status, err)
 			}
 			// A request line that is not HTTP: 400 from net/http.
-			if status, err := rawStatus(target.http, "HELLO\r\n\r\n"); err != nil || status != http.StatusBadRequest {
-				t.Errorf("%s: a request line that is not HTTP: %d %v, want 400", target.id, status, err)
+			if status, err := rawStatus(target.HTTP, "HELLO\r\n\r\n"); err != nil || status != http.StatusBadRequest {
+				t.Errorf("%s: a request line that is not HTTP: %d %v, want 400", target.ID, status, err)
 			}
 		}
 		eventually(t, 5*time.Second, "no connection left behind", func() bool { return gauge(t, n1, "roost_connections") == baseN1 })
@@ -645,12 +646,12 @@ func TestHostileClients(t *testing.T) {
 		// One connection in the witness room A publishing as fast as it can, on n1 and through
 		// r1, is held to --publish-rate (100/s, burst 200): the excess is refused, each with an
 		// error frame, and none of it is delivered; what was acked is delivered once.
-		for _, target := range []*proc{n1, r1} {
-			acks, limited, took := publishFlood(t, target, roomA, "flood-"+target.id+"-", 1000, wA)
-			t.Logf("%s: 1000 publishes in %s: %d acked, %d refused as rate_limited", target.id, took.Round(time.Millisecond), acks, limited)
+		for _, target := range []*proc.Proc{n1, r1} {
+			acks, limited, took := publishFlood(t, target, roomA, "flood-"+target.ID+"-", 1000, wA)
+			t.Logf("%s: 1000 publishes in %s: %d acked, %d refused as rate_limited", target.ID, took.Round(time.Millisecond), acks, limited)
 			// The burst (200) and what 100/s refills while the flood lasts pass; the rest is refused.
 			if allowed := 200 + 100*took.Seconds() + 5; float64(acks) > allowed || limited == 0 {
-				t.Errorf("%s: 1000 publishes in %s: %d acked (at most %.0f allowed), %d rate limited", target.id, took, acks, allowed, limited)
+				t.Errorf("%s: 1000 publishes in %s: %d acked (at most %.0f allowed), %d rate limited", target.ID, took, acks, allowed, limited)
 			}
 		}
 	})
@@ -688,7 +689,7 @@ func TestHostileClients(t *testing.T) {
 			{"silent", "", "ERR bad_handshake ", 900 * time.Millisecond},
 		} {
 			start := time.Now()
-			line, err := tcpExchange(n1.tcp, []byte(c.send))
+			line, err := tcpExchange(n1.TCP, []byte(c.send))
 			took := time.Since(start)
 			switch {
 			case err != nil:
@@ -710,7 +711,7 @@ func TestHostileClients(t *testing.T) {
 			hello.Write(f)
 		}
 		hello.Write([]byte{0, 0, 0, 0})
-		answer, err := tcpExchangeAll(n1.tcp, hello.Bytes())
+		answer, err := tcpExchangeAll(n1.TCP, hello.Bytes())
 		if err != nil || !strings.HasPrefix(answer, "OK ") || !strings.Contains(answer, "\nERR bad_frame ") {
 			t.Errorf("good frames then a zero length: answered %q %v, want OK then ERR bad_frame", answer, err)
 		}
@@ -718,7 +719,7 @@ func TestHostileClients(t *testing.T) {
 		// A real source, through the router's placement, into the witness room.
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
-		src, err := client.OpenStream(ctx, r1.url(), roomA, nil)
+		src, err := client.OpenStream(ctx, r1.URL(), roomA, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -747,7 +748,7 @@ func TestHostileClients(t *testing.T) {
 			t.Helper()
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 			defer cancel()
-			c, err := client.Dial(ctx, n1.url(), room, &client.Options{DisableReconnect: true, Discard: true})
+			c, err := client.Dial(ctx, n1.URL(), room, &client.Options{DisableReconnect: true, Discard: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -787,7 +788,7 @@ func TestHostileClients(t *testing.T) {
 			{"release, another secret", release, nil, peerSignature(hostilePeerKey("not-the-secret"), "POST", release, now, nil)},
 			{"release, signed 5 minutes ago", release, nil, peerSignature(key, "POST", release, now-300, nil)},
 		} {
-			status, body, err := postPeer(t.Context(), n1.url()+c.path, c.body, c.sig)
+			status, body, err := postPeer(t.Context(), n1.URL()+c.path, c.body, c.sig)
 			sent++
 			if err != nil || status != http.StatusUnauthorized || !strings.Contains(body, protocol.CodeUnauthorized) {
 				t.Errorf("%s: %d %s %v, want 401 unauthorized", c.name, status, body, err)
@@ -797,12 +798,12 @@ func TestHostileClients(t *testing.T) {
 		// owns the room.
 		var check bytes.Buffer
 		_ = gob.NewEncoder(&check).Encode(forgedBatch{From: "n2", Ring: "x", Check: true, Rooms: []forgedRoom{{Room: roomA}}})
-		status, body, err := postPeer(t.Context(), n1.url()+handoff, check.Bytes(), peerSignature(key, "POST", handoff, time.Now().Unix(), check.Bytes()))
+		status, body, err := postPeer(t.Context(), n1.URL()+handoff, check.Bytes(), peerSignature(key, "POST", handoff, time.Now().Unix(), check.Bytes()))
 		if err != nil || status != http.StatusOK || !strings.Contains(body, roomA) {
 			t.Errorf("a correctly signed hand-off check: %d %s %v, want 200 naming %s", status, body, err, roomA)
 		}
 		// The router has no node-to-node endpoints.
-		if status, body, err := postPeer(t.Context(), r1.url()+handoff, buf.Bytes(), ""); err != nil || status != http.StatusNotFound {
+		if status, body, err := postPeer(t.Context(), r1.URL()+handoff, buf.Bytes(), ""); err != nil || status != http.StatusNotFound {
 			t.Errorf("hand-off posted to the router: %d %s %v, want 404", status, body, err)
 		}
 		if d := labelled(t, n1, "roost_refused_total", "reason", "peer_auth") - refused; d != float64(sent) {
@@ -830,9 +831,9 @@ func TestHostileClients(t *testing.T) {
 // answers (an ack or an error frame each): it stays at most 300 publishes ahead, so the flooder
 // is refused for its rate and not dropped for reading too slowly (--send-queue 1024). The ids
 // acked and refused are told to w.
-func publishFlood(t *testing.T, target *proc, room, prefix string, total int64, w *witness) (acks, limited int64, took time.Duration) {
+func publishFlood(t *testing.T, target *proc.Proc, room, prefix string, total int64, w *witness) (acks, limited int64, took time.Duration) {
 	t.Helper()
-	ws, _, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+target.http+"/v1/rooms/"+room+"/ws", nil)
+	ws, _, err := websocket.DefaultDialer.DialContext(t.Context(), "ws://"+target.HTTP+"/v1/rooms/"+room+"/ws", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -846,7 +847,7 @@ func publishFlood(t *testing.T, target *proc, room, prefix string, total int64, 
 		for acked.Load()+refused.Load() < total {
 			var f protocol.Incoming
 			if err := ws.ReadJSON(&f); err != nil {
-				read <- fmt.Errorf("%s: after %d acks and %d refusals: %w", target.id, acked.Load(), refused.Load(), err)
+				read <- fmt.Errorf("%s: after %d acks and %d refusals: %w", target.ID, acked.Load(), refused.Load(), err)
 				return
 			}
 			switch {
@@ -857,7 +858,7 @@ func publishFlood(t *testing.T, target *proc, room, prefix string, total int64, 
 				w.forbid(f.ID)
 				refused.Add(1)
 			case f.Type == protocol.TypeError:
-				read <- fmt.Errorf("%s: unexpected error frame %+v", target.id, f)
+				read <- fmt.Errorf("%s: unexpected error frame %+v", target.ID, f)
 				return
 			}
 		}
@@ -890,7 +891,7 @@ write:
 // every message of the room once, in order, with no gap, and nothing refused.
 type witness struct {
 	name, room string
-	owner      *proc
+	owner      *proc.Proc
 	pub        *client.Conn
 	subs       []*witnessSub
 	stop       chan struct{}
@@ -923,24 +924,24 @@ type witnessMsg struct {
 	sum    [32]byte // binary messages: the payload's hash
 }
 
-func startWitness(t *testing.T, name, room string, owner, rt *proc) *witness {
+func startWitness(t *testing.T, name, room string, owner, rt *proc.Proc) *witness {
 	t.Helper()
 	w := &witness{name: name, room: room, owner: owner, stop: make(chan struct{}), done: make(chan struct{}),
 		expected: map[string]bool{}, refused: map[string]bool{}}
-	for _, base := range []*proc{rt, owner} {
+	for _, base := range []*proc.Proc{rt, owner} {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		c, err := client.Dial(ctx, base.url(), room, &client.Options{DisableReconnect: true, MaxFrame: hostileMaxFrame})
+		c, err := client.Dial(ctx, base.URL(), room, &client.Options{DisableReconnect: true, MaxFrame: hostileMaxFrame})
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		s := &witnessSub{via: base.id, c: c, welcome: c.Welcome(), done: make(chan struct{})}
+		s := &witnessSub{via: base.ID, c: c, welcome: c.Welcome(), done: make(chan struct{})}
 		w.subs = append(w.subs, s)
 		go s.read(t.Context())
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	pub, err := client.Dial(ctx, rt.url(), room, &client.Options{DisableReconnect: true, Discard: true})
+	pub, err := client.Dial(ctx, rt.URL(), room, &client.Options{DisableReconnect: true, Discard: true})
 	cancel()
 	if err != nil {
 		t.Fatal(err)
@@ -1057,7 +1058,7 @@ func (w *witness) finish(t *testing.T) {
 	// Nothing is published any more: the room's seq now is what every subscriber must reach.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	probe, err := client.Dial(ctx, w.owner.url(), w.room, &client.Options{DisableReconnect: true, Discard: true})
+	probe, err := client.Dial(ctx, w.owner.URL(), w.room, &client.Options{DisableReconnect: true, Discard: true})
 	if err != nil {
 		t.Fatalf("witness %s: %v", w.name, err)
 	}
@@ -1327,9 +1328,9 @@ func postPeer(ctx context.Context, url string, body []byte, sig string) (int, st
 }
 
 // metrics reads p's /metrics.
-func metrics(t *testing.T, p *proc) map[string]*dto.MetricFamily {
+func metrics(t *testing.T, p *proc.Proc) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := quickHTTP.Get(p.url() + "/metrics")
+	resp, err := quickHTTP.Get(p.URL() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1343,17 +1344,17 @@ func metrics(t *testing.T, p *proc) map[string]*dto.MetricFamily {
 }
 
 // gauge reads one unlabelled gauge or counter from p's /metrics.
-func gauge(t *testing.T, p *proc, name string) float64 {
+func gauge(t *testing.T, p *proc.Proc, name string) float64 {
 	t.Helper()
 	f := metrics(t, p)[name]
 	if f == nil || len(f.Metric) == 0 {
-		t.Fatalf("%s has no metric %s", p.id, name)
+		t.Fatalf("%s has no metric %s", p.ID, name)
 	}
 	return f.Metric[0].GetGauge().GetValue() + f.Metric[0].GetCounter().GetValue()
 }
 
 // labelled reads the value of metric name{label="value"} from p's /metrics (0 when absent).
-func labelled(t *testing.T, p *proc, name, label, value string) float64 {
+func labelled(t *testing.T, p *proc.Proc, name, label, value string) float64 {
 	t.Helper()
 	v, err := metricValue(p, name, label, value)
 	if err != nil {
@@ -1363,8 +1364,8 @@ func labelled(t *testing.T, p *proc, name, label, value string) float64 {
 }
 
 // metricValue is labelled for goroutines other than the test's: it returns its error.
-func metricValue(p *proc, name, label, value string) (float64, error) {
-	resp, err := quickHTTP.Get(p.url() + "/metrics")
+func metricValue(p *proc.Proc, name, label, value string) (float64, error) {
+	resp, err := quickHTTP.Get(p.URL() + "/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -1372,7 +1373,7 @@ func metricValue(p *proc, name, label, value string) (float64, error) {
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return 0, fmt.Errorf("%s /metrics: %w", p.id, err)
+		return 0, fmt.Errorf("%s /metrics: %w", p.ID, err)
 	}
 	for _, m := range fams[name].GetMetric() {
 		for _, l := range m.GetLabel() {

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"debug/elf"
 	"fmt"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // TestContainerImageBinary checks what the Dockerfile promises without a Docker engine (none runs
@@ -69,11 +72,11 @@ func TestContainerImageBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	http := freePort(t, false)
-	cmd := exec.Command(bin, "node", "--id", "img", "--gossip", freePort(t, true), "--http", http, "--tcp", freePort(t, false))
+	http := proc.FreePort(t, false)
+	cmd := exec.Command(bin, "node", "--id", "img", "--gossip", proc.FreePort(t, true), "--http", http, "--tcp", proc.FreePort(t, false))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65532, Gid: 65532}, Pdeathsig: syscall.SIGKILL}
-	out := &logBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // TestMetricsMoveWithTraffic scrapes /metrics of real node and router processes after traffic,
@@ -17,20 +18,20 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	nodes := startProcCluster(t, 2)
-	rt := startProc(t, "router", "r1", nodes[0].gossip)
-	waitProcRing(t, append(nodes, rt), 2)
+	rt := startProc(t, "router", "r1", nodes[0].Gossip)
+	proc.WaitRingT(t, append(nodes, rt), 2)
 	var room string
 	for r := range roomsByOwner(t, rt, "metrics-", 1, "n1") {
 		room = r
 	}
 	n1, n2 := nodes[0], nodes[1]
 
-	sub, err := client.Dial(t.Context(), n1.url(), room, &client.Options{DisableReconnect: true})
+	sub, err := client.Dial(t.Context(), n1.URL(), room, &client.Options{DisableReconnect: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	pub, err := client.Dial(t.Context(), rt.url(), room, nil)
+	pub, err := client.Dial(t.Context(), rt.URL(), room, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,11 +52,11 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			got++
 		}
 	}
-	if resp, err := quickHTTP.Get(n1.url() + "/v1/rooms/bad%20room"); err == nil {
+	if resp, err := quickHTTP.Get(n1.URL() + "/v1/rooms/bad%20room"); err == nil {
 		resp.Body.Close()
 	}
 
-	atLeast := func(p *proc, name string, min float64, label ...string) {
+	atLeast := func(p *proc.Proc, name string, min float64, label ...string) {
 		t.Helper()
 		var v float64
 		if len(label) == 2 {
@@ -64,7 +65,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			v = gauge(t, p, name)
 		}
 		if v < min {
-			t.Errorf("%s: %s%v = %v, want ≥ %v", p.id, name, label, v, min)
+			t.Errorf("%s: %s%v = %v, want ≥ %v", p.ID, name, label, v, min)
 		}
 	}
 	atLeast(n1, "roost_messages_total", 20)
@@ -85,8 +86,8 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 
 	// Drain n1: its room is handed to n2 and the router re-dials there.
 	sub.Close()
-	n1.signal(syscall.SIGTERM)
-	<-n1.exited
+	n1.Signal(syscall.SIGTERM)
+	<-n1.Exited()
 	if _, err := pub.PublishID(t.Context(), "after", "x"); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -29,15 +30,15 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	nodes := startProcCluster(t, 3)
-	rt := startProc(t, "router", "r1", nodes[0].gossip)
-	waitProcRing(t, append(nodes, rt), 3)
+	rt := startProc(t, "router", "r1", nodes[0].Gossip)
+	proc.WaitRingT(t, append(nodes, rt), 3)
 	killed, victim := nodes[1], nodes[2]
-	alive := []*proc{nodes[0], rt}
+	alive := []*proc.Proc{nodes[0], rt}
 
 	// Rooms on the victim, each with history in its pre-freeze epoch.
 	stale := map[string]string{} // room → pre-freeze epoch
-	for room := range roomsByOwner(t, rt, "pause-", 4, victim.id) {
-		c, err := client.Dial(t.Context(), rt.url(), room, &client.Options{Discard: true})
+	for room := range roomsByOwner(t, rt, "pause-", 4, victim.ID) {
+		c, err := client.Dial(t.Context(), rt.URL(), room, &client.Options{Discard: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,20 +51,20 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 		c.Close()
 	}
 
-	killed.signal(syscall.SIGKILL)
-	<-killed.exited
-	waitProcRing(t, alive, 2)
+	killed.Signal(syscall.SIGKILL)
+	<-killed.Exited()
+	proc.WaitRingT(t, alive, 2)
 
-	victim.signal(syscall.SIGSTOP)
+	victim.Signal(syscall.SIGSTOP)
 	stopped := true
 	defer func() {
 		if stopped {
-			victim.signal(syscall.SIGCONT)
+			victim.Signal(syscall.SIGCONT)
 		}
 	}()
 	eventually(t, 15*time.Second, "the other members declare the stopped node dead", func() bool {
 		for _, p := range alive {
-			if p.nodeState(victim.id) != "dead" {
+			if p.State(victim.ID) != "dead" {
 				return false
 			}
 		}
@@ -71,11 +72,11 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 	})
 	// Its rooms are started afresh elsewhere and take writes meanwhile.
 	for room, epoch := range stale {
-		c, err := client.Dial(t.Context(), rt.url(), room, &client.Options{Discard: true})
+		c, err := client.Dial(t.Context(), rt.URL(), room, &client.Options{Discard: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if w := c.Welcome(); w.Node == victim.id || w.Epoch == epoch {
+		if w := c.Welcome(); w.Node == victim.ID || w.Epoch == epoch {
 			t.Fatalf("room %s served by %s in epoch %s while its owner was stopped", room, w.Node, w.Epoch)
 		}
 		if _, err := c.PublishID(t.Context(), "during", 1); err != nil {
@@ -91,13 +92,13 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 	var wg sync.WaitGroup
 	for room := range stale {
 		resume := url.Values{"since": {fmt.Sprint(pauseStaleSeq)}, "epoch": {stale[room]}}
-		for _, base := range []string{rt.url(), victim.url()} {
+		for _, base := range []string{rt.URL(), victim.URL()} {
 			wg.Go(func() { tally.hammerWS(ctx, base, room, resume, stale[room]) })
 		}
-		wg.Go(func() { tally.hammerTCP(ctx, victim.tcp, room) })
+		wg.Go(func() { tally.hammerTCP(ctx, victim.TCP, room) })
 	}
 	time.Sleep(300 * time.Millisecond) // let the first attempts queue at the stopped node
-	victim.signal(syscall.SIGCONT)
+	victim.Signal(syscall.SIGCONT)
 	stopped = false
 	time.Sleep(5 * time.Second)
 	cancel()
@@ -106,7 +107,7 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 	tally.mu.Lock()
 	defer tally.mu.Unlock()
 	t.Logf("after SIGCONT: %d welcomes (%d from the woken node), %d stream OKs from it; stale: %d welcomes, %d OKs",
-		tally.welcomes, tally.fromVictim(victim.id), tally.oks, tally.staleCount, tally.staleOKs)
+		tally.welcomes, tally.fromVictim(victim.ID), tally.oks, tally.staleCount, tally.staleOKs)
 	if tally.staleCount > 0 || tally.staleOKs > 0 {
 		t.Fatalf("the woken node served its stale copies: %d welcomes in the pre-freeze epoch (first: %v), %d stream OKs at the pre-freeze seq",
 			tally.staleCount, tally.staleWelcomes, tally.staleOKs)
@@ -114,7 +115,7 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 	if tally.welcomes == 0 {
 		t.Fatal("no client was served at all in the 5 s after SIGCONT")
 	}
-	waitProcRing(t, []*proc{nodes[0], victim, rt}, 2)
+	proc.WaitRingT(t, []*proc.Proc{nodes[0], victim, rt}, 2)
 	if d, ok := pauseDecision(victim); ok {
 		t.Logf("the woken node decided in %v (roost_pause_decision_seconds)", d.Round(time.Millisecond))
 	} else {
@@ -204,8 +205,8 @@ func (p *pauseTally) hammerTCP(ctx context.Context, addr, room string) {
 }
 
 // pauseDecision reads the mean of roost_pause_decision_seconds from p's metrics.
-func pauseDecision(p *proc) (time.Duration, bool) {
-	resp, err := http.Get(p.url() + "/metrics")
+func pauseDecision(p *proc.Proc) (time.Duration, bool) {
+	resp, err := http.Get(p.URL() + "/metrics")
 	if err != nil {
 		return 0, false
 	}

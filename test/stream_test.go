@@ -77,17 +77,17 @@ func runStream(t *testing.T, sc streamCase) {
 	rt := c.routers()[0]
 	const room = "stream"
 	owner, _ := rt.ring.Placement().Owner(room)
-	direct := c.nodes()[0].url()
+	direct := c.nodes()[0].URL()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
 	var subs []*client.Conn
 	for k := range sc.subscribers {
-		base := rt.url()
+		base := rt.URL()
 		if k%2 == 1 {
 			base = direct
 		}
-		s, err := client.Dial(ctx, base, room, &client.Options{MaxReconnectDelay: 50 * time.Millisecond, Alternates: []string{rt.url()}})
+		s, err := client.Dial(ctx, base, room, &client.Options{MaxReconnectDelay: 50 * time.Millisecond, Alternates: []string{rt.URL()}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +126,7 @@ func runStream(t *testing.T, sc streamCase) {
 		}()
 	}
 
-	src, err := client.OpenStream(ctx, rt.url(), room, &client.StreamOptions{MaxFrame: sc.maxSize})
+	src, err := client.OpenStream(ctx, rt.URL(), room, &client.StreamOptions{MaxFrame: sc.maxSize})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // testCA issues the certificates of processes started with --tls-cert; quickHTTP trusts it.
@@ -123,31 +124,31 @@ func TestTLS(t *testing.T) {
 		return []string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", caFile, "--cluster-secret", "tls-test-secret"}
 	}
 	n1 := startProc(t, "node", "n1", "", flags("n1", 11)...)
-	n2 := startProc(t, "node", "n2", n1.gossip, flags("n2", 12)...)
-	rt := startProc(t, "router", "r1", n1.gossip, flags("r1", 13)...)
-	waitProcRing(t, []*proc{n1, n2, rt}, 2)
+	n2 := startProc(t, "node", "n2", n1.Gossip, flags("n2", 12)...)
+	rt := startProc(t, "router", "r1", n1.Gossip, flags("r1", 13)...)
+	proc.WaitRingT(t, []*proc.Proc{n1, n2, rt}, 2)
 
 	// Placement names wss:// owners.
 	room := ""
 	for r := range roomsByOwner(t, rt, "tls-", 1, "n1") {
 		room = r
 	}
-	o, err := rt.ownerFrom(t.Context(), room)
+	o, err := ownerFrom(t.Context(), rt, room)
 	if err != nil || !strings.HasPrefix(o.WSURL, "wss://") {
 		t.Fatalf("owner of %s: %+v %v", room, o, err)
 	}
 
 	// roost ctl trusts the CA it is given.
-	out, err := exec.Command(roostBinary(t), "ctl", "resolve", "--addr", rt.url(), "--tls-ca", caFile, room).CombinedOutput()
+	out, err := exec.Command(proc.Roost(t), "ctl", "resolve", "--addr", rt.URL(), "--tls-ca", caFile, room).CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte(`"ws_url":"wss://`)) {
 		t.Fatalf("ctl resolve over https: %v %s", err, out)
 	}
-	if out, err := exec.Command(roostBinary(t), "ctl", "resolve", "--addr", rt.url(), room).CombinedOutput(); err == nil {
+	if out, err := exec.Command(proc.Roost(t), "ctl", "resolve", "--addr", rt.URL(), room).CombinedOutput(); err == nil {
 		t.Fatalf("ctl resolve trusted an unknown CA: %s", out)
 	}
 
 	// Plain HTTP on a TLS port is refused, not served.
-	if resp, err := http.Get("http://" + n1.http + "/healthz"); err == nil {
+	if resp, err := http.Get("http://" + n1.HTTP + "/healthz"); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Fatalf("plain HTTP to a TLS listener: %d", resp.StatusCode)
@@ -157,12 +158,12 @@ func TestTLS(t *testing.T) {
 	opts := func() *client.Options {
 		return &client.Options{Dialer: &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: testCA.pool}}}
 	}
-	via, err := client.Dial(t.Context(), rt.url(), room, opts())
+	via, err := client.Dial(t.Context(), rt.URL(), room, opts())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer via.Close()
-	direct, err := client.Dial(t.Context(), n1.url(), room, opts())
+	direct, err := client.Dial(t.Context(), n1.URL(), room, opts())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,27 +188,27 @@ func TestTLS(t *testing.T) {
 	publish(via, "before")
 
 	// Drain n1: the room moves to n2 over HTTPS; the router re-dials n2 over wss://.
-	n1.signal(syscall.SIGTERM)
-	<-n1.exited
+	n1.Signal(syscall.SIGTERM)
+	<-n1.Exited()
 	publish(via, "after-drain")
 
 	// Renew n2's certificate: SIGHUP serves the new one to new connections; the router's
 	// connection to n2 is not disturbed.
-	if got := servedSerial(t, n2.http); got != 12 {
+	if got := servedSerial(t, n2.HTTP); got != 12 {
 		t.Fatalf("n2 serves serial %d, want 12", got)
 	}
 	testCA.issue(t, 99, filepath.Join(dir, "n2.pem"), filepath.Join(dir, "n2-key.pem"))
-	n2.signal(syscall.SIGHUP)
-	eventually(t, 5*time.Second, "n2 serves the renewed certificate", func() bool { return servedSerial(t, n2.http) == 99 })
+	n2.Signal(syscall.SIGHUP)
+	eventually(t, 5*time.Second, "n2 serves the renewed certificate", func() bool { return servedSerial(t, n2.HTTP) == 99 })
 	// A broken file on reload keeps the certificate being served.
 	if err := os.WriteFile(filepath.Join(dir, "n2.pem"), []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n2.signal(syscall.SIGHUP)
+	n2.Signal(syscall.SIGHUP)
 	eventually(t, 5*time.Second, "n2 logs the failed reload", func() bool {
-		return strings.Contains(n2.log.String(), "TLS certificate not reloaded")
+		return strings.Contains(n2.Log(), "TLS certificate not reloaded")
 	})
-	if got := servedSerial(t, n2.http); got != 99 {
+	if got := servedSerial(t, n2.HTTP); got != 99 {
 		t.Fatalf("after a failed reload n2 serves serial %d, want 99", got)
 	}
 	publish(via, "after-reload")
@@ -228,7 +229,7 @@ func TestTLS(t *testing.T) {
 	if fmt.Sprint(got) != "[before after-drain after-reload]" {
 		t.Fatalf("through the router: %v", got)
 	}
-	if strings.Contains(rt.log.String(), "certificate signed by unknown authority") {
+	if strings.Contains(rt.Log(), "certificate signed by unknown authority") {
 		t.Fatal("the router did not trust the owners' certificates")
 	}
 }
