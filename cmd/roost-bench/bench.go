@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/ring"
 )
 
@@ -229,18 +227,23 @@ var roostServerFlags = []string{"--log-level", "warn", "--publish-rate", "1e12",
 	"--send-queue", "65536", "--max-addr-conns", "1000000", "--max-room-conns", "1000000",
 	"--probe-interval", "1s", "--probe-timeout", "500ms"}
 
+// startRoost starts a roost node or router (role) with flags, joined to join when it is set, and
+// waits until it is ready (/readyz).
+func startRoost(ctx context.Context, role, id, join string, flags ...string) (*proc.Proc, error) {
+	return proc.Start(ctx, proc.Spec{Binary: roostBin, Role: role, ID: id, Join: join, Args: flags, Ready: "/readyz"})
+}
+
+// stopTimeout is how long a server stopped with SIGTERM has to exit before it is killed.
+const stopTimeout = 10 * time.Second
+
 // startBenchNode starts the one node of a bench run.
-func startBenchNode(ctx context.Context) (*serverProc, error) {
-	return startServer(ctx, append([]string{"node", "--id", "bench-n1", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, roostServerFlags...)...)
+func startBenchNode(ctx context.Context) (*proc.Proc, error) {
+	return startRoost(ctx, "node", "bench-n1", "", roostServerFlags...)
 }
 
 // startBenchRouter starts a router joined to node.
-func startBenchRouter(ctx context.Context, node *serverProc) (*serverProc, error) {
-	gossip, err := gossipOf(node)
-	if err != nil {
-		return nil, err
-	}
-	return startServer(ctx, "router", "--id", "bench-r1", "--gossip", "127.0.0.1:0", "--join", gossip,
+func startBenchRouter(ctx context.Context, node *proc.Proc) (*proc.Proc, error) {
+	return startRoost(ctx, "router", "bench-r1", node.Gossip,
 		"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms")
 }
 
@@ -249,7 +252,7 @@ func fanoutOnRoost(ctx context.Context, rooms, subs int, d time.Duration, viaRou
 	if err != nil {
 		return fanoutResult{}, err
 	}
-	defer node.stop()
+	defer node.Stop(stopTimeout)
 	target, server := node, "roost"
 	if viaRouter {
 		rt, err := startBenchRouter(ctx, node)
@@ -257,41 +260,31 @@ func fanoutOnRoost(ctx context.Context, rooms, subs int, d time.Duration, viaRou
 			return fanoutResult{}, err
 		}
 		defer func() {
-			rt.stop()
+			rt.Stop(stopTimeout)
 			if os.Getenv("ROOST_BENCH_LOGS") != "" {
-				fmt.Fprintf(os.Stderr, "--- router log:\n%s\n", rt.out.String())
+				fmt.Fprintf(os.Stderr, "--- router log:\n%s\n", rt.Log())
 			}
 		}()
 		target, server = rt, "roost via router"
 	}
-	res, err := runFanout(ctx, server, "ws://"+target.addr, node.pid(), rooms, subs, d)
+	res, err := runFanout(ctx, server, "ws://"+target.HTTP, node.Pid(), rooms, subs, d)
 	if os.Getenv("ROOST_BENCH_LOGS") != "" {
-		fmt.Fprintf(os.Stderr, "--- node log:\n%s\n", node.out.String())
+		fmt.Fprintf(os.Stderr, "--- node log:\n%s\n", node.Log())
 	}
 	return res, err
 }
 
 func fanoutOnBaseline(ctx context.Context, rooms, subs int, d time.Duration) (fanoutResult, error) {
-	b, err := startServer(ctx, "baseline")
+	self, err := os.Executable()
 	if err != nil {
 		return fanoutResult{}, err
 	}
-	defer b.stop()
-	return runFanout(ctx, "baseline", "ws://"+b.addr, b.pid(), rooms, subs, d)
-}
-
-// gossipOf reads a member's gossip address from its /v1/cluster.
-func gossipOf(s *serverProc) (string, error) {
-	c, err := fetchCluster("http://" + s.addr)
+	b, err := proc.Start(ctx, proc.Spec{Binary: self, Role: "baseline", Ready: "/readyz"})
 	if err != nil {
-		return "", err
+		return fanoutResult{}, err
 	}
-	for _, m := range c.Members {
-		if m.ID == c.Self {
-			return m.Gossip, nil
-		}
-	}
-	return "", errors.New("the member does not list itself")
+	defer b.Stop(stopTimeout)
+	return runFanout(ctx, "baseline", "ws://"+b.HTTP, b.Pid(), rooms, subs, d)
 }
 
 // benchPlacement measures Owner(room) like go test -bench does.
@@ -371,16 +364,4 @@ func benchNodes(n int) []ring.Member {
 			Meta: ring.Meta{Role: ring.RoleNode, HTTP: fmt.Sprintf("10.0.0.%d:9000", i+1)}}
 	}
 	return ms
-}
-
-// fetchCluster reads GET /v1/cluster of the member at base.
-func fetchCluster(base string) (protocol.Cluster, error) {
-	var c protocol.Cluster
-	hc := &http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get(base + "/v1/cluster")
-	if err != nil {
-		return c, err
-	}
-	defer resp.Body.Close()
-	return c, json.NewDecoder(resp.Body).Decode(&c)
 }

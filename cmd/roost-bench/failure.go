@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -48,17 +48,13 @@ func benchFailure(ctx context.Context, quick bool, nodeFlags []string) ([]benchR
 }
 
 func failureTrials(ctx context.Context, n, trials int, nodeFlags []string) (dead, served []time.Duration, err error) {
-	start := func(id, join string) (*serverProc, error) {
-		args := append([]string{"node", "--id", id, "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--log-level", "error"}, nodeFlags...)
-		if join != "" {
-			args = append(args, "--join", join)
-		}
-		return startServer(ctx, args...)
+	start := func(id, join string) (*proc.Proc, error) {
+		return startRoost(ctx, "node", id, join, append([]string{"--log-level", "error"}, nodeFlags...)...)
 	}
-	var nodes []*serverProc
+	var nodes []*proc.Proc
 	defer func() {
 		for _, s := range nodes {
-			s.stop()
+			s.Stop(stopTimeout)
 		}
 	}()
 	seed := ""
@@ -69,28 +65,22 @@ func failureTrials(ctx context.Context, n, trials int, nodeFlags []string) (dead
 		}
 		nodes = append(nodes, s)
 		if seed == "" {
-			if seed, err = gossipOf(s); err != nil {
-				return nil, nil, err
-			}
+			seed = s.Gossip
 		}
 	}
 	hc := &http.Client{Timeout: time.Second}
 	for trial := range trials {
-		if err := waitNodes(ctx, hc, nodes, n); err != nil {
+		if err := proc.WaitRing(ctx, nodes, n, 30*time.Second); err != nil {
 			return nil, nil, err
 		}
 		victim, survivors := nodes[len(nodes)-1], nodes[:len(nodes)-1]
-		vid, err := idOf(hc, victim)
-		if err != nil {
-			return nil, nil, err
-		}
+		vid := victim.ID
 		room, err := roomOn(hc, survivors[0], vid)
 		if err != nil {
 			return nil, nil, err
 		}
 		t0 := time.Now()
-		_ = victim.cmd.Process.Signal(syscall.SIGKILL)
-		<-victim.done
+		victim.Kill()
 		nodes = survivors
 		var tDead time.Duration
 		for tDead == 0 {
@@ -99,7 +89,7 @@ func failureTrials(ctx context.Context, n, trials int, nodeFlags []string) (dead
 			}
 			all := true
 			for _, s := range survivors {
-				all = all && stateOf(hc, s, vid) == "dead"
+				all = all && s.State(vid) == "dead"
 			}
 			if all {
 				tDead = time.Since(t0)
@@ -125,46 +115,11 @@ func failureTrials(ctx context.Context, n, trials int, nodeFlags []string) (dead
 	return dead, served, nil
 }
 
-// waitNodes waits until every node's ring has want nodes.
-func waitNodes(ctx context.Context, hc *http.Client, nodes []*serverProc, want int) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		ok := true
-		for _, s := range nodes {
-			c, err := fetchCluster("http://" + s.addr)
-			ok = ok && err == nil && len(c.Rooms) == want
-		}
-		if ok {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("the nodes did not agree on %d nodes within 30s", want)
-}
-
-func idOf(hc *http.Client, s *serverProc) (string, error) {
-	c, err := fetchCluster("http://" + s.addr)
-	return c.Self, err
-}
-
-func stateOf(hc *http.Client, s *serverProc, id string) string {
-	c, err := fetchCluster("http://" + s.addr)
-	if err != nil {
-		return ""
-	}
-	for _, m := range c.Members {
-		if m.ID == id {
-			return m.State
-		}
-	}
-	return ""
-}
-
 // roomOn finds a room that node id owns, asking s (which follows its redirect).
-func roomOn(hc *http.Client, s *serverProc, id string) (string, error) {
+func roomOn(hc *http.Client, s *proc.Proc, id string) (string, error) {
 	for i := range 10_000 {
 		room := fmt.Sprint("failure-", i)
-		resp, err := hc.Get("http://" + s.addr + "/v1/rooms/" + room)
+		resp, err := hc.Get(s.URL() + "/v1/rooms/" + room)
 		if err != nil {
 			return "", err
 		}
@@ -180,9 +135,9 @@ func roomOn(hc *http.Client, s *serverProc, id string) (string, error) {
 
 // servedElsewhere reports whether room's WebSocket, reached through s, welcomes a client on a
 // node other than gone.
-func servedElsewhere(ctx context.Context, s *serverProc, room, gone string) bool {
+func servedElsewhere(ctx context.Context, s *proc.Proc, room, gone string) bool {
 	d := websocket.Dialer{HandshakeTimeout: 500 * time.Millisecond}
-	u := "ws://" + s.addr + "/v1/rooms/" + room + "/ws"
+	u := "ws://" + s.HTTP + "/v1/rooms/" + room + "/ws"
 	for range 3 { // follow the redirect to the owner, as the Go client does
 		ws, resp, err := d.DialContext(ctx, u, nil)
 		if err == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -27,21 +28,17 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 		rooms = 200
 	}
 	flags := append(append([]string{}, roostServerFlags...), "--log-level", "info", "--drain-timeout", "60s")
-	a, err := startServer(ctx, append([]string{"node", "--id", "ho-a", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, flags...)...)
+	a, err := startRoost(ctx, "node", "ho-a", "", flags...)
 	if err != nil {
 		return nil, err
 	}
-	defer a.stop()
-	seed, err := gossipOf(a)
+	defer a.Stop(stopTimeout)
+	b, err := startRoost(ctx, "node", "ho-b", a.Gossip, flags...)
 	if err != nil {
 		return nil, err
 	}
-	b, err := startServer(ctx, append([]string{"node", "--id", "ho-b", "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--join", seed}, flags...)...)
-	if err != nil {
-		return nil, err
-	}
-	defer b.stop()
-	if err := waitNodes(ctx, nil, []*serverProc{a, b}, 2); err != nil {
+	defer b.Stop(stopTimeout)
+	if err := proc.WaitRing(ctx, []*proc.Proc{a, b}, 2, 30*time.Second); err != nil {
 		return nil, err
 	}
 	// Placement is a pure function of the members: compute which rooms land on a.
@@ -83,7 +80,7 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 				}
 				mu.Unlock()
 			}
-			ws, resp, err := dialer(i).DialContext(ctx, "ws://"+a.addr+"/v1/rooms/"+name+"/ws", nil)
+			ws, resp, err := dialer(i).DialContext(ctx, "ws://"+a.HTTP+"/v1/rooms/"+name+"/ws", nil)
 			if err != nil {
 				fail(fmt.Errorf("%w%s", err, answer(resp)))
 				return
@@ -126,7 +123,7 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 
 	// Writers: more rooms of a, each with an SDK client publishing one message at a time
 	// through the drain. A room's write pause is the longest wait between two of its acks.
-	writers := newPauseWriters(ctx, ownedByA("handoff-w-", max(rooms/50, 20)), "http://"+a.addr, "http://"+b.addr)
+	writers := newPauseWriters(ctx, ownedByA("handoff-w-", max(rooms/50, 20)), a.URL(), b.URL())
 	if err := writers.start(); err != nil {
 		writers.stop()
 		return nil, err
@@ -134,9 +131,9 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 
 	// Drain a; its members are told 4001 and resume on b.
 	t0 := time.Now()
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	a.Signal(syscall.SIGTERM)
 	select {
-	case <-a.done:
+	case <-a.Exited():
 	case <-time.After(90 * time.Second):
 		writers.stop()
 		return nil, fmt.Errorf("the drained node did not exit within 90s")
@@ -148,7 +145,7 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 		return nil, werr
 	}
 	took := exited
-	if m := regexp.MustCompile(`msg=drained .*rooms=(\d+) took=(\S+)`).FindStringSubmatch(a.out.String()); m != nil {
+	if m := regexp.MustCompile(`msg=drained .*rooms=(\d+) took=(\S+)`).FindStringSubmatch(a.Log()); m != nil {
 		if d, err := time.ParseDuration(m[2]); err == nil {
 			took = d
 		}
@@ -156,7 +153,7 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 	lost, resets := 0, 0
 	for i, name := range names {
 		m := members[i]
-		ws, _, err := dialer(i).DialContext(ctx, fmt.Sprintf("ws://%s/v1/rooms/%s/ws?since=10&epoch=%s", b.addr, name, m.epoch), nil)
+		ws, _, err := dialer(i).DialContext(ctx, fmt.Sprintf("ws://%s/v1/rooms/%s/ws?since=10&epoch=%s", b.HTTP, name, m.epoch), nil)
 		if err != nil {
 			lost++
 			continue

@@ -21,12 +21,12 @@ func benchHandshake(ctx context.Context, quick bool) ([]benchRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer node.stop()
+	defer node.Stop(stopTimeout)
 	rt, err := startBenchRouter(ctx, node)
 	if err != nil {
 		return nil, err
 	}
-	defer rt.stop()
+	defer rt.Stop(stopTimeout)
 
 	dialer := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
 	handshake := func(base, room string) (time.Duration, error) {
@@ -44,7 +44,7 @@ func benchHandshake(ctx context.Context, quick bool) ([]benchRow, error) {
 		}
 		return time.Since(start), nil
 	}
-	direct, routed := "ws://"+node.addr, "ws://"+rt.addr
+	direct, routed := "ws://"+node.HTTP, "ws://"+rt.HTTP
 	// The router learns of the node by gossip: wait until it routes.
 	for deadline := time.Now().Add(15 * time.Second); ; {
 		if _, err := handshake(routed, "hs-warmup"); err == nil {

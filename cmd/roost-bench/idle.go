@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/roost-dev/roost/internal/proc"
 )
 
 // benchIdle opens idle subscribers (no traffic, as most of a big room's viewers are) straight to
@@ -31,8 +32,8 @@ func benchIdle(ctx context.Context, quick bool) ([]benchRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer node.stop()
-	nodeRSS, nodeHeap, err := idleCost(ctx, node, "ws://"+node.addr, direct)
+	defer node.Stop(stopTimeout)
+	nodeRSS, nodeHeap, err := idleCost(ctx, node, "ws://"+node.HTTP, direct)
 	if err != nil {
 		return nil, fmt.Errorf("idle at the node: %w", err)
 	}
@@ -40,8 +41,8 @@ func benchIdle(ctx context.Context, quick bool) ([]benchRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rt.stop()
-	rtRSS, rtHeap, err := idleCost(ctx, rt, "ws://"+rt.addr, proxied)
+	defer rt.Stop(stopTimeout)
+	rtRSS, rtHeap, err := idleCost(ctx, rt, "ws://"+rt.HTTP, proxied)
 	if err != nil {
 		return nil, fmt.Errorf("idle through the router: %w", err)
 	}
@@ -57,18 +58,18 @@ func benchIdle(ctx context.Context, quick bool) ([]benchRow, error) {
 
 // idleCost opens n idle subscribers to base, spread over 100 rooms, and returns what s's RSS and
 // Go heap plus goroutine stacks grew by, per connection, in KiB.
-func idleCost(ctx context.Context, s *serverProc, base string, n int) (rss, heap float64, err error) {
+func idleCost(ctx context.Context, s *proc.Proc, base string, n int) (rss, heap float64, err error) {
 	settle := func() (float64, float64, error) {
 		time.Sleep(time.Second)
-		r, err := rssOf(s.pid())
+		r, err := rssOf(s.Pid())
 		if err != nil {
 			return 0, 0, err
 		}
-		h, err := memstat("http://"+s.addr, "go_memstats_heap_inuse_bytes")
+		h, err := memstat(s.URL(), "go_memstats_heap_inuse_bytes")
 		if err != nil {
 			return 0, 0, err
 		}
-		st, err := memstat("http://"+s.addr, "go_memstats_stack_inuse_bytes")
+		st, err := memstat(s.URL(), "go_memstats_stack_inuse_bytes")
 		return r, h + st, err
 	}
 	rss0, heap0, err := settle()

@@ -9,13 +9,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -374,71 +372,6 @@ func cpuTime(pid int) (time.Duration, error) {
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * (time.Second / 100), nil // USER_HZ is 100 on Linux
 }
-
-// serverProc is a server process roost bench started (a roost node, or the baseline).
-type serverProc struct {
-	cmd  *exec.Cmd
-	addr string
-	out  bytes.Buffer
-	done chan struct{}
-}
-
-// startServer runs roost with args (or this binary, for the baseline) plus --http on a free
-// loopback port, and waits until /readyz answers 200.
-func startServer(ctx context.Context, args ...string) (*serverProc, error) {
-	exe := roostBin
-	if args[0] == "baseline" {
-		var err error
-		if exe, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	s := &serverProc{addr: addr, done: make(chan struct{})}
-	s.cmd = exec.Command(exe, append(args, "--http", addr)...)
-	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { s.cmd.Wait(); close(s.done) }()
-	hc := &http.Client{Timeout: time.Second}
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("%s exited: %s", args[0], s.out.String())
-		case <-ctx.Done():
-			s.stop()
-			return nil, ctx.Err()
-		default:
-		}
-		if resp, err := hc.Get("http://" + addr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return s, nil
-			}
-		}
-	}
-	s.stop()
-	return nil, fmt.Errorf("%s did not get ready: %s", args[0], s.out.String())
-}
-
-func (s *serverProc) stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
-func (s *serverProc) pid() int { return s.cmd.Process.Pid }
 
 // jsonLine encodes v on one line.
 func jsonLine(v any) string {

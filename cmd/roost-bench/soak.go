@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/roost-dev/roost/internal/proc"
 	"golang.org/x/time/rate"
 )
 
@@ -25,42 +25,33 @@ func benchSoak(ctx context.Context, d time.Duration, quick bool, nodeFlags []str
 	}
 	flags := []string{"--log-level", "warn", "--publish-rate", "1e12", "--publish-burst", "1000000000",
 		"--send-queue", "65536", "--max-addr-conns", "1000000", "--max-room-conns", "1000000"}
-	var nodes []*serverProc
+	var nodes []*proc.Proc
 	defer func() {
 		for _, s := range nodes {
-			s.stop()
+			s.Stop(stopTimeout)
 		}
 	}()
 	seed := ""
 	for i := range 3 {
-		args := append([]string{"node", "--id", fmt.Sprintf("soak-n%d", i+1), "--gossip", "127.0.0.1:0", "--tcp", "127.0.0.1:0"}, flags...)
-		if seed != "" {
-			args = append(args, "--join", seed)
-		}
-		s, err := startServer(ctx, append(args, nodeFlags...)...)
+		s, err := startRoost(ctx, "node", fmt.Sprintf("soak-n%d", i+1), seed, append(flags, nodeFlags...)...)
 		if err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, s)
 		if seed == "" {
-			var err error
-			if seed, err = gossipOf(s); err != nil {
-				return nil, err
-			}
+			seed = s.Gossip
 		}
 	}
-	rt, err := startServer(ctx, "router", "--id", "soak-r1", "--gossip", "127.0.0.1:0", "--join", seed,
-		"--log-level", "warn", "--max-addr-conns", "1000000")
+	rt, err := startRoost(ctx, "router", "soak-r1", seed, "--log-level", "warn", "--max-addr-conns", "1000000")
 	if err != nil {
 		return nil, err
 	}
-	members := append([]*serverProc{rt}, nodes...)
-	defer rt.stop()
-	hc := &http.Client{Timeout: time.Second}
-	if err := waitNodes(ctx, hc, members, 3); err != nil {
+	members := append([]*proc.Proc{rt}, nodes...)
+	defer rt.Stop(stopTimeout)
+	if err := proc.WaitRing(ctx, members, 3, 30*time.Second); err != nil {
 		return nil, err
 	}
-	rig, err := dialFanout(ctx, "ws://"+rt.addr, rooms, subs)
+	rig, err := dialFanout(ctx, "ws://"+rt.HTTP, rooms, subs)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +104,7 @@ type verdicts struct {
 	dead, deadRouters, suspect, polls int
 }
 
-func (v *verdicts) run(ctx context.Context, members []*serverProc) {
+func (v *verdicts) run(ctx context.Context, members []*proc.Proc) {
 	was := map[string]string{} // observer/member -> state at the last poll
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -124,7 +115,7 @@ func (v *verdicts) run(ctx context.Context, members []*serverProc) {
 		case <-t.C:
 		}
 		for _, s := range members {
-			c, err := fetchCluster("http://" + s.addr)
+			c, err := s.Cluster()
 			if err != nil {
 				continue // a slow answer under load is not a verdict
 			}
@@ -151,10 +142,10 @@ func (v *verdicts) run(ctx context.Context, members []*serverProc) {
 
 type soakCount struct{ ringChanges, staleDrops float64 }
 
-func soakCounters(members []*serverProc) ([]soakCount, error) {
+func soakCounters(members []*proc.Proc) ([]soakCount, error) {
 	out := make([]soakCount, len(members))
 	for i, s := range members {
-		fams, err := scrape("http://" + s.addr)
+		fams, err := scrape(s.URL())
 		if err != nil {
 			return nil, err
 		}

@@ -23,8 +23,8 @@ func benchStorm(ctx context.Context, quick bool) ([]benchRow, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer node.stop()
-	base := "ws://" + node.addr
+	defer node.Stop(stopTimeout)
+	base := "ws://" + node.HTTP
 	// The rooms exist already, as they would after a failover: the storm is about upgrades.
 	for r := range 100 {
 		ws, _, err := dialer(r).DialContext(ctx, fmt.Sprintf("%s/v1/rooms/storm-%d/ws", base, r), nil)
@@ -66,7 +66,7 @@ func benchStorm(ctx context.Context, quick bool) ([]benchRow, error) {
 		})
 	}
 	ready.Wait()
-	cpu0, err := cpuTime(node.pid())
+	cpu0, err := cpuTime(node.Pid())
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func benchStorm(ctx context.Context, quick bool) ([]benchRow, error) {
 	close(start)
 	wg.Wait()
 	wall := time.Since(t0)
-	cpu1, _ := cpuTime(node.pid())
+	cpu1, _ := cpuTime(node.Pid())
 	for _, c := range conns {
 		if c != nil {
 			c.Close()
