@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/wait"
 )
 
 // chromiumPath finds Debian's chromium (CI installs it: .ci/run).
@@ -34,7 +35,7 @@ func chromiumPath() string {
 func startDev(t *testing.T) *proc.Proc {
 	t.Helper()
 	p := proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: "dev", Args: []string{"--demo-fps", "10"}, HTTP: quickHTTP})
-	eventually(t, 20*time.Second, "roost dev serves", func() bool {
+	wait.Eventually(t, 20*time.Second, "roost dev serves", func() bool {
 		c, err := p.Cluster()
 		return err == nil && len(c.Rooms) == 3
 	})
@@ -63,7 +64,7 @@ func TestBrowserDemoPage(t *testing.T) {
 		}
 	}
 	extra := startProc(t, "node", "n9", seed)
-	eventually(t, 20*time.Second, "roost dev's router places rooms on the joined node", func() bool {
+	wait.Eventually(t, 20*time.Second, "roost dev's router places rooms on the joined node", func() bool {
 		c, err := dev.Cluster()
 		return err == nil && len(c.Rooms) == 4
 	})
@@ -97,7 +98,7 @@ func TestBrowserDemoPage(t *testing.T) {
 		return ctx
 	}
 	ann, bob := tab("ann"), tab("bob")
-	eventually(t, 10*time.Second, "the demo stream draws on the page", func() bool {
+	wait.Eventually(t, 10*time.Second, "the demo stream draws on the page", func() bool {
 		return value(t, ann, chromedp.Evaluate[float64](`Number(document.getElementById("stream-status").dataset.frames || 0)`)) >= 3
 	})
 	say := func(ctx context.Context, text string) {
@@ -112,7 +113,7 @@ func TestBrowserDemoPage(t *testing.T) {
 	waitLines := func(ctx context.Context, n int) []string {
 		t.Helper()
 		var got []string
-		eventually(t, 20*time.Second, fmt.Sprintf("%d messages on the page", n), func() bool {
+		wait.Eventually(t, 20*time.Second, fmt.Sprintf("%d messages on the page", n), func() bool {
 			got = lines(ctx)
 			return len(got) >= n
 		})
@@ -167,7 +168,7 @@ func TestBrowserDemoPage(t *testing.T) {
 	// cluster view resolves the room again and names its new owner.
 	var newOwner string
 	ownerShown := chromedp.Evaluate[string](fmt.Sprintf(`[...document.querySelectorAll("#owners tr")].map(tr => [...tr.cells].map(c => c.textContent)).find(r => r[0] === %q)?.[1] || ""`, room))
-	eventually(t, 10*time.Second, "the cluster view shows the new owner", func() bool {
+	wait.Eventually(t, 10*time.Second, "the cluster view shows the new owner", func() bool {
 		newOwner = value(t, ann, ownerShown)
 		return newOwner != "" && newOwner != owner && !strings.HasPrefix(newOwner, "(")
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/wait"
 )
 
 // TestKillNineIsDetected kills a node process with SIGKILL and measures how long the survivors
@@ -47,11 +48,11 @@ func TestKillNineIsDetected(t *testing.T) {
 			start := time.Now()
 			victim.Signal(syscall.SIGKILL)
 			<-victim.Exited()
-			eventually(t, 15*time.Second, "both survivors declare the victim dead", func() bool {
+			wait.Eventually(t, 15*time.Second, "both survivors declare the victim dead", func() bool {
 				return survivors[0].State(victim.ID) == "dead" && survivors[1].State(victim.ID) == "dead"
 			})
 			d := time.Since(start)
-			eventually(t, 15*time.Second, "the victim's room served again", func() bool {
+			wait.Eventually(t, 15*time.Second, "the victim's room served again", func() bool {
 				c, err := client.Dial(t.Context(), survivors[0].URL(), room, &client.Options{DisableReconnect: true, HandshakeTimeout: time.Second})
 				if err != nil {
 					return false
@@ -91,7 +92,7 @@ func TestSigtermShutsDownCleanly(t *testing.T) {
 	if code := ps[1].ExitCode(); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM\n%s", code, ps[1].Log())
 	}
-	eventually(t, 5*time.Second, "the survivor lists it as left", func() bool { return ps[0].State(ps[1].ID) == "left" })
+	wait.Eventually(t, 5*time.Second, "the survivor lists it as left", func() bool { return ps[0].State(ps[1].ID) == "left" })
 }
 
 // chaosRoom is one room's traffic through a router process: a subscriber and a publisher.
@@ -239,7 +240,7 @@ func TestStoppedNodeCausesNoSplitBrain(t *testing.T) {
 	}
 
 	victim.Signal(syscall.SIGSTOP)
-	eventually(t, 15*time.Second, "every other member declares the stopped node dead", func() bool {
+	wait.Eventually(t, 15*time.Second, "every other member declares the stopped node dead", func() bool {
 		return nodes[0].State(victim.ID) == "dead" && nodes[1].State(victim.ID) == "dead" && rt.State(victim.ID) == "dead"
 	})
 	// The room is served elsewhere meanwhile.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/testcluster"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -17,8 +18,8 @@ import (
 // it asked). Every member names the same owner; redirect chains end at the owner; every message
 // reaches every client of its room exactly once and in seq order; no non-owner holds a room.
 func TestCoreManyRooms(t *testing.T) {
-	c := newCluster(t, 3, 1)
-	rt, nodes := c.routers()[0], c.nodes()
+	c := testcluster.New(t, testcluster.Config{Nodes: 3, Routers: 1})
+	rt, nodes := c.Routers()[0], c.Nodes()
 	const rooms, perClient = 200, 3
 	names := make([]string, rooms)
 	for i := range names {
@@ -30,13 +31,13 @@ func TestCoreManyRooms(t *testing.T) {
 	// Every member names the same owner for every room.
 	owners := map[string]string{}
 	for _, room := range names {
-		o, ok := rt.ring.Placement().Owner(room)
+		o, ok := rt.Ring.Placement().Owner(room)
 		if !ok {
 			t.Fatal("router has no owner for", room)
 		}
 		owners[room] = o.ID
-		for _, m := range c.members {
-			if got, _ := m.ring.Placement().Owner(room); got.ID != o.ID {
+		for _, m := range c.Members() {
+			if got, _ := m.Ring.Placement().Owner(room); got.ID != o.ID {
 				t.Fatalf("%s: %s names %s, router names %s", room, m.ID, got.ID, o.ID)
 			}
 		}
@@ -44,13 +45,13 @@ func TestCoreManyRooms(t *testing.T) {
 
 	// curl -L from any member ends at the owner, in at most one redirect.
 	for _, room := range names[:50] {
-		for _, m := range c.members {
+		for _, m := range c.Members() {
 			hops, status, body, err := followRedirects(ctx, m.URL()+"/v1/rooms/"+room)
 			if err != nil || status != 200 {
 				t.Fatalf("%s from %s: %v %d %s", room, m.ID, err, status, body)
 			}
 			o := decode[protocol.Owner](t, body)
-			owner := c.member(owners[room])
+			owner := c.Member(owners[room])
 			if o.Node != owner.ID || o.Room != room || o.WSURL != "ws://"+owner.HTTP+"/v1/rooms/"+room+"/ws" || o.TCPAddr != owner.TCP || len(hops) > 2 {
 				t.Fatalf("%s from %s: %+v after %v", room, m.ID, o, hops)
 			}
@@ -150,8 +151,8 @@ func TestCoreManyRooms(t *testing.T) {
 	// Only owners hold rooms.
 	for _, room := range names {
 		for _, n := range nodes {
-			if n.node.HasRoom(room) != (n.ID == owners[room]) {
-				t.Fatalf("%s: held by %s = %v, owner %s", room, n.ID, n.node.HasRoom(room), owners[room])
+			if n.Node.HasRoom(room) != (n.ID == owners[room]) {
+				t.Fatalf("%s: held by %s = %v, owner %s", room, n.ID, n.Node.HasRoom(room), owners[room])
 			}
 		}
 	}

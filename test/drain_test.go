@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/testcluster"
 )
 
 // TestDrainLiveRooms drains a node holding live rooms (each with a client and some history) and
@@ -25,13 +26,13 @@ func TestDrainLiveRooms(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("ROOST_DRAIN_ROOMS")); err == nil && v > 0 {
 		rooms = v
 	}
-	c := newCluster(t, 3, 0)
-	victim := c.nodes()[0]
+	c := testcluster.New(t, testcluster.Config{Nodes: 3, Routers: 0})
+	victim := c.Nodes()[0]
 	var wg sync.WaitGroup
 	conns := make([]*client.Conn, rooms)
 	for i := range rooms {
 		wg.Go(func() {
-			conn, err := client.Dial(t.Context(), c.nodes()[i%3].URL(), fmt.Sprint("drain-", i), &client.Options{Discard: true})
+			conn, err := client.Dial(t.Context(), c.Nodes()[i%3].URL(), fmt.Sprint("drain-", i), &client.Options{Discard: true})
 			if err != nil {
 				t.Error(err)
 				return
@@ -52,11 +53,11 @@ func TestDrainLiveRooms(t *testing.T) {
 			}
 		}
 	})
-	held := len(victim.node.Rooms())
+	held := len(victim.Node.Rooms())
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := victim.node.Drain(ctx); err != nil {
+	if err := victim.Node.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(start)

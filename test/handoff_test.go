@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/testcluster"
+	"github.com/roost-dev/roost/internal/wait"
 )
 
 // roomLoad is the traffic of one room during a membership change: a publisher and two
@@ -82,8 +84,8 @@ func TestPlannedChangesUnderLoad(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("ROOST_HANDOFF_ROOMS")); err == nil && v > 0 {
 		rooms = v
 	}
-	c := newCluster(t, 3, 1)
-	rt := c.routers()[0]
+	c := testcluster.New(t, testcluster.Config{Nodes: 3, Routers: 1})
+	rt := c.Routers()[0]
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	opts := func(id string) *client.Options {
@@ -97,7 +99,7 @@ func TestPlannedChangesUnderLoad(t *testing.T) {
 		loads[i] = l
 		dials.Go(func() {
 			var err error
-			bases := []string{rt.URL(), c.nodes()[i%3].URL()}
+			bases := []string{rt.URL(), c.Nodes()[i%3].URL()}
 			for j, base := range bases {
 				if l.subs[j], err = client.Dial(ctx, base, l.room, opts(fmt.Sprint(l.room, "-s", j))); err != nil {
 					l.fail("dial: %v", err)
@@ -159,22 +161,22 @@ func TestPlannedChangesUnderLoad(t *testing.T) {
 	settle := func(what string) {
 		t.Helper()
 		before := published.Load()
-		eventually(t, 20*time.Second, "traffic flows after "+what, func() bool { return published.Load() > before+int64(rooms) })
+		wait.Eventually(t, 20*time.Second, "traffic flows after "+what, func() bool { return published.Load() > before+int64(rooms) })
 	}
 	settle("start")
 
-	c.addNode("n4")
-	c.waitConverged(4)
+	c.AddNode("n4")
+	c.WaitConverged(4)
 	settle("n4 joined")
 
-	c.drain(c.member("n2"))
-	c.waitConverged(3)
+	c.Drain(c.Member("n2"))
+	c.WaitConverged(3)
 	settle("n2 drained")
 
 	for _, id := range []string{"n1", "n3", "n4"} {
-		c.drain(c.member(id))
-		c.addNode(id + "b")
-		c.waitConverged(3)
+		c.Drain(c.Member(id))
+		c.AddNode(id + "b")
+		c.WaitConverged(3)
 		settle(id + " restarted")
 	}
 
@@ -234,11 +236,11 @@ func TestPlannedChangesUnderLoad(t *testing.T) {
 // it moves from a draining owner to its new one. Every client ends on the current owner and they
 // all see one sequence: one epoch, no hole, no duplicate, no reset.
 func TestJoinsRacingAHandOff(t *testing.T) {
-	c := newCluster(t, 3, 1)
-	rt := c.routers()[0]
+	c := testcluster.New(t, testcluster.Config{Nodes: 3, Routers: 1})
+	rt := c.Routers()[0]
 	room := ""
 	for i := 0; room == ""; i++ {
-		if o, _ := rt.ring.Placement().Owner(fmt.Sprint("race-", i)); o.ID == "n1" {
+		if o, _ := rt.Ring.Placement().Owner(fmt.Sprint("race-", i)); o.ID == "n1" {
 			room = fmt.Sprint("race-", i)
 		}
 	}
@@ -272,7 +274,7 @@ func TestJoinsRacingAHandOff(t *testing.T) {
 	var joined sync.WaitGroup
 	drained := make(chan struct{})
 	go func() {
-		c.drain(c.member("n1"))
+		c.Drain(c.Member("n1"))
 		close(drained)
 	}()
 	for i := range joiners {
@@ -280,7 +282,7 @@ func TestJoinsRacingAHandOff(t *testing.T) {
 			time.Sleep(time.Duration(i) * 5 * time.Millisecond) // spread over the hand-off
 			base := rt.URL()
 			if i%2 == 1 {
-				base = c.nodes()[i%len(c.nodes())].URL()
+				base = c.Nodes()[i%len(c.Nodes())].URL()
 			}
 			conn, err := client.Dial(ctx, base, room, &client.Options{MaxReconnectDelay: 50 * time.Millisecond, Alternates: []string{rt.URL()}})
 			if err != nil {
@@ -300,7 +302,7 @@ func TestJoinsRacingAHandOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	owner, _ := rt.ring.Placement().Owner(room)
+	owner, _ := rt.Ring.Placement().Owner(room)
 	for i, conn := range conns {
 		if conn == nil {
 			continue

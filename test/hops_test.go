@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -31,7 +32,7 @@ func TestRouterIsATrustedHopAfterStatsGossip(t *testing.T) {
 	// stats gossip has reached the node and been folded into its placement.
 	first := dialFrom(t, rt, "127.0.0.1", "hops")
 	defer first.Close()
-	eventually(t, 15*time.Second, "the node hears the router's connection count", func() bool {
+	wait.Eventually(t, 15*time.Second, "the node hears the router's connection count", func() bool {
 		c, err := n.Cluster()
 		if err != nil {
 			return false

@@ -35,6 +35,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -93,7 +94,7 @@ func TestHostileClients(t *testing.T) {
 	const baseN1, baseR1, baseN2, baseR2 = 3, 2, 3, 2
 	run := func(name string, f func(t *testing.T)) {
 		t.Run(name, func(t *testing.T) {
-			eventually(t, 5*time.Second, "only the witnesses connected (what the last subtest opened is closed)", func() bool {
+			wait.Eventually(t, 5*time.Second, "only the witnesses connected (what the last subtest opened is closed)", func() bool {
 				return gauge(t, n1, "roost_connections") == baseN1 && gauge(t, r1, "roost_router_connections") == baseR1 &&
 					gauge(t, n2, "roost_connections") == baseN2 && gauge(t, r2, "roost_router_connections") == baseR2
 			})
@@ -195,7 +196,7 @@ func TestHostileClients(t *testing.T) {
 				lived[0].Round(time.Millisecond), lived[conns/2].Round(time.Millisecond), lived[conns-1].Round(time.Millisecond))
 		}
 		// None of them ever counted as a client.
-		eventually(t, 5*time.Second, "connection gauges back to where they were", func() bool {
+		wait.Eventually(t, 5*time.Second, "connection gauges back to where they were", func() bool {
 			return gauge(t, n1, "roost_connections") == baseN1 && gauge(t, r1, "roost_router_connections") == baseR1
 		})
 	})
@@ -251,7 +252,7 @@ func TestHostileClients(t *testing.T) {
 		}
 		slices.Sort(lived)
 		t.Logf("silent sockets that drain closed after %s (min) to %s (max)", lived[0].Round(time.Millisecond), lived[len(lived)-1].Round(time.Millisecond))
-		eventually(t, 5*time.Second, "connection gauges back to where they were", func() bool {
+		wait.Eventually(t, 5*time.Second, "connection gauges back to where they were", func() bool {
 			return gauge(t, n1, "roost_connections") == baseN1 && gauge(t, r1, "roost_router_connections") == baseR1
 		})
 		t.Logf("all %d silent sockets gone from the gauges %s after the first was opened", 2*perDoor, time.Since(start).Round(time.Millisecond))
@@ -313,7 +314,7 @@ func TestHostileClients(t *testing.T) {
 		for f, n := range failures {
 			t.Errorf("%d connects failed: %s", n, f)
 		}
-		eventually(t, 10*time.Second, "connection gauges back to where they were", func() bool {
+		wait.Eventually(t, 10*time.Second, "connection gauges back to where they were", func() bool {
 			return gauge(t, n1, "roost_connections") == baseN1 && gauge(t, r1, "roost_router_connections") == baseR1
 		})
 		if d := gauge(t, n1, "roost_connections_opened_total") - openedN1; d != total {
@@ -324,7 +325,7 @@ func TestHostileClients(t *testing.T) {
 		}
 		// No leak: goroutines and descriptors settle back (a few idle keep-alive connections of
 		// the metrics requests are allowed).
-		eventually(t, 10*time.Second, "goroutines and file descriptors of n1 and r1 back to where they were", func() bool {
+		wait.Eventually(t, 10*time.Second, "goroutines and file descriptors of n1 and r1 back to where they were", func() bool {
 			return gauge(t, n1, "go_goroutines") <= goN1+10 && gauge(t, r1, "go_goroutines") <= goR1+10 &&
 				gauge(t, n1, "process_open_fds") <= fdN1+5 && gauge(t, r1, "process_open_fds") <= fdR1+5
 		})
@@ -400,7 +401,7 @@ func TestHostileClients(t *testing.T) {
 		close(stop)
 		poller.Wait()
 		t.Logf("%d messages of 56 KiB in %s until n2 dropped both lazy subscribers", published.Load(), time.Since(start).Round(time.Millisecond))
-		eventually(t, 5*time.Second, "n2 dropped both lazy subscribers", func() bool {
+		wait.Eventually(t, 5*time.Second, "n2 dropped both lazy subscribers", func() bool {
 			return labelled(t, n2, "roost_drops_total", "reason", "slow_consumer")-slowBase >= 2
 		})
 		if d := labelled(t, n2, "roost_drops_total", "reason", "slow_consumer") - slowBase; d != 2 {
@@ -429,7 +430,7 @@ func TestHostileClients(t *testing.T) {
 				break
 			}
 		}
-		eventually(t, 5*time.Second, "r2's session of the lazy subscriber gone", func() bool {
+		wait.Eventually(t, 5*time.Second, "r2's session of the lazy subscriber gone", func() bool {
 			return gauge(t, r2, "roost_router_connections") == baseR2
 		})
 	})
@@ -639,7 +640,7 @@ func TestHostileClients(t *testing.T) {
 				t.Errorf("%s: a request line that is not HTTP: %d %v, want 400", target.ID, status, err)
 			}
 		}
-		eventually(t, 5*time.Second, "no connection left behind", func() bool { return gauge(t, n1, "roost_connections") == baseN1 })
+		wait.Eventually(t, 5*time.Second, "no connection left behind", func() bool { return gauge(t, n1, "roost_connections") == baseN1 })
 	})
 
 	run("publish flood", func(t *testing.T) {

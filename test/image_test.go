@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/wait"
 )
 
 // TestContainerImageBinary checks what the Dockerfile promises without a Docker engine (none runs
@@ -81,7 +82,7 @@ func TestContainerImageBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	eventually(t, 10*time.Second, "the node, as user 65532, is ready", func() bool {
+	wait.Eventually(t, 10*time.Second, "the node, as user 65532, is ready", func() bool {
 		resp, err := quickHTTP.Get("http://" + http + "/readyz")
 		if err != nil {
 			return false

@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -62,7 +63,7 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 			victim.Signal(syscall.SIGCONT)
 		}
 	}()
-	eventually(t, 15*time.Second, "the other members declare the stopped node dead", func() bool {
+	wait.Eventually(t, 15*time.Second, "the other members declare the stopped node dead", func() bool {
 		for _, p := range alive {
 			if p.State(victim.ID) != "dead" {
 				return false

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/testcluster"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -26,7 +27,7 @@ func TestMain(m *testing.M) {
 // every client on 127.0.0.1) and kills it when the test ends, whatever happens.
 func startProc(t *testing.T, role, id, join string, extra ...string) *proc.Proc {
 	t.Helper()
-	args := append([]string{"--log-level", "warn", "--max-addr-conns", strconv.Itoa(loopbackConns)}, extra...)
+	args := append([]string{"--log-level", "warn", "--max-addr-conns", strconv.Itoa(testcluster.LoopbackConns)}, extra...)
 	return proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: role, ID: id, Join: join, Args: args, HTTP: quickHTTP})
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/testcluster"
 	"github.com/roost-dev/roost/node"
 )
 
@@ -65,19 +66,19 @@ func runStream(t *testing.T, sc streamCase) {
 	// A stream room keeps enough history for a subscriber that falls behind for a moment (during
 	// a move, or dropped as slow and resuming) to catch up without a gap, as an operator would
 	// set --history-bytes for one.
-	c := newClusterWith(t, 3, 1, func(cfg *node.Config) {
+	c := testcluster.New(t, testcluster.Config{Nodes: 3, Routers: 1, Node: func(cfg *node.Config) {
 		cfg.HistoryBytes, cfg.HistoryCount = 64<<20, sc.frames
 		cfg.IngestMaxFrame, cfg.IngestRate = 256<<10, sc.rate
-	})
+	}})
 	// What each frame hashes to: subscribers check every byte without keeping the frames.
 	sums := make([]uint64, sc.frames)
 	for i := range sums {
 		sums[i] = xxhash.Sum64(streamFrame(i, sc.maxSize))
 	}
-	rt := c.routers()[0]
+	rt := c.Routers()[0]
 	const room = "stream"
-	owner, _ := rt.ring.Placement().Owner(room)
-	direct := c.nodes()[0].URL()
+	owner, _ := rt.Ring.Placement().Owner(room)
+	direct := c.Nodes()[0].URL()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
@@ -135,7 +136,7 @@ func runStream(t *testing.T, sc streamCase) {
 	start := time.Now()
 	for i := range sc.frames {
 		if sc.drain && i == sc.frames/3 {
-			go func() { c.drain(c.member(owner.ID)); close(drained) }()
+			go func() { c.Drain(c.Member(owner.ID)); close(drained) }()
 		}
 		if sc.drain && i == 2*sc.frames/3 {
 			<-drained // the move happens while the source still has frames to send

@@ -24,6 +24,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/proc"
+	"github.com/roost-dev/roost/internal/wait"
 )
 
 // testCA issues the certificates of processes started with --tls-cert; quickHTTP trusts it.
@@ -199,13 +200,13 @@ func TestTLS(t *testing.T) {
 	}
 	testCA.issue(t, 99, filepath.Join(dir, "n2.pem"), filepath.Join(dir, "n2-key.pem"))
 	n2.Signal(syscall.SIGHUP)
-	eventually(t, 5*time.Second, "n2 serves the renewed certificate", func() bool { return servedSerial(t, n2.HTTP) == 99 })
+	wait.Eventually(t, 5*time.Second, "n2 serves the renewed certificate", func() bool { return servedSerial(t, n2.HTTP) == 99 })
 	// A broken file on reload keeps the certificate being served.
 	if err := os.WriteFile(filepath.Join(dir, "n2.pem"), []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	n2.Signal(syscall.SIGHUP)
-	eventually(t, 5*time.Second, "n2 logs the failed reload", func() bool {
+	wait.Eventually(t, 5*time.Second, "n2 logs the failed reload", func() bool {
 		return strings.Contains(n2.Log(), "TLS certificate not reloaded")
 	})
 	if got := servedSerial(t, n2.HTTP); got != 99 {
