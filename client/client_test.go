@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
 	"go.uber.org/goleak"
 )
@@ -22,22 +23,22 @@ func TestResolveAndDialFollowRedirects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	for _, base := range []string{n1.base(), "ws://" + n1.addr, n1.addr, n1.base() + "/"} {
+	for _, base := range []string{n1.URL(), "ws://" + n1.HTTP, n1.HTTP, n1.URL() + "/"} {
 		o, err := client.Resolve(ctx, base, room, nil)
 		if err != nil {
 			t.Fatalf("Resolve via %s: %v", base, err)
 		}
-		if o.Room != room || o.Node != "n2" || o.WSURL != "ws://"+n2.addr+"/v1/rooms/"+room+"/ws" || o.Ring != n2.ring.Placement().Version() {
+		if o.Room != room || o.Node != "n2" || o.WSURL != "ws://"+n2.HTTP+"/v1/rooms/"+room+"/ws" || o.Ring != n2.Ring.Placement().Version() {
 			t.Fatalf("Resolve via %s: %+v", base, o)
 		}
 	}
 
 	// Through the non-owner, the WebSocket ends at the owner.
-	c := dial(t, n1.base(), room, &client.Options{ClientID: "far-client"})
+	c := dial(t, n1.URL(), room, &client.Options{ClientID: "far-client"})
 	if w := c.Welcome(); w.Node != "n2" || w.Room != room || w.Client != "far-client" || w.Epoch == "" {
 		t.Fatalf("welcome through the non-owner: %+v", w)
 	}
-	if !n2.HasRoom(room) || n1.HasRoom(room) {
+	if !n2.Node.HasRoom(room) || n1.Node.HasRoom(room) {
 		t.Fatal("the room must live on its owner only")
 	}
 	if seq := publish(t, c, "", "hi"); seq != 1 {
@@ -49,7 +50,7 @@ func TestResolveAndDialFollowRedirects(t *testing.T) {
 }
 
 func TestBadRoomIsAnHTTPError(t *testing.T) {
-	n := startNode(t, "n1")
+	n := startNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	check := func(what string, err error) {
@@ -59,29 +60,29 @@ func TestBadRoomIsAnHTTPError(t *testing.T) {
 			t.Fatalf("%s: %v (%#v), want an HTTPError 400 bad_room", what, err, he)
 		}
 	}
-	_, err := client.Resolve(ctx, n.base(), "bad name", nil)
+	_, err := client.Resolve(ctx, n.URL(), "bad name", nil)
 	check("Resolve", err)
-	_, err = client.Dial(ctx, n.base(), "bad/name", nil)
+	_, err = client.Dial(ctx, n.URL(), "bad/name", nil)
 	check("Dial", err)
-	_, err = client.Dial(ctx, n.base(), strings.Repeat("x", 200), nil)
+	_, err = client.Dial(ctx, n.URL(), strings.Repeat("x", 200), nil)
 	check("Dial, long name", err)
 
 	// A bad parameter is refused before the upgrade too.
-	_, err = client.Dial(ctx, n.base(), "ok", &client.Options{ClientID: "bad\x01id"})
+	_, err = client.Dial(ctx, n.URL(), "ok", &client.Options{ClientID: "bad\x01id"})
 	var he *client.HTTPError
 	if !errors.As(err, &he) || he.Status != 400 || he.Code != protocol.CodeBadRequest {
 		t.Fatalf("bad client id: %v", err)
 	}
 	// A room URL is not a base address.
-	if _, err := client.Dial(ctx, n.base()+"/v1/rooms/x/ws", "x", nil); err == nil || !strings.Contains(err.Error(), "base address") {
+	if _, err := client.Dial(ctx, n.URL()+"/v1/rooms/x/ws", "x", nil); err == nil || !strings.Contains(err.Error(), "base address") {
 		t.Fatalf("room URL as base: %v", err)
 	}
 }
 
 func TestPublishInOrder(t *testing.T) {
-	n := startNode(t, "n1")
-	pub := dial(t, n.base(), "order", &client.Options{ClientID: "pub"})
-	sub := dial(t, n.base(), "order", &client.Options{ClientID: "sub"})
+	n := startNode(t)
+	pub := dial(t, n.URL(), "order", &client.Options{ClientID: "pub"})
+	sub := dial(t, n.URL(), "order", &client.Options{ClientID: "sub"})
 
 	const seqN = 200
 	for i := range seqN {
@@ -141,9 +142,9 @@ func TestPublishInOrder(t *testing.T) {
 }
 
 func TestRepeatedIDAckedWithTheSameSeqDeliveredOnce(t *testing.T) {
-	n := startNode(t, "n1")
-	pub := dial(t, n.base(), "dup", &client.Options{Discard: true})
-	sub := dial(t, n.base(), "dup", nil)
+	n := startNode(t)
+	pub := dial(t, n.URL(), "dup", &client.Options{Discard: true})
+	sub := dial(t, n.URL(), "dup", nil)
 	first := publish(t, pub, "same", 1)
 	again := publish(t, pub, "same", 2)
 	if first != 1 || again != 1 {
@@ -180,15 +181,15 @@ func TestRepeatedIDAckedWithTheSameSeqDeliveredOnce(t *testing.T) {
 }
 
 func TestResume(t *testing.T) {
-	n := startNode(t, "n1")
-	pub := dial(t, n.base(), "hist", nil)
+	n := startNode(t)
+	pub := dial(t, n.URL(), "hist", nil)
 	for i := 1; i <= 10; i++ {
 		publish(t, pub, "", i)
 	}
 	epoch := pub.Welcome().Epoch
 
 	since := uint64(3)
-	c := dial(t, n.base(), "hist", &client.Options{Since: &since, Epoch: epoch})
+	c := dial(t, n.URL(), "hist", &client.Options{Since: &since, Epoch: epoch})
 	if c.LastSeq() != 3 || c.Epoch() != epoch {
 		t.Fatalf("before any event: LastSeq %d Epoch %q", c.LastSeq(), c.Epoch())
 	}
@@ -208,7 +209,7 @@ func TestResume(t *testing.T) {
 
 	// An epoch the room does not have: a reset, then everything retained.
 	since = 5
-	r := dial(t, n.base(), "hist", &client.Options{Since: &since, Epoch: "gone"})
+	r := dial(t, n.URL(), "hist", &client.Options{Since: &since, Epoch: "gone"})
 	if r.Epoch() != "gone" || r.LastSeq() != 5 {
 		t.Fatalf("before the reset: %q %d", r.Epoch(), r.LastSeq())
 	}
@@ -223,7 +224,7 @@ func TestResume(t *testing.T) {
 	}
 
 	// Live only: nothing from before.
-	l := dial(t, n.base(), "hist", nil)
+	l := dial(t, n.URL(), "hist", nil)
 	if l.LastSeq() != 11 {
 		t.Fatalf("live-only LastSeq %d", l.LastSeq())
 	}
@@ -234,9 +235,9 @@ func TestResume(t *testing.T) {
 }
 
 func TestBinaryRoundTrip(t *testing.T) {
-	n := startNode(t, "n1")
-	a := dial(t, n.base(), "bin", nil)
-	b := dial(t, n.base(), "bin", nil)
+	n := startNode(t)
+	a := dial(t, n.URL(), "bin", nil)
+	b := dial(t, n.URL(), "bin", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	publish(t, a, "", "text first")
@@ -254,12 +255,12 @@ func TestBinaryRoundTrip(t *testing.T) {
 }
 
 func TestPresence(t *testing.T) {
-	n := startNode(t, "n1")
-	w := dial(t, n.base(), "p", &client.Options{ClientID: "watcher", Presence: true})
+	n := startNode(t)
+	w := dial(t, n.URL(), "p", &client.Options{ClientID: "watcher", Presence: true})
 	if ev := next(t, w); ev.Type != client.EventPresence || ev.Presence != protocol.PresenceState || ev.Count != 1 || !slices.Equal(ev.Clients, []string{"watcher"}) {
 		t.Fatalf("state %+v", ev)
 	}
-	a := dial(t, n.base(), "p", &client.Options{ClientID: "alice"})
+	a := dial(t, n.URL(), "p", &client.Options{ClientID: "alice"})
 	if ev := next(t, w); ev.Type != client.EventPresence || ev.Presence != protocol.PresenceJoin || ev.Client != "alice" || ev.Count != 2 {
 		t.Fatalf("join %+v", ev)
 	}
@@ -270,9 +271,9 @@ func TestPresence(t *testing.T) {
 }
 
 func TestCloseStopsEverything(t *testing.T) {
-	n := startNode(t, "n1")
+	n := startNode(t)
 	ignore := goleak.IgnoreCurrent()
-	c := dial(t, n.base(), "bye", &client.Options{PingInterval: 10 * time.Millisecond})
+	c := dial(t, n.URL(), "bye", &client.Options{PingInterval: 10 * time.Millisecond})
 	publish(t, c, "", "x")
 	time.Sleep(50 * time.Millisecond) // let the pinger run
 	if err := c.Close(); err != nil {
@@ -299,8 +300,8 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatalf("PublishBinary after Close: %v", err)
 	}
 	// The server saw a clean close and let the connection go.
-	eventually(t, 5*time.Second, "the node dropped the connection", func() bool {
-		for _, s := range n.Rooms() {
+	wait.Eventually(t, 5*time.Second, "the node dropped the connection", func() bool {
+		for _, s := range n.Node.Rooms() {
 			if s.Name == "bye" {
 				return s.Conns == 0
 			}

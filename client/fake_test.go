@@ -15,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -325,7 +326,7 @@ func TestCloseDuringReconnect(t *testing.T) {
 		_ = ws.NetConn().Close()
 	})
 	c := dial(t, f.URL, "r", &client.Options{HandshakeTimeout: time.Minute})
-	eventually(t, 5*time.Second, "a second connection", func() bool { return f.connections() > 1 })
+	wait.Eventually(t, 5*time.Second, "a second connection", func() bool { return f.connections() > 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	done := make(chan struct{})

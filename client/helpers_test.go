@@ -3,102 +3,42 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/roost-dev/roost/client"
-	"github.com/roost-dev/roost/node"
-	"github.com/roost-dev/roost/ring"
+	"github.com/roost-dev/roost/internal/testcluster"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// testNode is a real roost node on loopback: gossip, placement, HTTP and WebSocket.
-type testNode struct {
-	*node.Node
-	ring *ring.Ring
-	addr string // host:port of the HTTP listener
+// startNode runs a real roost node on loopback (gossip, placement, HTTP, WebSocket and TCP
+// ingest), and stops it when the test ends (after the clients the test opened later, as
+// cleanups run last-in first-out).
+func startNode(t *testing.T) *testcluster.Member {
+	t.Helper()
+	return testcluster.New(t, testcluster.Config{Nodes: 1}).Member("n1")
 }
 
-func (n *testNode) base() string { return "http://" + n.addr }
-
-// startNode runs a node that joins the seeds in join, and stops it when the test ends (after the
-// clients the test opened later, as cleanups run last-in first-out).
-func startNode(t *testing.T, id string, join ...string) *testNode {
+// startPair runs two nodes, n1 and n2, that have agreed on a ring with both in it.
+func startPair(t *testing.T) (*testcluster.Member, *testcluster.Member) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := ring.DefaultConfig()
-	rc.ID, rc.Gossip, rc.HTTP, rc.Join, rc.Logger = id, "127.0.0.1:0", ln.Addr().String(), join, quiet
-	r, err := ring.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc := node.DefaultConfig()
-	nc.Logger = quiet
-	n, err := node.New(nc, r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		n.Close()
-		srv.Close()
-		<-served
-		r.Close()
-	})
-	eventually(t, 5*time.Second, id+" ready", r.Ready)
-	return &testNode{Node: n, ring: r, addr: ln.Addr().String()}
-}
-
-// startPair runs two nodes that have agreed on a ring with both in it.
-func startPair(t *testing.T) (*testNode, *testNode) {
-	t.Helper()
-	a := startNode(t, "n1")
-	b := startNode(t, "n2", a.ring.GossipAddr())
-	eventually(t, 10*time.Second, "both nodes in both rings", func() bool {
-		pa, pb := a.ring.Placement(), b.ring.Placement()
-		return len(pa.Nodes()) == 2 && pa.Version() == pb.Version()
-	})
-	return a, b
+	c := testcluster.New(t, testcluster.Config{Nodes: 2})
+	return c.Member("n1"), c.Member("n2")
 }
 
 // roomOwnedBy finds a room name that n's placement gives to owner.
-func roomOwnedBy(t *testing.T, n *testNode, owner, prefix string) string {
+func roomOwnedBy(t *testing.T, n *testcluster.Member, owner, prefix string) string {
 	t.Helper()
 	for i := range 1000 {
 		room := fmt.Sprintf("%s-%d", prefix, i)
-		if o, ok := n.ring.Placement().Owner(room); ok && o.ID == owner {
+		if o, ok := n.Ring.Placement().Owner(room); ok && o.ID == owner {
 			return room
 		}
 	}
 	t.Fatalf("no room owned by %s", owner)
 	return ""
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // dial connects and closes the connection when the test ends.

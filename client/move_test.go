@@ -21,8 +21,8 @@ func TestReconnectWhenTheRoomMoves(t *testing.T) {
 	n1, n2 := startPair(t)
 	room := roomOwnedBy(t, n1, "n1", "moving")
 	opts := client.Options{ClientID: "pub", Discard: true, MaxReconnectDelay: 200 * time.Millisecond}
-	pub := dial(t, n1.base(), room, &opts)
-	sub := dial(t, n1.base(), room, &client.Options{ClientID: "sub", MaxReconnectDelay: 200 * time.Millisecond})
+	pub := dial(t, n1.URL(), room, &opts)
+	sub := dial(t, n1.URL(), room, &client.Options{ClientID: "sub", MaxReconnectDelay: 200 * time.Millisecond})
 	oldEpoch := sub.Welcome().Epoch
 	if pub.Welcome().Node != "n1" || sub.Welcome().Node != "n1" {
 		t.Fatalf("both should start on n1: %+v %+v", pub.Welcome(), sub.Welcome())
@@ -58,7 +58,7 @@ func TestReconnectWhenTheRoomMoves(t *testing.T) {
 	<-moveNow
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := n1.ring.UpdateMeta(ctx, func(m *ring.Meta) { m.Draining = true }); err != nil {
+	if err := n1.Ring.UpdateMeta(ctx, func(m *ring.Meta) { m.Draining = true }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -105,7 +105,7 @@ func TestReconnectWhenTheRoomMoves(t *testing.T) {
 	for deadline := time.Now().Add(5 * time.Second); pub.Welcome().Node != "n2" && time.Now().Before(deadline); {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if pub.Welcome().Node != "n2" || !n2.HasRoom(room) || n1.HasRoom(room) {
+	if pub.Welcome().Node != "n2" || !n2.Node.HasRoom(room) || n1.Node.HasRoom(room) {
 		t.Fatalf("the room should live on n2 only now; publisher on %s", pub.Welcome().Node)
 	}
 	if len(acked) != total {

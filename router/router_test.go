@@ -1,95 +1,41 @@
-package router
+package router_test
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/internal/testcluster"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/node"
 	"github.com/roost-dev/roost/protocol"
-	"github.com/roost-dev/roost/ring"
+	"github.com/roost-dev/roost/router"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
+// fixture is one real node and a router joined to it, on loopback.
 type fixture struct {
 	node     *node.Node
 	nodeAddr string
-	nodeStop func()
-	rt       *Router
+	nodeStop func() // closes the node at once (its clients get 1001)
+	rt       *router.Router
 	addr     string
 }
 
-// start runs one real node and a router joined to it, on loopback.
-func start(t *testing.T, cfg Config) *fixture {
+// start runs one real node and a router with cfg joined to it, on loopback.
+func start(t *testing.T, cfg router.Config) *fixture {
 	t.Helper()
-	f := &fixture{}
-	nln, _ := net.Listen("tcp", "127.0.0.1:0")
-	rc := ring.DefaultConfig()
-	rc.ID, rc.Gossip, rc.HTTP, rc.TCP, rc.Logger = "n1", "127.0.0.1:0", nln.Addr().String(), "127.0.0.1:1", quiet
-	nr, err := ring.New(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ncfg := node.DefaultConfig()
-	ncfg.Logger = quiet
-	f.node, _ = node.New(ncfg, nr)
-	nsrv := &http.Server{Handler: f.node.Handler()}
-	go nsrv.Serve(nln)
-	f.nodeAddr = nln.Addr().String()
-	var once bool
-	f.nodeStop = func() {
-		if !once {
-			once = true
-			f.node.Close()
-			nsrv.Close()
-			nr.Close()
-		}
-	}
-
-	rln, _ := net.Listen("tcp", "127.0.0.1:0")
-	rrc := ring.DefaultConfig()
-	rrc.ID, rrc.Role, rrc.Gossip, rrc.HTTP, rrc.Join, rrc.Logger = "r1", ring.RoleRouter, "127.0.0.1:0", rln.Addr().String(), []string{nr.GossipAddr()}, quiet
-	rr, err := ring.New(rrc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Logger = quiet
-	f.rt, err = New(cfg, rr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsrv := &http.Server{Handler: f.rt.Handler()}
-	go rsrv.Serve(rln)
-	f.addr = rln.Addr().String()
-	t.Cleanup(func() {
-		f.rt.Close()
-		rsrv.Close()
-		rr.Close()
-		f.nodeStop()
-	})
-	eventually(t, 10*time.Second, "router sees the node", func() bool { return rr.Ready() })
-	return f
-}
-
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	c := testcluster.New(t, testcluster.Config{Nodes: 1, Routers: 1, Router: func(rc *router.Config) {
+		cfg.Logger = rc.Logger
+		*rc = cfg
+	}})
+	n, rt := c.Member("n1"), c.Member("r1")
+	return &fixture{node: n.Node, nodeAddr: n.HTTP, nodeStop: func() { c.Stop(n) }, rt: rt.Router, addr: rt.HTTP}
 }
 
 func (f *fixture) dial(t *testing.T, room string) (*websocket.Conn, protocol.Welcome) {
@@ -122,7 +68,7 @@ func readUntil(t *testing.T, c *websocket.Conn, typ string) protocol.Incoming {
 }
 
 func TestResolveRedirectsAndErrors(t *testing.T) {
-	f := start(t, DefaultConfig())
+	f := start(t, router.DefaultConfig())
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.Get("http://" + f.addr + "/v1/rooms/lobby")
 	if err != nil {
@@ -147,7 +93,7 @@ func TestResolveRedirectsAndErrors(t *testing.T) {
 }
 
 func TestProxyFramesBothWays(t *testing.T) {
-	f := start(t, DefaultConfig())
+	f := start(t, router.DefaultConfig())
 	a, wa := f.dial(t, "p")
 	b, _ := f.dial(t, "p")
 	if wa.Node != "n1" || wa.Room != "p" {
@@ -185,7 +131,7 @@ func TestProxyFramesBothWays(t *testing.T) {
 // With no other node to take the room over, the router's re-dial gives up and the client gets
 // the owner's 1001.
 func TestOwnerCloseReachesClient(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := router.DefaultConfig()
 	cfg.RedialTimeout = 300 * time.Millisecond
 	f := start(t, cfg)
 	c, _ := f.dial(t, "bye")
@@ -199,21 +145,21 @@ func TestOwnerCloseReachesClient(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, 5*time.Second, "session gone", func() bool { return f.rt.Sessions() == 0 })
+	wait.Eventually(t, 5*time.Second, "session gone", func() bool { return f.rt.Sessions() == 0 })
 }
 
 func TestClientCloseAndDropEndTheSession(t *testing.T) {
-	f := start(t, DefaultConfig())
+	f := start(t, router.DefaultConfig())
 	c, _ := f.dial(t, "c")
 	_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(time.Second))
-	eventually(t, 5*time.Second, "session ended after the client's close", func() bool { return f.rt.Sessions() == 0 })
+	wait.Eventually(t, 5*time.Second, "session ended after the client's close", func() bool { return f.rt.Sessions() == 0 })
 
 	// A client that vanishes without a close frame.
 	raw, _ := f.dial(t, "c")
-	eventually(t, 5*time.Second, "session up", func() bool { return f.rt.Sessions() == 1 })
+	wait.Eventually(t, 5*time.Second, "session up", func() bool { return f.rt.Sessions() == 1 })
 	raw.UnderlyingConn().Close()
-	eventually(t, 5*time.Second, "session ended after the client vanished", func() bool { return f.rt.Sessions() == 0 })
-	eventually(t, 5*time.Second, "the owner's room is empty again", func() bool {
+	wait.Eventually(t, 5*time.Second, "session ended after the client vanished", func() bool { return f.rt.Sessions() == 0 })
+	wait.Eventually(t, 5*time.Second, "the owner's room is empty again", func() bool {
 		for _, s := range f.node.Rooms() {
 			if s.Name == "c" && s.Conns != 0 {
 				return false
@@ -224,7 +170,7 @@ func TestClientCloseAndDropEndTheSession(t *testing.T) {
 }
 
 func TestOversizedClientFrame(t *testing.T) {
-	cfg := DefaultConfig()
+	cfg := router.DefaultConfig()
 	cfg.MaxFrame = 1024
 	f := start(t, cfg)
 	c, _ := f.dial(t, "big")
@@ -238,11 +184,11 @@ func TestOversizedClientFrame(t *testing.T) {
 			break
 		}
 	}
-	eventually(t, 5*time.Second, "session gone", func() bool { return f.rt.Sessions() == 0 })
+	wait.Eventually(t, 5*time.Second, "session gone", func() bool { return f.rt.Sessions() == 0 })
 }
 
 func TestOwnerUnreachable(t *testing.T) {
-	f := start(t, DefaultConfig())
+	f := start(t, router.DefaultConfig())
 	f.nodeStop() // the node's listener is gone, but the router's ring still lists it for a moment
 	_, resp, err := websocket.DefaultDialer.Dial("ws://"+f.addr+"/v1/rooms/gone/ws", nil)
 	if err == nil || resp == nil || (resp.StatusCode != 502 && resp.StatusCode != 503) {
