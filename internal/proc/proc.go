@@ -1,21 +1,14 @@
 package proc
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
-
-	"github.com/roost-dev/roost/protocol"
 )
 
 // Spec says which process to start.
@@ -139,7 +132,7 @@ func (p *Proc) waitReady(ctx context.Context, spec Spec) error {
 		}
 		if resp, err := p.client.Get(p.URL() + path); err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && p.answersForItself() {
 				return nil
 			}
 		}
@@ -148,6 +141,25 @@ func (p *Proc) waitReady(ctx context.Context, spec Spec) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// answersForItself reports whether the member answering on p.HTTP is p: another process may
+// have taken the HTTP port first (p then exits, and Start tries again). A node or router is
+// known by its gossip address, which only p can hold.
+func (p *Proc) answersForItself() bool {
+	if p.Gossip == "" {
+		return true
+	}
+	c, err := p.Cluster()
+	if err != nil {
+		return false
+	}
+	for _, m := range c.Members {
+		if m.ID == c.Self {
+			return m.Gossip == p.Gossip
+		}
+	}
+	return false
 }
 
 func (p *Proc) name() string {
@@ -200,101 +212,4 @@ func (p *Proc) Stop(timeout time.Duration) bool {
 		p.Kill()
 		return false
 	}
-}
-
-// Cluster reads the process's GET /v1/cluster.
-func (p *Proc) Cluster() (protocol.Cluster, error) {
-	var c protocol.Cluster
-	resp, err := p.client.Get(p.URL() + "/v1/cluster")
-	if err != nil {
-		return c, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return c, fmt.Errorf("%s/v1/cluster: %s", p.URL(), resp.Status)
-	}
-	return c, json.NewDecoder(resp.Body).Decode(&c)
-}
-
-// State is the state the process reports for member id: "alive", "dead", …, "" when it does not
-// list id, "unreachable" when it does not answer.
-func (p *Proc) State(id string) string {
-	c, err := p.Cluster()
-	if err != nil {
-		return "unreachable"
-	}
-	for _, m := range c.Members {
-		if m.ID == id {
-			return m.State
-		}
-	}
-	return ""
-}
-
-// Agree reports whether every process answers and they all place the same nodes nodes under one
-// ring version.
-func Agree(ps []*Proc, nodes int) bool {
-	var ring string
-	for _, p := range ps {
-		c, err := p.Cluster()
-		if err != nil || len(c.Rooms) != nodes || (ring != "" && c.Ring != ring) {
-			return false
-		}
-		ring = c.Ring
-	}
-	return true
-}
-
-// WaitRing waits up to timeout until Agree(ps, nodes).
-func WaitRing(ctx context.Context, ps []*Proc, nodes int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for !Agree(ps, nodes) {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the processes did not agree on a ring of %d nodes within %s", nodes, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// freePort finds a loopback port free for TCP (and UDP with udpToo, as gossip wants both).
-func freePort(udpToo bool) (string, error) {
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if !udpToo {
-			return addr, nil
-		}
-		if u, err := net.ListenPacket("udp", addr); err == nil {
-			u.Close()
-			return addr, nil
-		}
-	}
-	return "", errors.New("no free loopback port for TCP and UDP in 50 tries")
-}
-
-// logBuffer collects a process's output; it may be read while the process writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
