@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -18,6 +19,21 @@ import (
 	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/ring"
 )
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if args := os.Args[1:]; len(args) > 0 && args[0] == "baseline" { // started by the fan-out workloads
+		err = runBaseline(ctx, args[1:])
+	} else {
+		err = runBench(ctx, args)
+	}
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "roost-bench:", err)
+		os.Exit(1)
+	}
+}
 
 // benchOut is where bench prints; a variable so tests can capture it.
 var benchOut io.Writer = os.Stdout
