@@ -164,9 +164,7 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	nodes := startProcCluster(t, 3)
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(nodes, rt), 3)
+	nodes, rt := startProcClusterWithRouter(t, 3)
 	rooms := openChaosRooms(t, rt.URL(), roomsByOwner(t, rt, "chaos-", 3, "n1", "n2", "n3"))
 	for _, r := range rooms {
 		r.publishUntil(t, r.name+"-before", 5*time.Second)
@@ -221,9 +219,7 @@ func TestStoppedNodeCausesNoSplitBrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	nodes := startProcCluster(t, 3)
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(nodes, rt), 3)
+	nodes, rt := startProcClusterWithRouter(t, 3)
 	victim := nodes[2]
 	var room string
 	for r := range roomsByOwner(t, rt, "split-", 1, victim.ID) {
@@ -279,9 +275,7 @@ func TestKillNodesUntilOneIsLeft(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	nodes := startProcCluster(t, 4)
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(nodes, rt), 4)
+	nodes, rt := startProcClusterWithRouter(t, 4)
 	owners := map[string]string{}
 	for i := range 12 {
 		owners[fmt.Sprint("last-", i)] = ""

@@ -17,9 +17,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	nodes := startProcCluster(t, 2)
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(nodes, rt), 2)
+	nodes, rt := startProcClusterWithRouter(t, 2)
 	var room string
 	for r := range roomsByOwner(t, rt, "metrics-", 1, "n1") {
 		room = r

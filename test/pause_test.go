@@ -30,9 +30,7 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	nodes := startProcCluster(t, 3)
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(nodes, rt), 3)
+	nodes, rt := startProcClusterWithRouter(t, 3)
 	killed, victim := nodes[1], nodes[2]
 	alive := []*proc.Proc{nodes[0], rt}
 

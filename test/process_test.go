@@ -61,3 +61,13 @@ func startProcCluster(t *testing.T, n int) []*proc.Proc {
 	proc.WaitRingT(t, ps, n)
 	return ps
 }
+
+// startProcClusterWithRouter starts n node processes and a router, r1, and waits until all of
+// them agree on a ring of n nodes.
+func startProcClusterWithRouter(t *testing.T, n int) ([]*proc.Proc, *proc.Proc) {
+	t.Helper()
+	nodes := startProcCluster(t, n)
+	rt := startProc(t, "router", "r1", nodes[0].Gossip)
+	proc.WaitRingT(t, append(nodes, rt), n)
+	return nodes, rt
+}
