@@ -7,10 +7,12 @@ import (
 )
 
 // The demo page (GET /): pick a room and chat in it with presence, watch roost dev's demo stream,
-// and see the cluster's members and which node owns which room. Plain HTML and JavaScript, no
-// build step; it uses only the public API, through the router that served it.
+// and see the cluster's members and which node owns which room. Plain HTML and JavaScript on the
+// JavaScript client (sdk/js): web/roost-client.js is its minified bundle, made by `npm run bundle`
+// there and committed, as embed cannot reach outside this package (sdk/js's tests fail when it is
+// out of date). It uses only the public API, through the router that served it.
 //
-//go:embed web/index.html web/app.js web/style.css
+//go:embed web/index.html web/app.js web/style.css web/roost-client.js
 var web embed.FS
 
 var (

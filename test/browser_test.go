@@ -98,6 +98,11 @@ func TestBrowserDemoPage(t *testing.T) {
 		return ctx
 	}
 	ann, bob := tab("ann"), tab("bob")
+	// The page runs on the JavaScript client (sdk/js), loaded as the module bundle beside it.
+	sdk := `performance.getEntriesByType("resource").some(e => e.name.endsWith("/demo/roost-client.js")) && !!document.querySelector('script[type=module][src="/demo/app.js"]')`
+	if !value(t, ann, chromedp.Evaluate[bool](sdk)) {
+		t.Fatal("the demo page did not load /demo/roost-client.js from a module script")
+	}
 	wait.Eventually(t, 10*time.Second, "the demo stream draws on the page", func() bool {
 		return value(t, ann, chromedp.Evaluate[float64](`Number(document.getElementById("stream-status").dataset.frames || 0)`)) >= 3
 	})

@@ -1,113 +1,19 @@
-// The roost demo page. It uses only the public API: GET /v1/cluster, GET /v1/rooms/{room} and
-// the room WebSocket, through whichever router served this page.
-"use strict";
+// The roost demo page, built on the JavaScript client (roost-client from sdk/js; its minified
+// bundle is roost-client.js beside this file). It uses only the public API, through whichever
+// router served it: the room WebSocket (through the client), GET /v1/cluster and
+// GET /v1/rooms/{room}.
+import { connect, trackPresence } from "./roost-client.js";
 
 const $ = (id) => document.getElementById(id);
 const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
 const params = new URLSearchParams(location.search);
 
 function newID() {
-  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-  return Array.from({ length: 4 }, () => Math.floor(Math.random() * 2 ** 32).toString(16)).join("");
+  const b = crypto.getRandomValues(new Uint8Array(8)); // randomUUID needs a secure context
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
-// RoomConn is one room membership that survives disconnects: it reconnects by itself, resuming
-// after the last seq it saw in the room's epoch, and re-sends publishes not yet acked under the
-// same id (the room acks a repeated id once and never delivers it twice).
-class RoomConn {
-  // history: start with what the room still keeps (since=0) rather than live.
-  constructor(room, client, on, history = false) {
-    Object.assign(this, { room, client, on, lastSeq: history ? 0 : null, epoch: "", closed: false, delay: 100 });
-    this.pending = new Map(); // id → data, until acked
-    this.open();
-  }
-
-  open() {
-    const q = new URLSearchParams({ client: this.client, presence: "1" });
-    if (this.lastSeq !== null) {
-      q.set("since", String(this.lastSeq));
-      q.set("epoch", this.epoch);
-    }
-    const ws = new WebSocket(`${wsBase}/v1/rooms/${encodeURIComponent(this.room)}/ws?${q}`);
-    ws.binaryType = "arraybuffer";
-    ws.onmessage = (ev) => this.frame(ev.data);
-    ws.onclose = (ev) => {
-      if (this.closed || ws !== this.ws) return;
-      this.on.status(`disconnected (${ev.code}${ev.reason ? " " + ev.reason : ""}); reconnecting…`, false);
-      setTimeout(() => { if (!this.closed) this.open(); }, this.delay);
-      this.delay = Math.min(this.delay * 2, 2000);
-    };
-    this.ws = ws;
-  }
-
-  frame(data) {
-    if (typeof data !== "string") {
-      const view = new DataView(data);
-      const seq = Number(view.getBigUint64(0));
-      if (this.lastSeq !== null && seq <= this.lastSeq) return; // already seen before a reconnect
-      this.lastSeq = seq;
-      this.on.binary?.(seq, new DataView(data, 8));
-      return;
-    }
-    const f = JSON.parse(data);
-    switch (f.type) {
-      case "welcome":
-        this.delay = 100;
-        this.epoch = f.epoch;
-        if (this.lastSeq === null) this.lastSeq = f.seq;
-        this.on.welcome?.(f);
-        for (const [id, d] of this.pending) this.send(id, d);
-        break;
-      case "message":
-        if (this.lastSeq !== null && f.seq <= this.lastSeq) return;
-        this.lastSeq = f.seq;
-        this.on.message?.(f);
-        break;
-      case "ack":
-        this.pending.delete(f.id);
-        this.on.ack?.(f);
-        break;
-      case "presence":
-        this.on.presence?.(f);
-        break;
-      case "gap":
-        this.on.note?.(`messages ${f.from}–${f.to} are no longer kept and will not arrive`);
-        break;
-      case "reset":
-        this.epoch = f.epoch;
-        this.lastSeq = 0; // the room's numbering restarted; what it still holds follows
-        this.on.note?.("the room restarted (its owner was lost): earlier messages may be missing");
-        break;
-      case "error":
-        if (f.code === "rate_limited" && this.pending.has(f.id)) {
-          setTimeout(() => this.pending.has(f.id) && this.send(f.id, this.pending.get(f.id)), 500);
-          break;
-        }
-        this.on.note?.(`refused: ${f.error}`);
-        break;
-    }
-  }
-
-  publish(data) {
-    const id = newID();
-    this.pending.set(id, data);
-    this.send(id, data);
-    return id;
-  }
-
-  send(id, data) {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: "publish", id, data }));
-  }
-
-  close() {
-    this.closed = true;
-    this.ws.close(1000);
-  }
-}
-
-// The chat room.
-let chat = null;
-const members = new Map(); // client → count of its connections we know of
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function addLine(html, cls, id) {
   const li = document.createElement("li");
@@ -119,43 +25,61 @@ function addLine(html, cls, id) {
   box.append(li);
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
+const note = (text) => addLine(esc(text), "note");
 
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+// The chat room: the whole history the room keeps (since=0), then live, with presence. The
+// client reconnects, resumes and re-sends by itself; the page only draws what it is handed.
+let chat = null;
+let joins = 0; // the latest join; an older one that finishes later is dropped
 
-function renderPresence(count) {
-  $("presence").innerHTML = [...members.keys()].sort().map((c) => `<li>${esc(c)}</li>`).join("");
-  $("count").textContent = `(${count ?? members.size})`;
+function renderPresence(members) {
+  $("presence").innerHTML = [...members.members].sort().map((c) => `<li>${esc(c)}</li>`).join("");
+  $("count").textContent = `(${members.count})`;
 }
 
-function join(room, name) {
+// showStatus says where the chat is. The node is the one that welcomed the connection, or the
+// owner the cluster view found since: through a router a connection survives its room's move
+// without a new welcome.
+function showStatus(room, node = room.node) {
+  const s = $("status");
+  if (room.state === "open") {
+    s.textContent = `in ${room.name} on node ${node} · epoch ${room.epoch} · seq ${room.seq}`;
+    s.dataset.node = node;
+  } else if (room.state === "connecting") {
+    s.textContent = `disconnected from ${room.name}; reconnecting…`;
+  }
+  $("text").disabled = $("send").disabled = room.state !== "open";
+}
+
+async function join(room, name) {
+  const mine = ++joins;
   chat?.close();
-  $("messages").innerHTML = "";
-  members.clear();
-  renderPresence(0);
+  chat = null;
+  $("text").disabled = $("send").disabled = true;
+  $("messages").innerHTML = $("presence").innerHTML = $("count").textContent = "";
   $("status").textContent = `joining ${room}…`;
-  chat = new RoomConn(room, name, {
-    status: (text) => { $("status").textContent = text; },
-    welcome: (w) => {
-      $("status").textContent = `in ${w.room} on node ${w.node} · epoch ${w.epoch} · seq ${w.seq}`;
-      $("status").dataset.node = w.node;
-      $("text").disabled = $("send").disabled = false;
-      watchOwner(room);
-    },
-    message: (m) => {
-      const mine = document.querySelector(`#messages li[data-id="${CSS.escape(m.id || "")}"]`);
-      mine?.remove();
-      const text = typeof m.data === "object" && m.data !== null ? m.data.text ?? JSON.stringify(m.data) : JSON.stringify(m.data);
-      addLine(`<span class="seq">${m.seq}</span><span class="who">${esc(m.client)}</span>${esc(text)}`, "msg", null);
-    },
-    presence: (p) => {
-      if (p.event === "state") { members.clear(); (p.clients || []).forEach((c) => members.set(c, 1)); }
-      if (p.event === "join") members.set(p.client, 1);
-      if (p.event === "leave") members.delete(p.client);
-      if (p.event === "interval") { (p.joined || []).forEach((c) => members.set(c, 1)); (p.left || []).forEach((c) => members.delete(c)); }
-      renderPresence(p.count);
-    },
-    note: (text) => addLine(esc(text), "note"),
-  }, true);
+  let r;
+  try {
+    r = await connect(wsBase, room, { presence: true, client: name, since: 0 });
+  } catch (err) {
+    if (mine === joins) $("status").textContent = `could not join ${room}: ${err.message}`;
+    return;
+  }
+  if (mine !== joins) return r.close();
+  chat = r;
+  r.on("state", () => showStatus(r));
+  r.on("message", (m) => {
+    document.querySelector(`#messages li[data-id="${CSS.escape(m.id || "")}"]`)?.remove(); // our own, now sequenced
+    const text = m.bytes ? `(${m.bytes.length} bytes)` : typeof m.data === "object" && m.data !== null ? m.data.text ?? JSON.stringify(m.data) : JSON.stringify(m.data);
+    addLine(`<span class="seq">${m.seq}</span><span class="who">${esc(m.client ?? "")}</span>${esc(text)}`, "msg");
+    showStatus(r, $("status").dataset.node);
+  });
+  trackPresence(r, renderPresence);
+  r.on("gap", (g) => note(`messages ${g.from}–${g.to} are no longer kept and will not arrive`));
+  r.on("reset", () => note("the room restarted (its owner was lost): earlier messages may be missing"));
+  r.on("error", (e) => note(e.code === 4401 || e.code === 4403 ? `refused: ${e.message}` : e.message));
+  showStatus(r);
+  watchOwner(room);
 }
 
 $("name").value = params.get("name") || localStorage.getItem("roost-name") || `guest-${Math.floor(Math.random() * 1000)}`;
@@ -169,8 +93,12 @@ $("say").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("text").value.trim();
   if (!text || !chat) return;
-  const id = chat.publish({ text });
+  const id = newID(); // to find our line again when the message comes back sequenced
   addLine(`<span class="seq">…</span><span class="who">${esc(chat.client)}</span>${esc(text)}`, "pending", id);
+  chat.publish({ text }, { id }).catch((err) => {
+    document.querySelector(`#messages li[data-id="${id}"]`)?.remove();
+    note(`not sent: ${err.message}`);
+  });
   $("text").value = "";
 });
 
@@ -179,28 +107,41 @@ $("say").addEventListener("submit", (e) => {
 const streamRoom = params.get("stream") || "demo-stream";
 $("stream-room").textContent = streamRoom;
 let frames = 0, firstFrameAt = 0;
-new RoomConn(streamRoom, `viewer-${newID().slice(0, 8)}`, {
-  status: (text) => { $("stream-status").textContent = text; },
-  binary: (seq, view) => {
-    if (view.byteLength < 12 || String.fromCharCode(...new Uint8Array(view.buffer, view.byteOffset, 4)) !== "RPX1") return;
-    const w = view.getUint16(4), h = view.getUint16(6), n = view.getUint32(8);
-    if (view.byteLength < 12 + w * h) return;
-    const canvas = $("picture");
-    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
-    const ctx = canvas.getContext("2d");
-    const img = ctx.createImageData(w, h);
-    const grey = new Uint8Array(view.buffer, view.byteOffset + 12, w * h);
-    for (let i = 0; i < grey.length; i++) {
-      img.data[4 * i] = grey[i]; img.data[4 * i + 1] = grey[i] * 0.8; img.data[4 * i + 2] = 255 - grey[i]; img.data[4 * i + 3] = 255;
+
+function draw(seq, view) {
+  if (view.byteLength < 12 || String.fromCharCode(...new Uint8Array(view.buffer, view.byteOffset, 4)) !== "RPX1") return;
+  const w = view.getUint16(4), h = view.getUint16(6), n = view.getUint32(8);
+  if (view.byteLength < 12 + w * h) return;
+  const canvas = $("picture");
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(w, h);
+  const grey = new Uint8Array(view.buffer, view.byteOffset + 12, w * h);
+  for (let i = 0; i < grey.length; i++) {
+    img.data[4 * i] = grey[i]; img.data[4 * i + 1] = grey[i] * 0.8; img.data[4 * i + 2] = 255 - grey[i]; img.data[4 * i + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+  frames++;
+  if (!firstFrameAt) firstFrameAt = performance.now();
+  const fps = frames / Math.max((performance.now() - firstFrameAt) / 1000, 1);
+  $("stream-status").textContent = `frame ${n} · seq ${seq} · ${fps.toFixed(1)} fps`;
+  $("stream-status").dataset.frames = String(frames);
+}
+
+async function watchStream() {
+  for (;;) {
+    try {
+      const r = await connect(wsBase, streamRoom, { client: `viewer-${newID()}` });
+      r.on("message", (m) => m.bytes && draw(m.seq, new DataView(m.bytes.buffer, m.bytes.byteOffset, m.bytes.byteLength)));
+      r.on("state", (s) => s === "connecting" && ($("stream-status").textContent = "reconnecting…"));
+      return;
+    } catch (err) {
+      $("stream-status").textContent = `no stream yet (${err.message}); trying again…`;
+      await new Promise((resolve) => setTimeout(resolve, 2000));
     }
-    ctx.putImageData(img, 0, 0);
-    frames++;
-    if (!firstFrameAt) firstFrameAt = performance.now();
-    const fps = frames / Math.max((performance.now() - firstFrameAt) / 1000, 1);
-    $("stream-status").textContent = `frame ${n} · seq ${seq} · ${fps.toFixed(1)} fps`;
-    $("stream-status").dataset.frames = String(frames);
-  },
-});
+  }
+}
+watchStream();
 
 // The cluster view, refreshed every second.
 const watched = new Set([streamRoom]);
@@ -220,13 +161,8 @@ async function refreshCluster() {
       `<tr class="${esc(m.state)}"><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td>${esc(m.state)}</td>` +
       `<td>${m.role === "node" ? (c.rooms?.[m.id] ?? 0) : "–"}</td><td>${m.conns ?? 0}</td></tr>`).join("");
     const rows = await Promise.all([...watched].map(async (room) => [room, await owner(room).catch(() => "?")]));
-    // Through a router a connection survives its room's move without a new welcome: show the
-    // owner placement names now.
-    const mine = chat && rows.find(([room]) => room === chat.room);
-    if (mine && $("status").dataset.node && mine[1] !== $("status").dataset.node && !mine[1].startsWith("(")) {
-      $("status").dataset.node = mine[1];
-      $("status").textContent = $("status").textContent.replace(/on node \S+/, `on node ${mine[1]}`);
-    }
+    const mine = chat && rows.find(([room]) => room === chat.name);
+    if (mine && chat.state === "open" && mine[1] !== $("status").dataset.node && !/^[(?]/.test(mine[1])) showStatus(chat, mine[1]);
     $("owners").innerHTML = rows.map(([room, node]) => `<tr><td>${esc(room)}</td><td>${esc(node)}</td></tr>`).join("");
   } catch (e) {
     $("ring").textContent = `cluster unreachable: ${e.message}`;
