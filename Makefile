@@ -4,7 +4,7 @@ BIN     ?= bin/roost
 BENCH   ?= bin/roost-bench
 TIMEOUT ?= 15m
 
-.PHONY: build run test vet fmt conformance clean chaos stream bench
+.PHONY: build run test test-js vet fmt conformance clean chaos stream bench
 
 # The server, and beside it the benchmark suite (kept out of the server binary; `roost bench`
 # runs it).
@@ -21,10 +21,16 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 
-# Every test with -race, then the stream test at its full size without it (see `stream`).
-test: vet
+# Every test with -race, then the stream test at its full size without it (see `stream`); the
+# JavaScript client's tests first (test-js).
+test: vet test-js
 	$(GO) test -race -count=1 -timeout $(TIMEOUT) ./...
 	ROOST_STREAM_FULL=1 $(GO) test -count=1 -timeout $(TIMEOUT) -run 'TestStreamFanOut' ./test
+
+# The JavaScript client (sdk/js): its tests against a cluster of bin/roost processes, and the
+# check that the demo page's bundle of it (router/web/roost-client.js) is up to date.
+test-js: build
+	cd sdk/js && npm ci --no-audit --no-fund && npm test
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
