@@ -178,6 +178,26 @@ func TestBrowserDemoPage(t *testing.T) {
 		return newOwner != "" && newOwner != owner && !strings.HasPrefix(newOwner, "(")
 	})
 
+	// The README's browser example, run as written in the console of a page the router serves
+	// (with this router's address for 127.0.0.1:8080): it joins lobby, finds itself in the
+	// presence and gets its own message back with the seq its publish resolved with.
+	console, cancelConsole := chromedp.NewContext(browser)
+	defer cancelConsole()
+	if err := chromedp.Do(console); err != nil {
+		t.Fatal(err)
+	}
+	do(t, console, 20*time.Second, chromedp.Navigate(rt.URL()+"/"), chromedp.WaitVisible(chromedp.CSS(`#members tr`)))
+	// Top-level await as in the console, inside an async function; what it made is kept on window.
+	example := strings.ReplaceAll(readmeExample(t), "127.0.0.1:8080", strings.TrimPrefix(rt.URL(), "http://"))
+	value(t, console, chromedp.Evaluate[chromedp.Void](`(async () => {`+example+`
+		Object.assign(window, { room, members, seq }); })().catch((e) => { window.exampleError = String(e); }); undefined`))
+	wait.Eventually(t, 10*time.Second, "the README example is in lobby and has its own message back", func() bool {
+		if e := value(t, console, chromedp.Evaluate[string](`window.exampleError || ""`)); e != "" {
+			t.Fatalf("the README example failed: %s", e)
+		}
+		return value(t, console, chromedp.Evaluate[bool](`!!window.room && room.state === "open" && members.members.has("console") && seq > 0 && room.seq >= seq`))
+	})
+
 	png := value(t, ann, chromedp.FullScreenshot(100))
 	if err := os.MkdirAll("artifacts", 0o755); err != nil {
 		t.Fatal(err)
@@ -187,6 +207,22 @@ func TestBrowserDemoPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("owner %s drained, the room moved to %s; both tabs hold all 12 messages; screenshot %s", owner, newOwner, shot)
+}
+
+// readmeExample is the first js block of the README's "JavaScript client" section.
+func readmeExample(t *testing.T) string {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## JavaScript client\n")
+	_, block, ok := strings.Cut(section, "\n```js\n")
+	block, _, closed := strings.Cut(block, "\n```\n")
+	if !ok || !closed || strings.Contains(block, "\n## ") {
+		t.Fatal(`README.md: no js block in the "JavaScript client" section`)
+	}
+	return block
 }
 
 // do runs actions in a tab within d.
