@@ -1,10 +1,13 @@
 // The pieces that need no server: backoff bounds, publish encoding, addresses, the presence
-// helper, and the ordering of asynchronous events.
+// helper, the ordering of asynchronous events, and giving up on an address nobody serves.
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { test } from "node:test";
+import WebSocket from "ws";
 import { backoff } from "../dist/backoff.js";
 import { Emitter } from "../dist/emitter.js";
 import { encodePublish } from "../dist/encode.js";
+import { connect } from "../dist/index.js";
 import { trackPresence } from "../dist/presence.js";
 import { httpBase, withQuery } from "../dist/url.js";
 
@@ -78,4 +81,24 @@ test("events are held until released, then delivered in order and never synchron
   assert.deepEqual(got, [], "not from inside the call");
   await new Promise((r) => setTimeout(r, 0));
   assert.deepEqual(got, [1, 2, 3]);
+});
+
+test("connect to an address nobody serves rejects with timeout, after retrying", async () => {
+  const port = await new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+  let dials = 0;
+  class Counting extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      dials++;
+    }
+  }
+  const started = Date.now();
+  await assert.rejects(connect(`ws://127.0.0.1:${port}`, "r", { WebSocket: Counting, timeout: 300, backoff: { min: 10, max: 40 } }), { name: "RoostError", code: "timeout" });
+  assert.ok(Date.now() - started < 5000, "it gave up after its timeout");
+  assert.ok(dials > 1, `it retried (${dials} dials)`);
 });
