@@ -2,11 +2,14 @@ package proc
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/roost-dev/roost/internal/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -33,6 +36,9 @@ func TestNodeProcess(t *testing.T) {
 		t.Fatalf("n1 reports itself %q", st)
 	}
 	n.Signal(syscall.SIGSTOP)
+	// kill(2) returns before the process has stopped: a request sent at once may still be
+	// answered by a thread already running. Ask only once the kernel says it is stopped.
+	wait.Eventually(t, 5*time.Second, "the process is stopped", func() bool { return stopped(n.Pid()) })
 	if st := n.State("n1"); st != "unreachable" {
 		t.Fatalf("a stopped process answered: %q", st)
 	}
@@ -50,4 +56,14 @@ func TestStartReportsAProcessThatExits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "exited before serving") || !strings.Contains(err.Error(), "no-such-flag") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// stopped reports whether the kernel lists pid as stopped (state T in /proc/PID/stat).
+func stopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), ") ") // the command name may hold spaces
+	return ok && strings.HasPrefix(rest, "T")
 }
