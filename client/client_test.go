@@ -106,23 +106,14 @@ func TestPublishInOrder(t *testing.T) {
 
 	// Many goroutines on one Conn: every publish acked once, every message once, in seq order.
 	const workers, each = 8, 25
-	var mu sync.Mutex
-	acked := map[string]uint64{}
+	var acked acks
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			for i := range each {
-				id := fmt.Sprintf("w%d-%d", w, i)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				seq, err := pub.PublishID(ctx, id, id)
-				cancel()
-				if err != nil {
-					t.Errorf("publish %s: %v", id, err)
+				if id := fmt.Sprintf("w%d-%d", w, i); !acked.publish(t, pub, id, id, 10*time.Second) {
 					return
 				}
-				mu.Lock()
-				acked[id] = seq
-				mu.Unlock()
 			}
 		})
 	}
@@ -132,12 +123,12 @@ func TestPublishInOrder(t *testing.T) {
 		if m.Seq != uint64(seqN+i+1) {
 			t.Fatalf("concurrent message %d has seq %d", i, m.Seq)
 		}
-		if acked[m.ID] != m.Seq || string(m.Data) != `"`+m.ID+`"` {
-			t.Fatalf("message %+v does not match its ack %d", m, acked[m.ID])
+		if acked.of(m.ID) != m.Seq || string(m.Data) != `"`+m.ID+`"` {
+			t.Fatalf("message %+v does not match its ack %d", m, acked.of(m.ID))
 		}
 	}
-	if len(acked) != workers*each {
-		t.Fatalf("%d acks", len(acked))
+	if acked.len() != workers*each {
+		t.Fatalf("%d acks", acked.len())
 	}
 }
 

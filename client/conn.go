@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -404,23 +405,13 @@ func (c *Conn) install(ws *websocket.Conn, w protocol.Welcome) bool {
 		}
 	}
 	c.mu.Unlock()
-	slices.SortFunc(resend, func(a, b *pending) int { return compareUint(a.order, b.order) })
+	slices.SortFunc(resend, func(a, b *pending) int { return cmp.Compare(a.order, b.order) })
 	for _, p := range resend {
 		if c.writeLocked(ws, websocket.TextMessage, p.frame) != nil {
 			break // the reader sees the broken connection; the next one re-sends the rest
 		}
 	}
 	return true
-}
-
-func compareUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // detach forgets ws as the live connection and closes it.

@@ -88,24 +88,19 @@ type CloseError struct {
 	Reason string // the close reason the server gave
 }
 
+// closeMeanings says what roost's close codes mean, for errors.
+var closeMeanings = map[int]string{
+	protocol.CloseMoved:        " (room moved)",
+	protocol.CloseSlowConsumer: " (slow consumer: read events faster, e.g. call Next from a dedicated goroutine)",
+	protocol.CloseUnauthorized: " (unauthorized: check the token)",
+	protocol.CloseForbidden:    " (forbidden: the token does not grant this room)",
+	protocol.CloseTooBig:       " (frame too big)",
+	protocol.CloseGoingAway:    " (going away)",
+}
+
 // Error gives the close code, what it means in roost and the server's reason.
 func (e *CloseError) Error() string {
-	what := ""
-	switch e.Code {
-	case protocol.CloseMoved:
-		what = " (room moved)"
-	case protocol.CloseSlowConsumer:
-		what = " (slow consumer: read events faster, e.g. call Next from a dedicated goroutine)"
-	case protocol.CloseUnauthorized:
-		what = " (unauthorized: check the token)"
-	case protocol.CloseForbidden:
-		what = " (forbidden: the token does not grant this room)"
-	case protocol.CloseTooBig:
-		what = " (frame too big)"
-	case protocol.CloseGoingAway:
-		what = " (going away)"
-	}
-	return fmt.Sprintf("roost: connection closed with %d%s: %s", e.Code, what, e.Reason)
+	return fmt.Sprintf("roost: connection closed with %d%s: %s", e.Code, closeMeanings[e.Code], e.Reason)
 }
 
 // Moved decodes the reason of a 4001 close: the room's new owner and where the closed connection

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,4 +91,43 @@ func publish(t *testing.T, c *client.Conn, id string, data any) uint64 {
 		t.Fatalf("publish %q: %v", id, err)
 	}
 	return seq
+}
+
+// acks records the seq each publish id was acked with, from any number of goroutines.
+type acks struct {
+	mu  sync.Mutex
+	seq map[string]uint64
+}
+
+// publish publishes v under id, waiting up to timeout for its ack, and records it. It reports
+// false, the test marked failed, when the publish was not acked.
+func (a *acks) publish(t *testing.T, c *client.Conn, id string, v any, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	seq, err := c.PublishID(ctx, id, v)
+	if err != nil {
+		t.Errorf("publish %s: %v", id, err)
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.seq == nil {
+		a.seq = map[string]uint64{}
+	}
+	a.seq[id] = seq
+	return true
+}
+
+// of is the seq id was acked with, 0 if none.
+func (a *acks) of(id string) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seq[id]
+}
+
+// len is how many publishes were acked.
+func (a *acks) len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.seq)
 }

@@ -32,27 +32,16 @@ func TestReconnectWhenTheRoomMoves(t *testing.T) {
 	// first few, so some publishes are in flight when it does.
 	const total, moveAfter = 150, 30
 	moveNow := make(chan struct{})
-	var (
-		mu    sync.Mutex
-		acked = map[string]uint64{}
-	)
+	var acked acks
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for i := range total {
 			if i == moveAfter {
 				close(moveNow)
 			}
-			id := fmt.Sprintf("m%03d", i)
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			seq, err := pub.PublishID(ctx, id, i)
-			cancel()
-			if err != nil {
-				t.Errorf("publish %s: %v", id, err)
+			if !acked.publish(t, pub, fmt.Sprintf("m%03d", i), i, 15*time.Second) {
 				return
 			}
-			mu.Lock()
-			acked[id] = seq
-			mu.Unlock()
 		}
 	})
 	<-moveNow
@@ -108,8 +97,8 @@ func TestReconnectWhenTheRoomMoves(t *testing.T) {
 	if pub.Welcome().Node != "n2" || !n2.Node.HasRoom(room) || n1.Node.HasRoom(room) {
 		t.Fatalf("the room should live on n2 only now; publisher on %s", pub.Welcome().Node)
 	}
-	if len(acked) != total {
-		t.Fatalf("%d of %d publishes acked", len(acked), total)
+	if acked.len() != total {
+		t.Fatalf("%d of %d publishes acked", acked.len(), total)
 	}
 	// Publishing keeps working on the new owner, and LastSeq follows.
 	seq := publish(t, pub, "after", "after the move")

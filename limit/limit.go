@@ -53,13 +53,6 @@ func (p *PerAddr) Release(a netip.Addr) {
 	p.n[a]--
 }
 
-// Count returns the connections open from a.
-func (p *PerAddr) Count(a netip.Addr) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n[a]
-}
-
 // Hops finds a client's address. X-Forwarded-For is believed only as far as it was written by
 // trusted hops: the connection's peer must be trusted for its header to count, and the client is
 // the rightmost address in the chain that is not trusted. Anyone else's X-Forwarded-For is
@@ -193,9 +186,6 @@ func NewMemory(limit uint64) *Memory {
 		{Name: "/memory/classes/heap/released:bytes"},
 	}}
 }
-
-// Limit is the configured limit in bytes (0: off).
-func (m *Memory) Limit() uint64 { return m.limit }
 
 // Over reports whether the process holds more memory than the limit.
 func (m *Memory) Over() bool {

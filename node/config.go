@@ -9,6 +9,8 @@ import (
 
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/limit"
+	"github.com/roost-dev/roost/node/handoff"
+	"github.com/roost-dev/roost/node/room"
 )
 
 // Config configures a node. Build it with DefaultConfig; every limit is a flag of `roost node`.
@@ -90,7 +92,7 @@ type Config struct {
 	PeerAcceptKeys [][]byte
 	// StaleAfter: a node that did not run for this long (a pause, a VM stall) may have been
 	// declared dead and its rooms started elsewhere, so it asks its peers and drops every room
-	// if one took over (see watchdog.go). Keep it below the ring's failure-detection time
+	// if one took over (see package pause). Keep it below the ring's failure-detection time
 	// (suspicion: 4 × 250 ms by default). Default 1s.
 	StaleAfter time.Duration
 	// Quarantine is how long a node that woke from such a pause creates no room, while gossip
@@ -107,6 +109,8 @@ type Config struct {
 	PeerTLS *tls.Config
 	// Logger receives the node's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	clock func() time.Duration // the watchdog's monotonic clock; nil: the process's (tests jump it)
 }
 
 // DefaultConfig returns the defaults documented on Config's fields.
@@ -167,4 +171,29 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// roomConfig is what the node's rooms and connections share.
+func (c Config) roomConfig(node string, gate room.Gate, m room.Metrics) *room.Config {
+	return &room.Config{
+		Node:                node,
+		HistoryCount:        c.HistoryCount,
+		HistoryBytes:        c.HistoryBytes,
+		DedupeIDs:           c.DedupeIDs,
+		MaxConns:            c.MaxRoomConns,
+		MaxSources:          c.MaxRoomSources,
+		PresenceAnnounceMax: c.PresenceAnnounceMax,
+		PresenceInterval:    c.PresenceInterval,
+		HoldWrites:          c.HandoffHold,
+		SendQueue:           c.SendQueue,
+		WriteTimeout:        c.WriteTimeout,
+		PingInterval:        c.PingInterval,
+		Gate:                gate,
+		Metrics:             m,
+	}
+}
+
+// maxPeerBody bounds a node-to-node body: the largest hand-off batch.
+func (c Config) maxPeerBody() int64 {
+	return handoff.MaxBody(c.HistoryBytes, max(c.MaxFrame, int64(c.IngestMaxFrame)), c.DedupeIDs)
 }

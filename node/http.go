@@ -12,76 +12,42 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/batch"
+	"github.com/roost-dev/roost/internal/httpapi"
+	"github.com/roost-dev/roost/node/handoff"
+	"github.com/roost-dev/roost/node/pause"
+	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
-	"github.com/roost-dev/roost/ring"
+	"golang.org/x/time/rate"
 )
 
-// Handler serves the node's HTTP API: resolve, WebSocket, cluster, health and metrics.
+// Handler serves the node's HTTP API: resolve, WebSocket, cluster, health and metrics, and the
+// signed node-to-node calls.
 func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/rooms/{room}", n.handleResolve)
 	mux.HandleFunc("GET /v1/rooms/{room}/ws", n.handleWS)
-	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		protocol.WriteJSON(w, map[string]string{"status": "ok", "node": n.id})
-	})
-	mux.HandleFunc("GET /readyz", n.handleReady)
-	mux.HandleFunc("POST /internal/v1/handoff", n.handleHandoff)
-	mux.HandleFunc("POST /internal/v1/rooms/{room}/release", n.handleRelease)
-	mux.HandleFunc("POST /internal/v1/nodes/{node}/takeover", n.handleTakeover)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
-	})
+	mux.HandleFunc("POST "+handoff.Path, n.signed(n.mover.ServeHandoff))
+	mux.HandleFunc("POST "+handoff.ReleasePath("{room}"), n.signed(func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		n.mover.ServeRelease(w, r)
+	}))
+	mux.HandleFunc("POST "+pause.TakeoverPath("{node}"), n.signed(func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		n.watchdog.ServeTakeover(w, r)
+	}))
+	httpapi.Routes(mux, n.ring, n.metrics.reg, func() bool { return !n.isClosed() && !n.draining.Load() })
 	return mux
-}
-
-func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
-	n.mu.Lock()
-	closed := n.closed
-	n.mu.Unlock()
-	if closed || n.draining.Load() || !n.ring.Ready() {
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "not ready: not joined, no node in the ring, or shutting down")
-		return
-	}
-	protocol.WriteJSON(w, map[string]string{"status": "ready", "node": n.id, "ring": n.ring.Placement().Version()})
-}
-
-func (n *Node) handleCluster(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Access-Control-Allow-Origin", "*") // public: pages served elsewhere may show it
-	protocol.WriteJSON(w, n.ring.Placement().Cluster(n.id))
 }
 
 // fresh holds a request while the node decides whether it is stale after a pause (its placement
 // may be out of date and its rooms served elsewhere), answering 503 itself if that fails.
 func (n *Node) fresh(w http.ResponseWriter, r *http.Request) bool {
-	if err := n.awaitFresh(r.Context()); err != nil {
+	if err := n.watchdog.AwaitFresh(r.Context()); err != nil {
 		n.metrics.refused.WithLabelValues("stale").Inc()
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady,
 			"this node is catching up with the cluster after a pause; try again shortly")
 		return false
 	}
 	return true
-}
-
-// placeRoom validates the room name and finds its owner, answering the error itself when there
-// is none.
-func (n *Node) placeRoom(w http.ResponseWriter, r *http.Request) (string, ring.Member, *ring.Placement, bool) {
-	room := r.PathValue("room")
-	if err := protocol.ValidRoom(room); err != nil {
-		n.metrics.refused.WithLabelValues("bad_room").Inc()
-		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRoom, err.Error())
-		return "", ring.Member{}, nil, false
-	}
-	o, p, ok := n.owner(room)
-	if !ok {
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node in the ring owns rooms yet; try again shortly")
-		return "", ring.Member{}, nil, false
-	}
-	return room, o, p, true
 }
 
 // handleResolve answers the owner's coordinates on the owner and a 307 to the owner elsewhere.
@@ -92,40 +58,31 @@ func (n *Node) handleResolve(w http.ResponseWriter, r *http.Request) {
 	if !n.fresh(w, r) {
 		return
 	}
-	room, o, p, ok := n.placeRoom(w, r)
+	p := n.ring.Placement()
+	name, o, ok := httpapi.Place(w, r, p, n.metrics.refused)
 	if !ok {
 		return
 	}
 	if o.ID != n.id {
 		n.metrics.redirects.Inc()
-		redirect(w, r, o.HTTPURL()+"/v1/rooms/"+room)
+		httpapi.Redirect(w, r, o.HTTPURL()+"/v1/rooms/"+name)
 		return
 	}
-	protocol.WriteJSON(w, protocol.Owner{Room: room, Node: o.ID, WSURL: o.WSURL(room), TCPAddr: o.TCP, Ring: p.Version()})
-}
-
-// redirect answers 307 to target, keeping the request's query.
-func redirect(w http.ResponseWriter, r *http.Request, target string) {
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	w.Header().Set("Location", target)
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusTemporaryRedirect)
+	protocol.WriteJSON(w, protocol.Owner{Room: name, Node: o.ID, WSURL: o.WSURL(name), TCPAddr: o.TCP, Ring: p.Version()})
 }
 
 // parseResume reads since, epoch, client and presence from the query.
-func parseResume(r *http.Request) (res resume, client string, presence bool, err error) {
+func parseResume(r *http.Request) (res room.Resume, client string, presence bool, err error) {
 	q := r.URL.Query()
 	if s := q.Get("since"); s != "" {
-		res.since, err = strconv.ParseUint(s, 10, 64)
+		res.Since, err = strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			return res, "", false, errors.New("since must be a whole number (the last seq you saw)")
 		}
-		res.hasSince = true
+		res.HasSince = true
 	}
-	res.epoch = q.Get("epoch")
-	if len(res.epoch) > 64 {
+	res.Epoch = q.Get("epoch")
+	if len(res.Epoch) > 64 {
 		return res, "", false, errors.New("epoch is too long; pass back the epoch a welcome gave you")
 	}
 	client = q.Get("client")
@@ -147,13 +104,13 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	if !n.fresh(w, r) {
 		return
 	}
-	name, o, _, ok := n.placeRoom(w, r)
+	name, o, ok := httpapi.Place(w, r, n.ring.Placement(), n.metrics.refused)
 	if !ok {
 		return
 	}
 	if o.ID != n.id {
 		n.metrics.redirects.Inc()
-		redirect(w, r, o.WSURL(name))
+		httpapi.Redirect(w, r, o.WSURL(name))
 		return
 	}
 	res, client, presence, err := parseResume(r)
@@ -162,60 +119,20 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}
-	release, refused := n.door.Admit(w, r)
-	if refused != "" {
-		n.metrics.refused.WithLabelValues(refused).Inc()
+	adm, ok := n.door.Admit(w, r, name)
+	if !ok {
 		return
 	}
-	handedOver := false // the connection's own goroutine releases its place
-	defer func() {
-		if !handedOver {
-			release()
-		}
-	}()
-	claims, err := n.cfg.Auth.Check(auth.FromRequest(r), name, false)
-	if err != nil {
-		n.refuseUpgrade(w, r, err)
-		return
-	}
-	if !websocket.IsWebSocketUpgrade(r) {
-		n.metrics.refused.WithLabelValues("not_websocket").Inc()
-		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, "this endpoint takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
-		return
-	}
+	defer adm.Close()
+	claims := adm.Claims
 	if n.cfg.Auth != nil {
 		client = claims.Subject // who the token says, not what the client claims
 	}
 	if client == "" {
 		client = newClientID()
 	}
-	room, err := n.acquire(r.Context(), name)
-	var moved *redirectError
-	switch {
-	case errors.As(err, &moved): // the previous owner still holds it: send the client there
-		n.metrics.redirects.Inc()
-		redirect(w, r, moved.to.WSURL(name))
-		return
-	case errors.Is(err, ErrNotOwner): // the ring moved since placeRoom
-		if o, _, ok := n.owner(name); ok {
-			redirect(w, r, o.WSURL(name))
-			return
-		}
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node owns this room right now; try again shortly")
-		return
-	case errors.Is(err, ErrClosed):
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
-		return
-	case errors.Is(err, ErrTooManyRooms):
-		n.metrics.refused.WithLabelValues("max_rooms").Inc()
-		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms); try again later")
-		return
-	case errors.Is(err, ErrMemory):
-		n.metrics.refused.WithLabelValues("memory").Inc()
-		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node is near its memory limit (--max-memory) and opens no new room; try again later")
-		return
-	case err != nil:
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "the room is moving here; try again shortly")
+	rm, err := n.mover.Acquire(r.Context(), name)
+	if !n.served(w, r, name, err) {
 		return
 	}
 	if !n.track() {
@@ -232,14 +149,14 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	// n.handlers like the handler was.
 	n.conns.Add(1)
 	n.metrics.connects.Inc()
-	c := n.join(r.Context(), ws, room, client, presence, !claims.Pub, res)
+	c := n.join(r.Context(), ws, rm, client, presence, !claims.Pub, res)
 	if c == nil {
 		n.conns.Add(-1)
 		ws.Close()
 		n.handlers.Done()
 		return
 	}
-	handedOver = true
+	release := adm.Hand()
 	go func() {
 		defer release()
 		defer n.handlers.Done()
@@ -249,72 +166,84 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// refuseUpgrade answers a client whose token failed: the upgrade completes so a browser can read
-// why, then the connection closes with 4401 (no valid token) or 4403 (not for this room).
-func (n *Node) refuseUpgrade(w http.ResponseWriter, r *http.Request, err error) {
-	closeCode, status, code := auth.Refusal(err)
-	n.metrics.refused.WithLabelValues(code).Inc()
-	n.log.Debug("client refused", "room", r.PathValue("room"), "reason", err.Error(), "peer", r.RemoteAddr)
-	if !websocket.IsWebSocketUpgrade(r) {
-		protocol.WriteError(w, status, code, err.Error())
-		return
+// served reports whether Acquire's err lets the request be served here, answering it otherwise:
+// a redirect to where the room is, or the refusal.
+func (n *Node) served(w http.ResponseWriter, r *http.Request, name string, err error) bool {
+	var held *handoff.HeldError
+	switch {
+	case err == nil:
+		return true
+	case errors.As(err, &held): // the previous owner still holds it: send the client there
+		n.metrics.redirects.Inc()
+		httpapi.Redirect(w, r, held.To.WSURL(name))
+	case errors.Is(err, ErrNotOwner): // the ring moved since Place
+		if o, _, ok := n.owner(name); ok {
+			httpapi.Redirect(w, r, o.WSURL(name))
+			return false
+		}
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node owns this room right now; try again shortly")
+	case errors.Is(err, ErrClosed):
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
+	case errors.Is(err, ErrTooManyRooms):
+		n.metrics.refused.WithLabelValues("max_rooms").Inc()
+		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node holds its maximum number of rooms (--max-rooms); try again later")
+	case errors.Is(err, ErrMemory):
+		n.metrics.refused.WithLabelValues("memory").Inc()
+		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "this node is near its memory limit (--max-memory) and opens no new room; try again later")
+	default:
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "the room is moving here; try again shortly")
 	}
-	ws, uerr := n.upgrader.Upgrade(w, r, nil)
-	if uerr != nil {
-		return
-	}
-	closeNow(ws, closeCode, protocol.CloseReason(err.Error()))
-	ws.Close()
+	return false
 }
 
-// track counts a connection handler in, unless the node is closing.
-func (n *Node) track() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return false
-	}
-	n.handlers.Add(1)
-	return true
+// reader is a joined client connection as its reader goroutine sees it.
+type reader struct {
+	conn     *room.Conn
+	ws       *websocket.Conn
+	room     *room.Room
+	readOnly bool          // its token does not allow publishing
+	publish  *rate.Limiter // its publishes per second
 }
 
-// join makes ws a member of room and starts its pings; nil when it could not join (the client
+// join makes ws a member of rm and starts its pings; nil when it could not join (the client
 // has been told why). It runs on the handler goroutine, so the welcome and replay, which take
 // a deep stack, do not grow the stack the connection's reader keeps for its whole life.
-func (n *Node) join(ctx context.Context, ws *websocket.Conn, room *Room, client string, presence, readOnly bool, res resume) *conn {
-	c := newConn(n, ws, client, presence, readOnly)
+func (n *Node) join(ctx context.Context, ws *websocket.Conn, rm *room.Room, client string, presence, readOnly bool, res room.Resume) *reader {
+	c := room.NewConn(n.roomCfg, ws, client, presence)
 	for attempt := 0; ; attempt++ {
-		err := room.join(c, res)
+		err := rm.Join(c, res)
 		if err == nil {
 			break
 		}
-		if errors.Is(err, ErrStale) && n.awaitFresh(ctx) == nil && attempt <= 3 {
+		if errors.Is(err, room.ErrStale) && n.watchdog.AwaitFresh(ctx) == nil && attempt <= 3 {
 			continue // decided: the room was kept, or is closed and looked up again next round
 		}
-		if errors.Is(err, ErrRoomFull) {
+		if errors.Is(err, room.ErrFull) {
 			n.metrics.refused.WithLabelValues("room_full").Inc()
-			closeNow(ws, websocket.CloseTryAgainLater, "room full (--max-room-conns); try again later")
+			httpapi.CloseWith(ws, websocket.CloseTryAgainLater, "room full (--max-room-conns); try again later")
 			return nil
 		}
 		// The room was reclaimed or moved between lookup and join: look again.
-		name := room.name
-		if room, err = n.acquire(ctx, name); err != nil || attempt > 3 {
+		name := rm.Name()
+		if rm, err = n.mover.Acquire(ctx, name); err != nil || attempt > 3 {
 			o, _, _ := n.owner(name)
-			closeNow(ws, protocol.CloseMoved, string(mustJSON(protocol.MovedReason{Node: o.ID})))
+			b, _ := json.Marshal(protocol.MovedReason{Node: o.ID})
+			httpapi.CloseWith(ws, protocol.CloseMoved, string(b))
 			return nil
 		}
 	}
-	c.startPings()
-	return c
+	c.StartPings()
+	return &reader{conn: c, ws: ws, room: rm, readOnly: readOnly,
+		publish: rate.NewLimiter(rate.Limit(n.cfg.PublishRate), n.cfg.PublishBurst)}
 }
 
 // read is a joined connection's reader, on a goroutine of its own: it reads the client's
 // frames until the connection ends, then leaves the room and waits for the writer.
-func (n *Node) read(c *conn) {
+func (n *Node) read(c *reader) {
 	ws := c.ws
 	defer func() {
-		c.room.leave(c)
-		c.end()
+		c.room.Leave(c.conn)
+		c.conn.End()
 	}()
 
 	readWait := n.cfg.PingInterval * 5 / 2
@@ -334,7 +263,7 @@ func (n *Node) read(c *conn) {
 			}
 			return
 		}
-		if !c.isClosing() {
+		if !c.conn.Closing() {
 			_ = ws.SetReadDeadline(time.Now().Add(readWait))
 		}
 		switch mt {
@@ -350,8 +279,8 @@ func (n *Node) read(c *conn) {
 			}
 			frame := make([]byte, 8+len(data))
 			copy(frame[8:], data)
-			if _, err := c.room.publishBinary(c, frame); err != nil {
-				c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, Error: "the room is moving; publish again after reconnecting"})
+			if _, err := c.room.PublishBinary(n.ctx, c.conn, frame); err != nil {
+				c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, Error: "the room is moving; publish again after reconnecting"})
 			}
 		}
 	}
@@ -359,18 +288,18 @@ func (n *Node) read(c *conn) {
 
 // handleText handles one client text frame. Bad frames get an error frame and the connection
 // stays open.
-func (n *Node) handleText(c *conn, data []byte) {
+func (n *Node) handleText(c *reader, data []byte) {
 	p, bad := protocol.ParsePublish(data)
 	switch {
 	case bad != nil:
 		n.metrics.refused.WithLabelValues(bad.Code).Inc()
-		c.sendJSON(*bad)
+		c.conn.SendJSON(*bad)
 	case c.readOnly:
 		n.refuseReadOnly(c, p.ID)
 	case !n.allowPublish(c, p.ID):
 	default:
-		if err := c.room.publish(c, p.ID, p.Data); err != nil {
-			c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
+		if err := c.room.Publish(n.ctx, c.conn, p.ID, p.Data); err != nil {
+			c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
 				Error: "the room is moving; publish again with the same id after reconnecting"})
 		}
 	}
@@ -378,32 +307,20 @@ func (n *Node) handleText(c *conn, data []byte) {
 
 // refuseReadOnly answers a publish from a connection whose token does not allow publishing;
 // nothing is delivered and the connection stays open.
-func (n *Node) refuseReadOnly(c *conn, id string) {
+func (n *Node) refuseReadOnly(c *reader, id string) {
 	n.metrics.refused.WithLabelValues("read_only").Inc()
-	c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeForbidden, ID: id,
+	c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeForbidden, ID: id,
 		Error: "this connection's token is read-only (no pub claim); the publish was not delivered"})
 }
 
 // allowPublish takes one publish from c's rate; over it, c gets an error frame rate_limited
 // (nothing is delivered, the connection stays open) and allowPublish reports false.
-func (n *Node) allowPublish(c *conn, id string) bool {
+func (n *Node) allowPublish(c *reader, id string) bool {
 	if c.publish.Allow() {
 		return true
 	}
 	n.metrics.refused.WithLabelValues("rate_limited").Inc()
-	c.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeRateLimited, ID: id,
+	c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeRateLimited, ID: id,
 		Error: "publishing faster than this node allows (--publish-rate); the publish was not delivered, send it again later"})
 	return false
-}
-
-func closeNow(ws *websocket.Conn, code int, reason string) {
-	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
 }

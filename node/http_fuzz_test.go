@@ -28,22 +28,22 @@ func FuzzResumeQuery(f *testing.F) {
 			}
 			return
 		}
-		if len(res.epoch) > 64 || len(client) > 128 || !utf8.ValidString(client) {
-			t.Fatalf("accepted epoch %q client %q", res.epoch, client)
+		if len(res.Epoch) > 64 || len(client) > 128 || !utf8.ValidString(client) {
+			t.Fatalf("accepted epoch %q client %q", res.Epoch, client)
 		}
 		for _, c := range client {
 			if c < 0x20 || c == 0x7f {
 				t.Fatalf("accepted a control character in client %q", client)
 			}
 		}
-		if res.hasSince {
+		if res.HasSince {
 			// A whole decimal number, leading zeros allowed, and nothing else.
 			digits := strings.TrimLeft(strings.TrimPrefix(r.URL.Query().Get("since"), "+"), "0")
 			if digits == "" {
 				digits = "0"
 			}
-			if digits != strconv.FormatUint(res.since, 10) {
-				t.Fatalf("since %q read as %d", r.URL.Query().Get("since"), res.since)
+			if digits != strconv.FormatUint(res.Since, 10) {
+				t.Fatalf("since %q read as %d", r.URL.Query().Get("since"), res.Since)
 			}
 		}
 	})

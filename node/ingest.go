@@ -11,14 +11,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/limit"
+	"github.com/roost-dev/roost/node/handoff"
+	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
-	"github.com/roost-dev/roost/ring"
 	"golang.org/x/time/rate"
 )
 
@@ -29,64 +28,6 @@ const maxHandshake = 4096
 type handshake struct {
 	Room  string `json:"room"`
 	Token string `json:"token,omitempty"`
-}
-
-// source is one TCP stream source of a room. Its goroutine reads frames and publishes each as a
-// binary message; accepted counts the frames that entered the room.
-type source struct {
-	conn     net.Conn
-	accepted uint64 // reader goroutine only
-
-	mu      sync.Mutex
-	bye     func(accepted uint64) string // set when the room closes: the last line to send
-	stopped chan struct{}                // closed with bye set
-}
-
-// stop ends the source from outside: its reader wakes, sends bye's line and closes.
-func (s *source) stop(bye func(accepted uint64) string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.bye == nil {
-		s.bye = bye
-		close(s.stopped)
-	}
-	_ = s.conn.SetReadDeadline(time.Now())
-}
-
-// extend sets the next read deadline unless the source was stopped.
-func (s *source) extend(d time.Duration) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.bye != nil {
-		return false
-	}
-	_ = s.conn.SetReadDeadline(time.Now().Add(d))
-	return true
-}
-
-// throttle waits until limit lets size more bytes in, and reports false if the source was
-// stopped meanwhile. The wait is the backpressure: the node does not read the source meanwhile.
-func (s *source) throttle(limit *rate.Limiter, size int, waited prometheus.Counter) bool {
-	r := limit.ReserveN(time.Now(), size)
-	d := r.Delay()
-	if d == 0 {
-		return true
-	}
-	waited.Add(d.Seconds())
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.stopped:
-		return false
-	}
-}
-
-func (s *source) farewell() func(uint64) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.bye
 }
 
 // ServeTCP accepts stream sources on ln until the node is closed.
@@ -120,12 +61,6 @@ func (n *Node) ServeTCP(ln net.Listener) error {
 			n.serveSource(c)
 		}()
 	}
-}
-
-func (n *Node) isClosed() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.closed
 }
 
 // serveSource runs one stream source: handshake, then frames until it ends or the room moves.
@@ -166,7 +101,7 @@ func (n *Node) serveSource(c net.Conn) {
 		refuse(code, oneLine(err.Error()))
 		return
 	}
-	if err := n.awaitFresh(n.ctx); err != nil {
+	if err := n.watchdog.AwaitFresh(n.ctx); err != nil {
 		refuse(protocol.CodeNotReady, "this node is catching up with the cluster after a pause; resolve the room again shortly")
 		return
 	}
@@ -177,13 +112,13 @@ func (n *Node) serveSource(c net.Conn) {
 	}
 	if o.ID != n.id {
 		n.metrics.redirects.Inc()
-		reply(movedLine(o, 0))
+		reply(room.MovedLine(o, 0))
 		return
 	}
-	room, err := n.acquire(n.ctx, h.Room)
-	var held *redirectError
+	rm, err := n.mover.Acquire(n.ctx, h.Room)
+	var held *handoff.HeldError
 	if errors.As(err, &held) {
-		reply(movedLine(held.to, 0))
+		reply(room.MovedLine(held.To, 0))
 		return
 	}
 	if err != nil {
@@ -192,7 +127,7 @@ func (n *Node) serveSource(c net.Conn) {
 		} else if errors.Is(err, ErrMemory) {
 			refuse(protocol.CodeLimit, "this node is near its memory limit (--max-memory) and opens no new room")
 		} else if o, _, ok := n.owner(h.Room); ok {
-			reply(movedLine(o, 0))
+			reply(room.MovedLine(o, 0))
 		}
 		return
 	}
@@ -202,23 +137,23 @@ func (n *Node) serveSource(c net.Conn) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetReadBuffer(2 * n.cfg.IngestMaxFrame)
 	}
-	s := &source{conn: c, stopped: make(chan struct{})}
-	seq, err := room.addSource(s)
-	if errors.Is(err, ErrStale) {
+	s := room.NewSource(c)
+	seq, err := rm.AddSource(s)
+	if errors.Is(err, room.ErrStale) {
 		refuse(protocol.CodeNotReady, "this node is catching up with the cluster after a pause; resolve the room again shortly")
 		return
 	}
-	if errors.Is(err, ErrRoomFull) {
+	if errors.Is(err, room.ErrFull) {
 		refuse(protocol.CodeLimit, fmt.Sprintf("the room has its maximum of %d sources (--max-room-sources)", n.cfg.MaxRoomSources))
 		return
 	}
 	if err != nil { // closed between lookup and join: it moved or was reclaimed
 		if o, _, ok := n.owner(h.Room); ok {
-			reply(movedLine(o, 0))
+			reply(room.MovedLine(o, 0))
 		}
 		return
 	}
-	defer room.removeSource(s)
+	defer rm.RemoveSource(s)
 	reply("OK " + strconv.FormatUint(seq, 10))
 	n.log.Debug("stream source connected", "room", h.Room, "peer", c.RemoteAddr().String())
 	n.metrics.ingestSources.Inc()
@@ -226,8 +161,9 @@ func (n *Node) serveSource(c net.Conn) {
 	limit := rate.NewLimiter(rate.Limit(n.cfg.IngestRate), max(n.cfg.IngestRate/8, n.cfg.IngestMaxFrame))
 
 	var hdr [4]byte
+	var accepted uint64 // frames that entered the room
 	for {
-		if !s.extend(n.cfg.IngestIdle) {
+		if !s.Extend(n.cfg.IngestIdle) {
 			break
 		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
@@ -238,33 +174,33 @@ func (n *Node) serveSource(c net.Conn) {
 			refuse("bad_frame", err.Error())
 			return
 		}
-		if !s.throttle(limit, int(size), n.metrics.ingestThrottle) {
+		if !s.Throttle(limit, int(size), n.metrics.ingestThrottle) {
 			break
 		}
 		frame := make([]byte, 8+size)
 		if _, err := io.ReadFull(br, frame[8:]); err != nil {
-			if s.farewell() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			if s.Farewell() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				refuse("truncated", "the frame ended early")
 			}
 			break
 		}
-		if _, err := room.publishBinary(nil, frame); err != nil {
-			if s.farewell() == nil {
+		if _, err := rm.PublishBinary(n.ctx, nil, frame); err != nil {
+			if s.Farewell() == nil {
 				// The room stopped taking frames without closing (a hand-off held it too long):
 				// send the source to the owner by this node's ring, with its exact count, so it
 				// resends the rest rather than taking this for a crash.
 				o, _, _ := n.owner(h.Room)
-				reply(movedLine(o, s.accepted))
+				reply(room.MovedLine(o, accepted))
 				return
 			}
 			break // the room closed: the farewell says where to go
 		}
-		s.accepted++
+		accepted++
 		n.metrics.ingestFrames.Inc()
 		n.metrics.ingestBytes.Add(float64(size))
 	}
-	if bye := s.farewell(); bye != nil {
-		reply(bye(s.accepted))
+	if bye := s.Farewell(); bye != nil {
+		reply(bye.SourceLine(accepted))
 	}
 }
 
@@ -307,12 +243,4 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// movedLine is the MOVED answer naming the room's owner.
-func movedLine(o ring.Member, accepted uint64) string {
-	if o.ID == "" {
-		return "ERR no_nodes no node owns this room right now; resolve it again shortly"
-	}
-	return fmt.Sprintf("MOVED %s %s %d", o.TCP, o.ID, accepted)
 }

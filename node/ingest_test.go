@@ -14,6 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/roost-dev/roost/internal/peer"
+	"github.com/roost-dev/roost/internal/wait"
+	"github.com/roost-dev/roost/node/handoff"
+	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -65,7 +68,7 @@ func TestIngestFramesReachSubscribers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "200 binary frames", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == 200 })
+	wait.Eventually(t, 10*time.Second, "200 binary frames", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == 200 })
 	for i, b := range sub.bins {
 		seq, p, _ := protocol.ParseBinary(b)
 		if seq != uint64(i+1) || !bytes.Equal(p, want[i]) {
@@ -123,13 +126,13 @@ func TestIngestBadInput(t *testing.T) {
 	sub := dial(t, n.addr, "a", nil)
 	c, _, _ = sourceHello(t, addr, `{"room":"a"}`+"\n")
 	writeFrame(c, []byte("fine"))
-	eventually(t, 5*time.Second, "a good frame after the bad ones", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == 1 })
+	wait.Eventually(t, 5*time.Second, "a good frame after the bad ones", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == 1 })
 }
 
 func TestIngestNonOwnerAnswersMoved(t *testing.T) {
 	a := startNode(t, "n1", DefaultConfig())
 	b := startNode(t, "n2", DefaultConfig(), a.ring.GossipAddr())
-	eventually(t, 5*time.Second, "two nodes", func() bool {
+	wait.Eventually(t, 5*time.Second, "two nodes", func() bool {
 		return len(a.ring.Placement().Nodes()) == 2 && len(b.ring.Placement().Nodes()) == 2
 	})
 	addrA := startIngest(t, a)
@@ -157,7 +160,7 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	cfg.PeerAcceptKeys = [][]byte{[]byte("the other secret during a rotation")}
 	n := startNode(t, "n1", cfg)
 	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(handoffBatch{From: "mallory", Ring: "x", Rooms: []roomState{{Room: "r", Epoch: "e", Seq: 1}}}); err != nil {
+	if err := gob.NewEncoder(&buf).Encode(handoff.Batch{From: "mallory", Ring: "x", Rooms: []room.State{{Room: "r", Epoch: "e", Seq: 1}}}); err != nil {
 		t.Fatal(err)
 	}
 	body := buf.String()
@@ -191,7 +194,7 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	}
 	// Signed with the key accepted during a rotation, it is heard too.
 	buf.Reset()
-	if err := gob.NewEncoder(&buf).Encode(handoffBatch{From: "n0", Ring: "x", Rooms: []roomState{{Room: "r2", Epoch: "e", Seq: 1}}}); err != nil {
+	if err := gob.NewEncoder(&buf).Encode(handoff.Batch{From: "n0", Ring: "x", Rooms: []room.State{{Room: "r2", Epoch: "e", Seq: 1}}}); err != nil {
 		t.Fatal(err)
 	}
 	req, _ = http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", bytes.NewReader(buf.Bytes()))
@@ -227,7 +230,7 @@ func TestIngestRateSlowsASourceWithoutCuttingIt(t *testing.T) {
 			}
 		}
 	}()
-	eventually(t, 20*time.Second, "every frame delivered", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == frames })
+	wait.Eventually(t, 20*time.Second, "every frame delivered", func() bool { sub.mu.Lock(); defer sub.mu.Unlock(); return len(sub.bins) == frames })
 	if took := time.Since(start); took < 1800*time.Millisecond {
 		t.Fatalf("2 MiB went through in %v; --ingest-rate 1 MiB/s allows no less than 1.875s", took)
 	}

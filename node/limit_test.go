@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -26,7 +27,7 @@ func TestPublishRateLimited(t *testing.T) {
 	for i := range 30 {
 		pub.publish(fmt.Sprint("p", i), i)
 	}
-	eventually(t, 5*time.Second, "an answer to every publish", func() bool {
+	wait.Eventually(t, 5*time.Second, "an answer to every publish", func() bool {
 		return len(pub.frames(protocol.TypeAck))+len(pub.frames(protocol.TypeError)) == 30
 	})
 	acks, errs := pub.frames(protocol.TypeAck), pub.frames(protocol.TypeError)
@@ -54,13 +55,13 @@ func TestPublishRateLimited(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 5*time.Second, "binary refusals", func() bool {
+	wait.Eventually(t, 5*time.Second, "binary refusals", func() bool {
 		return len(pub.frames(protocol.TypeError)) > len(errs)
 	})
 	// The rate refills: after a pause, publishing works again on the same connection.
 	time.Sleep(300 * time.Millisecond)
 	pub.publish("later", "x")
-	eventually(t, 5*time.Second, "the later publish acked", func() bool {
+	wait.Eventually(t, 5*time.Second, "the later publish acked", func() bool {
 		for _, a := range pub.frames(protocol.TypeAck) {
 			if a.ID == "later" {
 				return true
@@ -117,7 +118,7 @@ func TestConnectionsPerAddress(t *testing.T) {
 	}
 	held[0].ws.Close()
 	<-held[0].done
-	eventually(t, 5*time.Second, "a place freed by a close", func() bool {
+	wait.Eventually(t, 5*time.Second, "a place freed by a close", func() bool {
 		c, err := dialFrom("203.0.113.7")
 		if err == nil {
 			c.ws.Close()

@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,11 +15,15 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/internal/httpapi"
+	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/limit"
+	"github.com/roost-dev/roost/node/handoff"
+	"github.com/roost-dev/roost/node/pause"
+	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
-	"golang.org/x/sync/singleflight"
 )
 
 // Ring is what a node needs from its membership: who it is, the current placement, word of
@@ -37,7 +41,7 @@ type Ring interface {
 // Errors the node answers with.
 var (
 	// ErrNotOwner: this node's placement gives the room to another node.
-	ErrNotOwner = errors.New("not the owner of this room")
+	ErrNotOwner = handoff.ErrNotOwner
 	// ErrTooManyRooms: the node holds MaxRooms rooms.
 	ErrTooManyRooms = errors.New("too many rooms on this node")
 	// ErrClosed: the node is shutting down.
@@ -45,64 +49,38 @@ var (
 	// ErrMemory: the node is near its memory limit and creates no room.
 	ErrMemory = errors.New("node near its memory limit")
 	// ErrStale: the node has not yet joined the ring, or was paused and has not caught up with it.
-	ErrStale = errors.New("node catching up with the ring")
+	ErrStale = room.ErrStale
 )
 
-// Node owns rooms and serves their clients.
+// Node owns rooms and serves their clients. It wires the parts: the room table (package room),
+// the pause watchdog (package pause), hand-offs (package handoff), and the HTTP and TCP surfaces
+// its clients and peers reach it on.
 type Node struct {
 	cfg      Config
 	id       string
 	ring     Ring
 	log      *slog.Logger
-	rooms    *rooms
+	rooms    *room.Table
+	roomCfg  *room.Config
+	watchdog *pause.Watchdog
+	mover    *handoff.Mover
+	peers    *peer.Client // node-to-node calls, signed
 	metrics  *metrics
 	upgrader websocket.Upgrader
 	conns    atomic.Int64
-	door     *limit.Door    // browser origins and connections per client address
+	door     *httpapi.Door  // lets clients' WebSockets in
 	perAddr  *limit.PerAddr // connections per client address, shared by door and stream ingest
 	memory   *limit.Memory  // refuses new rooms near the memory limit
+	draining atomic.Bool
 
 	mu        sync.Mutex // guards closed, listeners and handlers.Add
 	closed    bool
 	listeners []net.Listener
-	handlers  sync.WaitGroup // open WebSocket connections
-
-	peers    *peer.Client       // node-to-node calls, signed
-	arrivals singleflight.Group // one acquisition per room at a time
-	draining atomic.Bool
-
-	start           time.Time                     // the monotonic base of lastTick
-	lastTick        atomic.Int64                  // when the watchdog last ran, as time since start
-	quarantineUntil atomic.Int64                  // no room is created before this, as time since start
-	ticked          atomic.Pointer[chan struct{}] // closed at the watchdog's next tick
-
-	takeMu   sync.Mutex
-	tookOver map[string]time.Time // previous owners whose rooms were started afresh, and when
-
-	pastMu sync.Mutex
-	past   []*ring.Placement // the last few placements, to find a room's previous owners
-	alts   []*ring.Placement // the newest one's counterfactuals (see remember)
+	handlers  sync.WaitGroup // open client connections
 
 	ctx    context.Context // ends when the node closes: the owner of connections' waits
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops
-}
-
-// pastPlacements is how many earlier placements are kept to find where a room was.
-const pastPlacements = 4
-
-// remember keeps p, and where rooms were just before it, for finding rooms' previous owners.
-// Subscriptions deliver only the newest placement, and a node that just joined has seen none
-// before its own, so past placements alone can miss where a room is.
-func (n *Node) remember(p *ring.Placement) {
-	alts := p.Counterfactuals(n.id)
-	n.pastMu.Lock()
-	defer n.pastMu.Unlock()
-	n.past = append(n.past, p)
-	if len(n.past) > pastPlacements {
-		n.past = n.past[1:]
-	}
-	n.alts = alts
 }
 
 // New starts a node on the membership r. Close it to close every connection and stop its loops.
@@ -114,46 +92,53 @@ func New(cfg Config, r Ring) (*Node, error) {
 		cfg.Logger = slog.Default()
 	}
 	n := &Node{
-		cfg:   cfg,
-		id:    r.ID(),
-		ring:  r,
-		log:   cfg.Logger.With("node", r.ID()),
-		rooms: newRooms(),
-		upgrader: websocket.Upgrader{
-			// Clients mostly listen: a small read buffer (a publish of more is read in a few
-			// reads) keeps an idle connection cheap. Big writes go through the pool.
-			ReadBufferSize:  512,
-			WriteBufferSize: 1024,
-			WriteBufferPool: &sync.Pool{},
-			// handleWS checks Config.Origins itself, to answer with a JSON error.
-			CheckOrigin: func(*http.Request) bool { return true },
-		},
+		cfg:      cfg,
+		id:       r.ID(),
+		ring:     r,
+		log:      cfg.Logger.With("node", r.ID()),
+		rooms:    room.NewTable(),
+		upgrader: httpapi.NewUpgrader(),
+		perAddr:  limit.NewPerAddr(cfg.MaxAddrConns),
+		memory:   limit.NewMemory(cfg.MaxMemory),
+		peers:    peer.New(cfg.PeerKey, cfg.PeerAcceptKeys, cfg.maxPeerBody(), cfg.PeerTLS),
 	}
-	n.perAddr = limit.NewPerAddr(cfg.MaxAddrConns)
-	n.door = &limit.Door{Origins: cfg.Origins, PerAddr: n.perAddr,
-		Hops: limit.Hops{Prefixes: cfg.TrustedProxies, Member: func(a netip.Addr) bool { return n.ring.Placement().IsMemberHost(a) }}}
-	n.memory = limit.NewMemory(cfg.MaxMemory)
-	n.start = time.Now()
-	n.tookOver = map[string]time.Time{}
-	n.tick()
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.metrics = newMetrics(n)
-	n.peers = peer.New(cfg.PeerKey, cfg.PeerAcceptKeys, cfg.maxPeerBody(), cfg.PeerTLS)
+	n.door = &httpapi.Door{Auth: cfg.Auth, Upgrader: &n.upgrader, Refused: n.metrics.refused, Log: n.log,
+		Limits: &limit.Door{Origins: cfg.Origins, PerAddr: n.perAddr,
+			Hops: limit.Hops{Prefixes: cfg.TrustedProxies, Member: func(a netip.Addr) bool { return n.ring.Placement().IsMemberHost(a) }}}}
+	n.watchdog = pause.New(pause.Config{
+		StaleAfter: cfg.StaleAfter, Quarantine: cfg.Quarantine, Ring: r, Peers: n.peers, Log: n.log,
+		Held: n.rooms.Len, Drop: n.dropAll, Pauses: n.metrics.pauses, Decision: n.metrics.pauseDecision,
+		Clock: cfg.clock,
+	})
+	n.roomCfg = cfg.roomConfig(n.id, n.watchdog, room.Metrics{
+		Messages: n.metrics.messages, Duplicates: n.metrics.dedup, Deliveries: n.metrics.deliveries,
+		SlowConsumers: n.metrics.drops.WithLabelValues("slow_consumer"),
+	})
+	n.mover = handoff.New(handoff.Config{
+		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
+		Metrics: handoff.Metrics{Handoffs: n.metrics.handoffs, Bytes: n.metrics.handoffBytes, Seconds: n.metrics.handoffSeconds,
+			RoomsLost: n.metrics.roomsLost, RoomsGained: n.metrics.roomsGained},
+		Timeout: cfg.HandoffTimeout, FenceWait: cfg.FenceWait, ArriveTimeout: cfg.ArriveTimeout,
+		Admit: n.admit, Done: n.ctx.Done(),
+	})
 	// Subscribe before reading the current placement, so none adopted in between is missed:
 	// finding a room's previous owner depends on having seen the placement where it was.
 	changes, stopChanges := r.Subscribe()
-	n.remember(r.Placement())
-	ctx, cancel := context.WithCancel(context.Background())
-	n.ctx, n.cancel = ctx, cancel
+	n.mover.Remember(r.Placement())
 	n.wg.Add(4)
-	go n.watchdog(ctx)
-	go n.watchRing(ctx, changes, stopChanges)
-	go n.reclaimIdle(ctx)
-	go n.gossipStats(ctx)
+	go func() { defer n.wg.Done(); n.watchdog.Run(n.ctx) }()
+	go func() { defer n.wg.Done(); n.watchRing(n.ctx, changes, stopChanges) }()
+	go func() { defer n.wg.Done(); n.reclaimIdle(n.ctx) }()
+	go func() {
+		defer n.wg.Done()
+		httpapi.GossipStats(n.ctx, r, cfg.StatsInterval, n.log, func(m *ring.Meta) {
+			m.Rooms, m.Conns = n.rooms.Len(), int(n.conns.Load())
+		})
+	}()
 	return n, nil
 }
-
-// ID is the node's member id.
-func (n *Node) ID() string { return n.id }
 
 // Close closes every client connection with 1001 (after what is queued to it) and waits for
 // them, then stops the node's loops. It does not hand rooms off: that is Drain's job.
@@ -172,31 +157,54 @@ func (n *Node) Close() error {
 		ln.Close()
 	}
 	n.mu.Unlock()
-	bye := farewell{code: protocol.CloseGoingAway, flush: true,
-		reason: func(string) closeReason { return staticReason("node shutting down") },
-		source: func(uint64) string {
-			return "ERR going_away the node is shutting down; resolve the room again and reconnect"
-		}}
-	for _, r := range n.rooms.all() {
-		n.rooms.remove(r)
-		r.closeAll(bye)
+	bye := room.Farewell{Code: protocol.CloseGoingAway, Flush: true, Reason: "node shutting down",
+		Line: "ERR going_away the node is shutting down; resolve the room again and reconnect"}
+	for _, r := range n.rooms.All() {
+		n.rooms.Remove(r)
+		r.Close(bye)
 	}
 	n.handlers.Wait()
 	n.peers.Close()
 	return nil
 }
 
+// isClosed reports whether Close has begun: it ends n.ctx first thing.
+func (n *Node) isClosed() bool { return n.ctx.Err() != nil }
+
+// track counts a connection handler in, unless the node is closing.
+func (n *Node) track() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.handlers.Add(1)
+	return true
+}
+
+// admit says whether a room may be created afresh here.
+func (n *Node) admit() error {
+	switch {
+	case n.isClosed():
+		return ErrClosed
+	case n.rooms.Len() >= n.cfg.MaxRooms:
+		return ErrTooManyRooms
+	case n.memory.Over():
+		return ErrMemory
+	}
+	return nil
+}
+
 // owner is the room's owner by this node's placement.
-func (n *Node) owner(room string) (ring.Member, *ring.Placement, bool) {
+func (n *Node) owner(name string) (ring.Member, *ring.Placement, bool) {
 	p := n.ring.Placement()
-	m, ok := p.Owner(room)
+	m, ok := p.Owner(name)
 	return m, p, ok
 }
 
 // watchRing hands off the rooms each new placement gives to other nodes, and retries what could
 // not be handed off yet.
 func (n *Node) watchRing(ctx context.Context, changes <-chan *ring.Placement, stop func()) {
-	defer n.wg.Done()
 	defer stop()
 	retry := time.NewTicker(250 * time.Millisecond)
 	defer retry.Stop()
@@ -206,79 +214,96 @@ func (n *Node) watchRing(ctx context.Context, changes <-chan *ring.Placement, st
 			return
 		case p := <-changes:
 			n.metrics.ringChanges.Inc()
-			n.remember(p)
-			n.rebalance(ctx)
+			n.mover.Remember(p)
+			n.mover.Rebalance(ctx)
 		case <-retry.C:
-			if n.lost() {
-				n.rebalance(ctx)
+			if n.mover.Lost() {
+				n.mover.Rebalance(ctx)
 			}
-		}
-	}
-}
-
-func movedReason(node string) func(epoch string) closeReason {
-	return func(epoch string) closeReason {
-		return func(lastSent uint64) string {
-			b, _ := json.Marshal(protocol.MovedReason{Node: node, Epoch: epoch, Seq: lastSent})
-			return string(b)
 		}
 	}
 }
 
 // reclaimIdle forgets rooms nobody has used for RoomIdle.
 func (n *Node) reclaimIdle(ctx context.Context) {
-	defer n.wg.Done()
-	every := min(n.cfg.RoomIdle/4, 30*time.Second)
-	t := time.NewTicker(max(every, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			for _, r := range n.rooms.all() {
-				if r.reclaimIfIdle(now.Add(-n.cfg.RoomIdle)) {
-					n.rooms.remove(r)
-					n.metrics.reclaimed.Inc()
-					n.log.Debug("idle room reclaimed", "room", r.name)
-				}
+	every := max(min(n.cfg.RoomIdle/4, 30*time.Second), 10*time.Millisecond)
+	loop.Every(ctx, every, func(now time.Time) {
+		for _, r := range n.rooms.All() {
+			if r.ReclaimIfIdle(now.Add(-n.cfg.RoomIdle)) {
+				n.rooms.Remove(r)
+				n.metrics.reclaimed.Inc()
+				n.log.Debug("idle room reclaimed", "room", r.Name())
 			}
 		}
+	})
+}
+
+// dropAll closes every room after a pause; their clients reconnect to the owner.
+func (n *Node) dropAll(paused time.Duration, why string) {
+	rooms := n.rooms.All()
+	n.log.Warn("this node was paused longer than the failure timeout and its rooms may be served elsewhere; dropping every room",
+		"paused", paused.Round(time.Millisecond), "rooms", len(rooms), "why", why)
+	p := n.ring.Placement()
+	for _, r := range rooms {
+		o, _ := p.Owner(r.Name())
+		n.rooms.Remove(r)
+		r.Close(room.Moved(o, false))
+		n.metrics.drops.WithLabelValues("stale_node").Inc()
 	}
 }
 
-// gossipStats spreads the node's room and connection counts, for /v1/cluster and ctl status.
-func (n *Node) gossipStats(ctx context.Context) {
-	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.StatsInterval)
+// Drain hands every room off to its owner on the ring without this node: it marks the node
+// draining in gossip (so every member re-places its rooms), waits until the rooms are gone or
+// ctx ends, and turns the node not-ready at once. The node keeps serving what it still holds.
+func (n *Node) Drain(ctx context.Context) error {
+	n.draining.Store(true)
+	start := time.Now()
+	held := n.rooms.Len()
+	if err := n.ring.UpdateMeta(ctx, func(m *ring.Meta) { m.Draining = true }); err != nil {
+		n.log.Warn("could not gossip draining", "err", err)
+	}
+	n.log.Info("draining", "rooms", held)
+	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
-	for {
+	for n.rooms.Len() > 0 {
+		if len(n.ring.Placement().Nodes()) == 0 {
+			return fmt.Errorf("drain: no other node to hand %d rooms to", n.rooms.Len())
+		}
 		select {
 		case <-ctx.Done():
-			return
+			return fmt.Errorf("drain: %d of %d rooms not handed off before the deadline", n.rooms.Len(), held)
 		case <-t.C:
-			rooms, conns := n.rooms.len(), int(n.conns.Load())
-			uctx, cancel := context.WithTimeout(ctx, time.Second)
-			if err := n.ring.UpdateMeta(uctx, func(m *ring.Meta) { m.Rooms, m.Conns = rooms, conns }); err != nil && ctx.Err() == nil {
-				n.log.Debug("could not gossip stats", "err", err)
-			}
-			cancel()
 		}
 	}
+	n.log.Info("drained", "rooms", held, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // Rooms lists the rooms this node holds, for operators and tests.
-func (n *Node) Rooms() []Stats {
-	rs := n.rooms.all()
-	out := make([]Stats, len(rs))
+func (n *Node) Rooms() []room.Stats {
+	rs := n.rooms.All()
+	out := make([]room.Stats, len(rs))
 	for i, r := range rs {
-		out[i] = r.stats()
+		out[i] = r.Stats()
 	}
 	return out
 }
 
 // HasRoom reports whether the node holds room now.
-func (n *Node) HasRoom(room string) bool { return n.rooms.get(room) != nil }
+func (n *Node) HasRoom(name string) bool { return n.rooms.Get(name) != nil }
+
+// signed serves a node-to-node call once its signature holds, with its body read.
+func (n *Node) signed(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := n.peers.Verify(r)
+		if err != nil {
+			n.metrics.refused.WithLabelValues("peer_auth").Inc()
+			protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
+			return
+		}
+		h(w, r, body)
+	}
+}
 
 func newClientID() string {
 	var b [8]byte

@@ -10,11 +10,13 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 	"go.uber.org/goleak"
@@ -58,19 +60,8 @@ func startNode(t testing.TB, id string, cfg Config, join ...string) *testNode {
 		srv.Close()
 		r.Close()
 	})
-	eventually(t, 5*time.Second, "node ready", r.Ready)
+	wait.Eventually(t, 5*time.Second, "node ready", r.Ready)
 	return &testNode{Node: n, ring: r, addr: ln.Addr().String(), srv: srv}
-}
-
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // client is a raw WebSocket client that records what it reads.
@@ -173,7 +164,7 @@ func (c *client) frames(typ string) []protocol.Incoming {
 
 func (c *client) waitFrames(typ string, n int) []protocol.Incoming {
 	c.t.Helper()
-	eventually(c.t, 5*time.Second, fmt.Sprintf("%d %q frames", n, typ), func() bool { return len(c.frames(typ)) >= n })
+	wait.Eventually(c.t, 5*time.Second, fmt.Sprintf("%d %q frames", n, typ), func() bool { return len(c.frames(typ)) >= n })
 	return c.frames(typ)
 }
 
@@ -217,7 +208,7 @@ func TestPublishAckAndFanout(t *testing.T) {
 	if err := b.ws.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "binary frame", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return len(a.bins) == 1 })
+	wait.Eventually(t, 5*time.Second, "binary frame", func() bool { a.mu.Lock(); defer a.mu.Unlock(); return len(a.bins) == 1 })
 	seq, payload, err := protocol.ParseBinary(a.bins[0])
 	if err != nil || seq != 51 || string(payload) != "\x01\x02\x03" {
 		t.Fatalf("binary frame: seq %d payload %v err %v", seq, payload, err)
@@ -359,7 +350,7 @@ func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
 			t.Fatalf("fast subscriber: message %d has seq %d", i, m.Seq)
 		}
 	}
-	eventually(t, 5*time.Second, "slow consumer removed from the room", func() bool {
+	wait.Eventually(t, 5*time.Second, "slow consumer removed from the room", func() bool {
 		for _, s := range n.Rooms() {
 			if s.Name == "slow" {
 				return s.Conns == 2
@@ -372,13 +363,13 @@ func TestSlowConsumerIsDroppedOthersUnaffected(t *testing.T) {
 	}
 	// Its handler and writer are gone (goleak checks the rest at exit). The 4008 close frame is
 	// best effort: it queues behind whatever already fills the slow socket.
-	eventually(t, 5*time.Second, "slow connection's handler ended", func() bool { return n.conns.Load() == 2 })
+	wait.Eventually(t, 5*time.Second, "slow connection's handler ended", func() bool { return n.conns.Load() == 2 })
 }
 
 func TestNonOwnerRedirectsAndNeverHoldsTheRoom(t *testing.T) {
 	a := startNode(t, "n1", DefaultConfig())
 	b := startNode(t, "n2", DefaultConfig(), a.ring.GossipAddr())
-	eventually(t, 5*time.Second, "both nodes in both rings", func() bool {
+	wait.Eventually(t, 5*time.Second, "both nodes in both rings", func() bool {
 		return len(a.ring.Placement().Nodes()) == 2 && len(b.ring.Placement().Nodes()) == 2 &&
 			a.ring.Placement().Version() == b.ring.Placement().Version()
 	})
@@ -410,7 +401,7 @@ func TestNonOwnerRedirectsAndNeverHoldsTheRoom(t *testing.T) {
 		}
 		json.NewDecoder(resp.Body).Decode(&o)
 		resp.Body.Close()
-		if o.Node != own.ID() || o.WSURL != "ws://"+own.addr+"/v1/rooms/"+room+"/ws" || o.TCPAddr == "" || o.Ring != a.ring.Placement().Version() {
+		if o.Node != own.id || o.WSURL != "ws://"+own.addr+"/v1/rooms/"+room+"/ws" || o.TCPAddr == "" || o.Ring != a.ring.Placement().Version() {
 			t.Fatalf("owner answer %+v", o)
 		}
 		if other.HasRoom(room) {
@@ -464,7 +455,7 @@ func TestPresenceIntervalInLargeRooms(t *testing.T) {
 	for i := range 5 {
 		dial(t, n.addr, "big", url.Values{"client": {fmt.Sprint("c", i)}})
 	}
-	eventually(t, 5*time.Second, "an interval frame", func() bool {
+	wait.Eventually(t, 5*time.Second, "an interval frame", func() bool {
 		for _, f := range w.frames(protocol.TypePresence) {
 			if f.Event == protocol.PresenceInterval && f.Count == 6 {
 				return true
@@ -486,7 +477,7 @@ func TestIdleRoomReclaimed(t *testing.T) {
 	c := dial(t, n.addr, "idle", nil)
 	c.ws.Close()
 	<-c.done
-	eventually(t, 5*time.Second, "idle room reclaimed", func() bool { return !n.HasRoom("idle") })
+	wait.Eventually(t, 5*time.Second, "idle room reclaimed", func() bool { return !n.HasRoom("idle") })
 }
 
 func TestCloseSendsGoingAway(t *testing.T) {
@@ -506,10 +497,19 @@ func TestPause(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.StaleAfter = 100 * time.Millisecond // the watchdog ticks every 10 ms
 	cfg.Quarantine = time.Millisecond
+	clocks := map[*testNode]*jumpClock{}
+	start := func(t *testing.T, id string, join ...string) *testNode {
+		c := &jumpClock{start: time.Now()}
+		cfg := cfg
+		cfg.clock = c.now
+		n := startNode(t, id, cfg, join...)
+		clocks[n] = c
+		return n
+	}
 	pair := func(t *testing.T) (*testNode, *testNode, string) {
-		a := startNode(t, "n1", cfg)
-		b := startNode(t, "n2", cfg, a.ring.GossipAddr())
-		eventually(t, 5*time.Second, "both nodes in both rings", func() bool {
+		a := start(t, "n1")
+		b := start(t, "n2", a.ring.GossipAddr())
+		wait.Eventually(t, 5*time.Second, "both nodes in both rings", func() bool {
 			return len(a.ring.Placement().Nodes()) == 2 && a.ring.Placement().Version() == b.ring.Placement().Version()
 		})
 		for i := 0; ; i++ {
@@ -519,7 +519,7 @@ func TestPause(t *testing.T) {
 			}
 		}
 	}
-	pause := func(n *testNode) { n.lastTick.Store(int64(time.Since(n.start) - time.Second)) }
+	pause := func(n *testNode) { clocks[n].ahead.Add(int64(time.Second)) }
 	// refused publishes once more and expects no ack for it: the room closes with 4001.
 	refused := func(t *testing.T, c *client) {
 		t.Helper()
@@ -540,7 +540,7 @@ func TestPause(t *testing.T) {
 		c := dial(t, a.addr, room, nil)
 		c.publish("before", "x")
 		c.waitFrames(protocol.TypeAck, 1)
-		b.noteTakeover([]string{"n1"}) // as if n2 had started the room while n1 was silent
+		b.watchdog.NoteTakeover([]string{"n1"}) // as if n2 had started the room while n1 was silent
 		pause(a)
 		refused(t, c)
 		if a.HasRoom(room) || pauses(a, "dropped") != 1 {
@@ -565,7 +565,7 @@ func TestPause(t *testing.T) {
 	})
 
 	t.Run("alone in the ring: nobody could take over", func(t *testing.T) {
-		n := startNode(t, "n1", cfg)
+		n := start(t, "n1")
 		c := dial(t, n.addr, "alone", nil)
 		c.publish("before", "x")
 		c.waitFrames(protocol.TypeAck, 1)
@@ -589,3 +589,11 @@ func TestPause(t *testing.T) {
 		refused(t, c)
 	})
 }
+
+// jumpClock is a monotonic clock a test moves ahead, as a pause does.
+type jumpClock struct {
+	start time.Time
+	ahead atomic.Int64
+}
+
+func (c *jumpClock) now() time.Duration { return time.Since(c.start) + time.Duration(c.ahead.Load()) }

@@ -168,14 +168,6 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// BinaryFrame is a binary message on the wire: 8-byte big-endian seq, then the payload.
-func BinaryFrame(seq uint64, payload []byte) []byte {
-	b := make([]byte, 8+len(payload))
-	binary.BigEndian.PutUint64(b, seq)
-	copy(b[8:], payload)
-	return b
-}
-
 // ErrShortBinary is returned by ParseBinary for frames under 8 bytes.
 var ErrShortBinary = errors.New("binary frame shorter than its 8-byte seq")
 

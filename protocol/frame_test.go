@@ -40,7 +40,7 @@ func TestAppendMessageIsJSON(t *testing.T) {
 }
 
 func TestBinaryFrame(t *testing.T) {
-	seq, p, err := ParseBinary(BinaryFrame(7, []byte("abc")))
+	seq, p, err := ParseBinary([]byte{0, 0, 0, 0, 0, 0, 0, 7, 'a', 'b', 'c'})
 	if err != nil || seq != 7 || string(p) != "abc" {
 		t.Fatalf("got %d %q %v", seq, p, err)
 	}

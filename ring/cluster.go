@@ -9,7 +9,7 @@ func (p *Placement) Cluster(self string) protocol.Cluster {
 	for _, m := range p.members {
 		c.Members = append(c.Members, protocol.Member{ID: m.ID, Role: string(m.Role), HTTP: m.HTTP, TCP: m.TCP,
 			State: string(m.State), Gossip: m.Gossip, Rooms: m.Rooms, Conns: m.Conns})
-		if m.Role == RoleNode && (m.State == StateAlive || m.State == StateDraining || m.State == StateSuspect) {
+		if m.Role == RoleNode && m.Live() {
 			c.Rooms[m.ID] = m.Rooms
 		}
 	}

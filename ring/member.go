@@ -20,7 +20,6 @@ type State string
 
 const (
 	StateAlive    State = "alive"
-	StateSuspect  State = "suspect"
 	StateDraining State = "draining" // alive, but handing its rooms off: not placed
 	StateLeft     State = "left"
 	StateDead     State = "dead"
@@ -89,7 +88,10 @@ func (m Member) HTTPURL() string {
 	return "http://" + m.HTTP
 }
 
+// Live reports whether the member is up: alive, or alive and draining.
+func (m Member) Live() bool { return m.State == StateAlive || m.State == StateDraining }
+
 // placed reports whether the member takes rooms.
 func (m Member) placed() bool {
-	return m.Role == RoleNode && !m.Draining && !m.Leaving && (m.State == StateAlive || m.State == StateSuspect)
+	return m.Role == RoleNode && !m.Draining && !m.Leaving && m.State == StateAlive
 }

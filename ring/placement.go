@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -68,11 +69,11 @@ type ringMember string
 func (m ringMember) String() string { return string(m) }
 
 // NewPlacement builds the placement of members under cfg. Only members with role node that are
-// alive (or merely suspected) and not draining are placed. The result depends only on the set of
+// alive and not draining are placed. The result depends only on the set of
 // placed IDs and cfg, never on the order members are given in.
 func NewPlacement(members []Member, cfg PlacementConfig) *Placement {
 	p := &Placement{cfg: cfg, load: cfg.Load, members: slices.Clone(members)}
-	slices.SortFunc(p.members, func(a, b Member) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(p.members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	for _, m := range p.members {
 		if m.placed() {
 			p.nodes = append(p.nodes, m)
@@ -139,7 +140,7 @@ func tryConsistent(ms []consistent.Member, partitions, replicas int, load float6
 func memberHosts(members []Member) map[netip.Addr]bool {
 	hosts := make(map[netip.Addr]bool, 2*len(members))
 	for _, m := range members {
-		if m.State != StateAlive && m.State != StateSuspect {
+		if m.State != StateAlive {
 			continue
 		}
 		for _, hp := range []string{m.Gossip, m.HTTP} {
@@ -162,16 +163,6 @@ func placementVersion(nodes []Member, cfg PlacementConfig) string {
 		d.WriteString(n.ID)
 	}
 	return fmt.Sprintf("%08x", uint32(d.Sum64()))
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // IsMemberHost reports whether a is the IP of a live member's gossip or HTTP address: a hop
@@ -221,7 +212,7 @@ func (p *Placement) Successors(room string, n int) []Member {
 		return append(out, p.nodes[p.owners[p.Partition(room)]])
 	}
 	for _, m := range ms {
-		if i, ok := slices.BinarySearchFunc(p.nodes, m.String(), func(a Member, id string) int { return compareStrings(a.ID, id) }); ok {
+		if i, ok := slices.BinarySearchFunc(p.nodes, m.String(), func(a Member, id string) int { return cmp.Compare(a.ID, id) }); ok {
 			out = append(out, p.nodes[i])
 		}
 	}
@@ -236,7 +227,7 @@ func (p *Placement) Members() []Member { return slices.Clone(p.members) }
 
 // Member looks a member up by ID.
 func (p *Placement) Member(id string) (Member, bool) {
-	i, ok := slices.BinarySearchFunc(p.members, id, func(a Member, id string) int { return compareStrings(a.ID, id) })
+	i, ok := slices.BinarySearchFunc(p.members, id, func(a Member, id string) int { return cmp.Compare(a.ID, id) })
 	if !ok {
 		return Member{}, false
 	}

@@ -164,7 +164,7 @@ func BenchmarkRebuild(b *testing.B) {
 func TestIsMemberHost(t *testing.T) {
 	p := NewPlacement([]Member{
 		{ID: "n1", Gossip: "10.0.0.1:7946", State: StateAlive, Meta: Meta{Role: RoleNode, HTTP: "10.0.1.1:9000"}},
-		{ID: "r1", Gossip: "10.0.0.2:7946", State: StateSuspect, Meta: Meta{Role: RoleRouter, HTTP: "router.local:8080"}},
+		{ID: "r1", Gossip: "10.0.0.2:7946", State: StateAlive, Meta: Meta{Role: RoleRouter, HTTP: "router.local:8080"}},
 		{ID: "n2", Gossip: "10.0.0.3:7946", State: StateDead, Meta: Meta{Role: RoleNode, HTTP: "10.0.1.3:9000"}},
 	}, DefaultPlacementConfig())
 	for addr, want := range map[string]bool{

@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -364,7 +365,7 @@ func (r *Ring) members() []Member {
 		}
 		out = append(out, g.Member)
 	}
-	slices.SortFunc(out, func(a, b Member) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 

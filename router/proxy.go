@@ -7,12 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/batch"
+	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -20,30 +19,15 @@ import (
 // owner refuses gets the owner's own answer (status and JSON) and one the router cannot serve
 // gets a JSON error, never a WebSocket that closes at once.
 func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
-	room, o, ok := rt.place(w, r)
+	room, o, ok := httpapi.Place(w, r, rt.ring.Placement(), rt.metrics.refused)
 	if !ok {
 		return
 	}
-	release, refused := rt.door.Admit(w, r)
-	if refused != "" {
-		rt.metrics.refused.WithLabelValues(refused).Inc()
+	adm, ok := rt.clients.Admit(w, r, room)
+	if !ok {
 		return
 	}
-	handedOver := false // the session's own goroutine releases its place
-	defer func() {
-		if !handedOver {
-			release()
-		}
-	}()
-	if _, err := rt.cfg.Auth.Check(auth.FromRequest(r), room, false); err != nil {
-		rt.refuse(w, r, err)
-		return
-	}
-	if !websocket.IsWebSocketUpgrade(r) {
-		rt.metrics.refused.WithLabelValues("not_websocket").Inc()
-		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, "this endpoint takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
-		return
-	}
+	defer adm.Close()
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.DialTimeout)
 	up, resp, err := rt.dialOwner(ctx, o.WSURL(room), r)
 	cancel()
@@ -73,7 +57,7 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	if !s.attach(client) { // Close came first
-		closeWith(client, websocket.CloseGoingAway, "router shutting down")
+		httpapi.CloseWith(client, websocket.CloseGoingAway, "router shutting down")
 		client.Close()
 		up.Close()
 		rt.untrack(s)
@@ -82,29 +66,12 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 	rt.metrics.opened.Inc()
 	// The handler returns, so net/http lets go of the request and its buffers; the session
 	// lives on in goroutines of its own, counted by track like the handler was.
-	handedOver = true
+	release := adm.Hand()
 	go func() {
 		defer release()
 		defer rt.untrack(s)
 		s.run()
 	}()
-}
-
-// refuse answers a client whose token failed as a node would: the upgrade completes so a
-// browser can read why, then the connection closes with 4401 or 4403.
-func (rt *Router) refuse(w http.ResponseWriter, r *http.Request, err error) {
-	closeCode, status, code := auth.Refusal(err)
-	rt.metrics.refused.WithLabelValues(code).Inc()
-	if !websocket.IsWebSocketUpgrade(r) {
-		protocol.WriteError(w, status, code, err.Error())
-		return
-	}
-	client, uerr := rt.upgrader.Upgrade(w, r, nil)
-	if uerr != nil {
-		return
-	}
-	closeWith(client, closeCode, protocol.CloseReason(err.Error()))
-	client.Close()
 }
 
 // dialOwner dials the owner's WebSocket with the client's query and credentials, following the
@@ -195,12 +162,4 @@ func closeOf(err error, fallback string) (int, string) {
 		return ce.Code, ce.Text
 	}
 	return websocket.CloseGoingAway, fallback
-}
-
-// closeWith sends a close frame, best effort.
-func closeWith(c *websocket.Conn, code int, text string) {
-	if len(text) > 120 { // a close reason must fit a control frame
-		text = strings.ToValidUTF8(text[:120], "")
-	}
-	_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(time.Second))
 }

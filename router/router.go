@@ -7,23 +7,16 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/roost-dev/roost/batch"
+	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/limit"
-	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
 
-// Ring is what a router needs from its membership.
-type Ring interface {
-	ID() string
-	Placement() *ring.Placement
-	Ready() bool
-	UpdateMeta(ctx context.Context, change func(*ring.Meta)) error
-}
+// Ring is what a router needs from its membership: what every member's HTTP surface reads.
+type Ring interface{ httpapi.Ring }
 
 // Router is the edge: redirects and WebSocket proxying to room owners.
 type Router struct {
@@ -34,14 +27,15 @@ type Router struct {
 	metrics  *metrics
 	upgrader websocket.Upgrader
 	dialer   websocket.Dialer
-	door     *limit.Door // browser origins and connections per client address
+	door     *limit.Door   // browser origins and connections per client address
+	clients  *httpapi.Door // lets clients' WebSockets in, through door
 
 	mu       sync.Mutex
 	closed   bool
 	sessions map[*session]struct{}
 	handlers sync.WaitGroup
 
-	stop  chan struct{} // ends gossipStats
+	stop  context.CancelFunc // ends gossipStats
 	stats sync.WaitGroup
 }
 
@@ -59,15 +53,7 @@ func New(cfg Config, r Ring) (*Router, error) {
 		ring:     r,
 		log:      cfg.Logger.With("node", r.ID()),
 		sessions: map[*session]struct{}{},
-		upgrader: websocket.Upgrader{
-			// Clients mostly listen: a small read buffer (a publish of more is read in a few
-			// reads) keeps an idle connection cheap. Big writes go through the pool.
-			ReadBufferSize:  512,
-			WriteBufferSize: 1024,
-			WriteBufferPool: &sync.Pool{},
-			CheckOrigin:     func(*http.Request) bool { return true }, // handleWS checks cfg.Origins
-
-		},
+		upgrader: httpapi.NewUpgrader(),
 		dialer: websocket.Dialer{
 			HandshakeTimeout: cfg.DialTimeout,
 			ReadBufferSize:   1024,
@@ -87,30 +73,16 @@ func New(cfg Config, r Ring) (*Router, error) {
 			PerAddr: limit.NewPerAddr(cfg.MaxAddrConns)},
 	}
 	rt.metrics = newMetrics(rt)
-	rt.stop = make(chan struct{})
+	rt.clients = &httpapi.Door{Limits: rt.door, Auth: cfg.Auth, Upgrader: &rt.upgrader, Refused: rt.metrics.refused, Log: rt.log}
+	ctx, stop := context.WithCancel(context.Background())
+	rt.stop = stop
 	rt.stats.Add(1)
-	go rt.gossipStats(cfg.StatsInterval)
+	go func() {
+		defer rt.stats.Done()
+		// The router's connection count, for /v1/cluster and ctl status.
+		httpapi.GossipStats(ctx, r, cfg.StatsInterval, rt.log, func(m *ring.Meta) { m.Conns = rt.Sessions() })
+	}()
 	return rt, nil
-}
-
-// gossipStats spreads the router's connection count, for /v1/cluster and ctl status.
-func (rt *Router) gossipStats(every time.Duration) {
-	defer rt.stats.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-rt.stop:
-			return
-		case <-t.C:
-			conns := rt.Sessions()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if err := rt.ring.UpdateMeta(ctx, func(m *ring.Meta) { m.Conns = conns }); err != nil {
-				rt.log.Debug("could not gossip stats", "err", err)
-			}
-			cancel()
-		}
-	}
 }
 
 // Handler serves the router's HTTP API.
@@ -118,65 +90,27 @@ func (rt *Router) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/rooms/{room}", rt.handleResolve)
 	mux.HandleFunc("GET /v1/rooms/{room}/ws", rt.handleWS)
-	mux.HandleFunc("GET /v1/cluster", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Access-Control-Allow-Origin", "*") // public, like placement: pages elsewhere may show it
-		protocol.WriteJSON(w, rt.ring.Placement().Cluster(rt.id))
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		protocol.WriteJSON(w, map[string]string{"status": "ok", "node": rt.id})
-	})
-	mux.HandleFunc("GET /readyz", rt.handleReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(rt.metrics.reg, promhttp.HandlerOpts{}))
 	mux.Handle("GET /{$}", demoPage)
 	mux.Handle("GET /demo/", http.StripPrefix("/demo/", demoFiles))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
-	})
+	httpapi.Routes(mux, rt.ring, rt.metrics.reg, func() bool { return !rt.isClosed() })
 	return mux
 }
 
-func (rt *Router) handleReady(w http.ResponseWriter, _ *http.Request) {
+func (rt *Router) isClosed() bool {
 	rt.mu.Lock()
-	closed := rt.closed
-	rt.mu.Unlock()
-	if closed || !rt.ring.Ready() {
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "not ready: not joined, no node in the ring, or shutting down")
-		return
-	}
-	protocol.WriteJSON(w, map[string]string{"status": "ready", "node": rt.id, "ring": rt.ring.Placement().Version()})
+	defer rt.mu.Unlock()
+	return rt.closed
 }
 
-// place validates the room and finds its owner, answering the error itself when it cannot.
-func (rt *Router) place(w http.ResponseWriter, r *http.Request) (string, ring.Member, bool) {
-	room := r.PathValue("room")
-	if err := protocol.ValidRoom(room); err != nil {
-		rt.metrics.refused.WithLabelValues("bad_room").Inc()
-		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRoom, err.Error())
-		return "", ring.Member{}, false
-	}
-	o, ok := rt.ring.Placement().Owner(room)
-	if !ok {
-		rt.metrics.refused.WithLabelValues("no_nodes").Inc()
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNoNodes, "no node in the ring owns rooms yet; try again shortly")
-		return "", ring.Member{}, false
-	}
-	return room, o, true
-}
-
+// handleResolve redirects to the room's owner, which answers its coordinates.
 func (rt *Router) handleResolve(w http.ResponseWriter, r *http.Request) {
-	room, o, ok := rt.place(w, r)
+	room, o, ok := httpapi.Place(w, r, rt.ring.Placement(), rt.metrics.refused)
 	if !ok {
 		return
 	}
 	rt.metrics.redirects.Inc()
 	w.Header().Set("Access-Control-Allow-Origin", "*")
-	target := o.HTTPURL() + "/v1/rooms/" + room
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
-	w.Header().Set("Location", target)
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusTemporaryRedirect)
+	httpapi.Redirect(w, r, o.HTTPURL()+"/v1/rooms/"+room)
 }
 
 // Sessions is the number of open proxied connections.
@@ -198,7 +132,7 @@ func (rt *Router) Close() error {
 		s.shutdown()
 	}
 	rt.mu.Unlock()
-	close(rt.stop)
+	rt.stop()
 	rt.stats.Wait()
 	rt.handlers.Wait()
 	return nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/batch"
+	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -112,8 +113,8 @@ func (s *session) shutdown() {
 		return
 	}
 	up := s.upstream()
-	closeWith(client, websocket.CloseGoingAway, "router shutting down")
-	closeWith(up, websocket.CloseGoingAway, "client's router shutting down")
+	httpapi.CloseWith(client, websocket.CloseGoingAway, "router shutting down")
+	httpapi.CloseWith(up, websocket.CloseGoingAway, "client's router shutting down")
 	grace := time.Now().Add(time.Second)
 	_ = client.SetReadDeadline(grace)
 	_ = up.SetReadDeadline(grace)
@@ -159,7 +160,7 @@ func (s *session) run() {
 	if tooBig {
 		code, text = websocket.CloseGoingAway, "client sent a frame over the limit"
 	}
-	closeWith(s.upstream(), code, text)
+	httpapi.CloseWith(s.upstream(), code, text)
 	if tooBig {
 		protocol.CloseGently(s.client.NetConn(), time.Second) // gorilla sent the 1009
 	}
@@ -177,11 +178,11 @@ func (s *session) run() {
 func (s *session) downEnded(end pumpEnd) {
 	if end.read { // the owner is gone for good: tell the client why
 		code, text := closeOf(end.err, "the room's owner went away")
-		closeWith(s.client, code, text)
+		httpapi.CloseWith(s.client, code, text)
 		s.logger().Debug("owner closed a proxied connection", "code", code)
 	} else { // writing to the client failed: the client is gone
 		s.stop()
-		closeWith(s.upstream(), websocket.CloseGoingAway, "client went away")
+		httpapi.CloseWith(s.upstream(), websocket.CloseGoingAway, "client went away")
 	}
 	_ = s.client.SetReadDeadline(time.Now().Add(time.Second))
 }

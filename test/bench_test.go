@@ -12,9 +12,6 @@ import (
 // TestBenchRuns drives `roost bench --quick` as a user would: every row comes out as a JSON line
 // and in the table, and the fan-out runs lose, double and reorder nothing on either server.
 func TestBenchRuns(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	proc.Binary(t, "roost-bench") // roost bench runs the roost-bench next to it
 	out, err := exec.Command(proc.Roost(t), "bench", "--quick", "--duration", "1s", "--soak", "3s",
 		"--workloads", "fanout,handshake,idle,storm,failure,soak,handoff,placement,rebalance").CombinedOutput()

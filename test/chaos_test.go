@@ -21,9 +21,6 @@ import (
 // by its new owner. ROOST_KILL_TRIALS sets the number of trials (default 1; each starts a fresh
 // cluster of 3 processes).
 func TestKillNineIsDetected(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	trials := 1
 	if v, err := strconv.Atoi(os.Getenv("ROOST_KILL_TRIALS")); err == nil && v > 0 {
 		trials = v
@@ -79,9 +76,6 @@ func TestKillNineIsDetected(t *testing.T) {
 // TestSigtermShutsDownCleanly: SIGTERM makes a node leave the gossip (the others list it as
 // "left", not "dead") and exit 0.
 func TestSigtermShutsDownCleanly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	ps := startProcCluster(t, 2)
 	ps[1].Signal(syscall.SIGTERM)
 	select {
@@ -161,9 +155,6 @@ func (r *chaosRoom) publishUntil(t *testing.T, id string, d time.Duration) time.
 // detection time ~1.5 s, see TestKillNineIsDetected, plus slack); rooms on the other nodes see no
 // interruption at all: their subscribers' connections never end and their sequences have no hole.
 func TestKillOwnerMidTraffic(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	nodes, rt := startProcClusterWithRouter(t, 3)
 	rooms := openChaosRooms(t, rt.URL(), roomsByOwner(t, rt, "chaos-", 3, "n1", "n2", "n3"))
 	for _, r := range rooms {
@@ -216,9 +207,6 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 // taken over, then SIGCONT it. It must not take a write for a room it no longer owns (its old
 // connections are closed, unacked), and it must rejoin the ring cleanly.
 func TestStoppedNodeCausesNoSplitBrain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	nodes, rt := startProcClusterWithRouter(t, 3)
 	victim := nodes[2]
 	var room string
@@ -272,9 +260,6 @@ func TestStoppedNodeCausesNoSplitBrain(t *testing.T) {
 // TestKillNodesUntilOneIsLeft: kill -9 nodes one after the other; after each, rooms work again
 // through the router, and on the last node everything still works.
 func TestKillNodesUntilOneIsLeft(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	nodes, rt := startProcClusterWithRouter(t, 4)
 	owners := map[string]string{}
 	for i := range 12 {

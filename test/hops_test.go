@@ -19,9 +19,6 @@ import (
 // the members' counters (which rebuilds placement on its fast path, where the members' hosts
 // were once dropped) and for a router that joined after the node.
 func TestRouterIsATrustedHopAfterStatsGossip(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	const perAddr = 3
 	n := startProc(t, "node", "n1", "", "--max-addr-conns", fmt.Sprint(perAddr))
 	proc.WaitRingT(t, []*proc.Proc{n}, 1)

@@ -4,14 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/gob"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,8 +31,11 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/internal/wait"
+	"github.com/roost-dev/roost/node/handoff"
+	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -59,9 +59,6 @@ const (
 // stream through both; the witnesses must lose nothing and never reconnect, and every bad client
 // must get the documented answer.
 func TestHostileClients(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	// n1 and r1 ping every 400 ms, so silent sockets go within a second; n2 and r2 ping rarely
 	// and n2 has a short send queue, so a subscriber that never reads is dropped by the queue
 	// (4008), not for silence, and their long write timeout leaves it time to read its close.
@@ -744,7 +741,7 @@ func TestHostileClients(t *testing.T) {
 		// secret, or signed too long ago: 401, nothing installed, the witness room untouched.
 		// A correctly signed harmless request is heard (proving the signatures below differ
 		// only in what they claim to).
-		key := hostilePeerKey(hostileSecret)
+		key := peer.Key(hostileSecret)
 		probe := func(room string) protocol.Welcome {
 			t.Helper()
 			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -761,15 +758,15 @@ func TestHostileClients(t *testing.T) {
 		refused := labelled(t, n1, "roost_refused_total", "reason", "peer_auth")
 		// The forged states: the witness room (held by n1) jumping ahead in its own epoch, and
 		// a room n1 owns but does not hold yet.
-		forged := forgedBatch{From: "n2", Ring: "forged", Rooms: []forgedRoom{
+		batch := handoff.Batch{From: "n2", Ring: "forged", Rooms: []room.State{
 			{Room: roomA, Epoch: before.Epoch, Seq: before.Seq + 1_000_000},
 			{Room: fresh, Epoch: "forged-epoch", Seq: 1_000_000},
 		}}
-		var buf bytes.Buffer
-		if err := gob.NewEncoder(&buf).Encode(forged); err != nil {
+		forged, err := handoff.Encode(batch)
+		if err != nil {
 			t.Fatal(err)
 		}
-		handoff, release := "/internal/v1/handoff", "/internal/v1/rooms/"+roomA+"/release"
+		handoffPath, release := handoff.Path, handoff.ReleasePath(roomA)
 		now := time.Now().Unix()
 		sent := 0
 		for _, c := range []struct {
@@ -777,17 +774,17 @@ func TestHostileClients(t *testing.T) {
 			body       []byte
 			sig        string
 		}{
-			{"no signature", handoff, buf.Bytes(), ""},
-			{"not a signature", handoff, buf.Bytes(), "123.deadbeef"},
-			{"garbage", handoff, buf.Bytes(), strings.Repeat("x", 200)},
-			{"another secret", handoff, buf.Bytes(), peerSignature(hostilePeerKey("not-the-secret"), "POST", handoff, now, buf.Bytes())},
-			{"signed 5 minutes ago (a replay)", handoff, buf.Bytes(), peerSignature(key, "POST", handoff, now-300, buf.Bytes())},
-			{"signed 5 minutes ahead", handoff, buf.Bytes(), peerSignature(key, "POST", handoff, now+300, buf.Bytes())},
-			{"signature of another body", handoff, buf.Bytes(), peerSignature(key, "POST", handoff, now, []byte("other"))},
-			{"signature of another path", handoff, buf.Bytes(), peerSignature(key, "POST", release, now, buf.Bytes())},
+			{"no signature", handoffPath, forged, ""},
+			{"not a signature", handoffPath, forged, "123.deadbeef"},
+			{"garbage", handoffPath, forged, strings.Repeat("x", 200)},
+			{"another secret", handoffPath, forged, peer.Sign(peer.Key("not-the-secret"), "POST", handoffPath, now, forged)},
+			{"signed 5 minutes ago (a replay)", handoffPath, forged, peer.Sign(key, "POST", handoffPath, now-300, forged)},
+			{"signed 5 minutes ahead", handoffPath, forged, peer.Sign(key, "POST", handoffPath, now+300, forged)},
+			{"signature of another body", handoffPath, forged, peer.Sign(key, "POST", handoffPath, now, []byte("other"))},
+			{"signature of another path", handoffPath, forged, peer.Sign(key, "POST", release, now, forged)},
 			{"release, no signature", release, nil, ""},
-			{"release, another secret", release, nil, peerSignature(hostilePeerKey("not-the-secret"), "POST", release, now, nil)},
-			{"release, signed 5 minutes ago", release, nil, peerSignature(key, "POST", release, now-300, nil)},
+			{"release, another secret", release, nil, peer.Sign(peer.Key("not-the-secret"), "POST", release, now, nil)},
+			{"release, signed 5 minutes ago", release, nil, peer.Sign(key, "POST", release, now-300, nil)},
 		} {
 			status, body, err := postPeer(t.Context(), n1.URL()+c.path, c.body, c.sig)
 			sent++
@@ -797,14 +794,13 @@ func TestHostileClients(t *testing.T) {
 		}
 		// Signed right and fresh, a hand-off check (which installs nothing) is heard: n1 says it
 		// owns the room.
-		var check bytes.Buffer
-		_ = gob.NewEncoder(&check).Encode(forgedBatch{From: "n2", Ring: "x", Check: true, Rooms: []forgedRoom{{Room: roomA}}})
-		status, body, err := postPeer(t.Context(), n1.URL()+handoff, check.Bytes(), peerSignature(key, "POST", handoff, time.Now().Unix(), check.Bytes()))
+		check, _ := handoff.Encode(handoff.Batch{From: "n2", Ring: "x", Check: true, Rooms: []room.State{{Room: roomA}}})
+		status, body, err := postPeer(t.Context(), n1.URL()+handoffPath, check, peer.Sign(key, "POST", handoffPath, time.Now().Unix(), check))
 		if err != nil || status != http.StatusOK || !strings.Contains(body, roomA) {
 			t.Errorf("a correctly signed hand-off check: %d %s %v, want 200 naming %s", status, body, err, roomA)
 		}
 		// The router has no node-to-node endpoints.
-		if status, body, err := postPeer(t.Context(), r1.URL()+handoff, buf.Bytes(), ""); err != nil || status != http.StatusNotFound {
+		if status, body, err := postPeer(t.Context(), r1.URL()+handoffPath, forged, ""); err != nil || status != http.StatusNotFound {
 			t.Errorf("hand-off posted to the router: %d %s %v, want 404", status, body, err)
 		}
 		if d := labelled(t, n1, "roost_refused_total", "reason", "peer_auth") - refused; d != float64(sent) {
@@ -814,7 +810,7 @@ func TestHostileClients(t *testing.T) {
 			t.Errorf("%v rooms arrived by hand-off", d)
 		}
 		after := probe(roomA)
-		if after.Epoch != before.Epoch || after.Seq < before.Seq || after.Seq >= forged.Rooms[0].Seq {
+		if after.Epoch != before.Epoch || after.Seq < before.Seq || after.Seq >= batch.Rooms[0].Seq {
 			t.Errorf("the witness room went from epoch %s seq %d to epoch %s seq %d", before.Epoch, before.Seq, after.Epoch, after.Seq)
 		}
 		if w := probe(fresh); w.Seq != 0 || w.Epoch == "forged-epoch" {
@@ -1280,44 +1276,14 @@ func tcpExchangeAll(addr string, b []byte) (string, error) {
 	return string(out), err
 }
 
-// forgedBatch and forgedRoom have the shape of the node's hand-off batch on the wire (gob
-// matches fields by name), for requests no member would send.
-type forgedBatch struct {
-	From  string
-	Ring  string
-	Check bool
-	Rooms []forgedRoom
-}
-
-type forgedRoom struct {
-	Room  string
-	Epoch string
-	Seq   uint64
-}
-
-// hostilePeerKey and peerSignature sign node-to-node calls as members do (cmd/roost peerKey,
-// node/peer.go signature): the test needs them to forge requests that differ from a member's in
-// one respect only.
-func hostilePeerKey(secret string) []byte {
-	sum := sha256.Sum256([]byte("roost peer key v1\x00" + secret))
-	return sum[:]
-}
-
-func peerSignature(key []byte, method, path string, ts int64, body []byte) string {
-	sum := sha256.Sum256(body)
-	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "%s\n%s\n%d\n%x", method, path, ts, sum)
-	return strconv.FormatInt(ts, 10) + "." + hex.EncodeToString(m.Sum(nil))
-}
-
 // postPeer POSTs body to url with the signature header (none when sig is empty).
 func postPeer(ctx context.Context, url string, body []byte, sig string) (int, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-gob")
+	req.Header.Set("Content-Type", handoff.ContentType)
 	if sig != "" {
-		req.Header.Set("Roost-Signature", sig)
+		req.Header.Set(peer.SignatureHeader, sig)
 	}
 	resp, err := quickHTTP.Do(req)
 	if err != nil {

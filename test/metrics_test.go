@@ -14,9 +14,6 @@ import (
 // TestMetricsMoveWithTraffic scrapes /metrics of real node and router processes after traffic,
 // a refused request and a drain, and checks that each counter moved as much as it must.
 func TestMetricsMoveWithTraffic(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	nodes, rt := startProcClusterWithRouter(t, 2)
 	var room string
 	for r := range roomsByOwner(t, rt, "metrics-", 1, "n1") {

@@ -27,9 +27,6 @@ import (
 // For 5 s nobody may be served the woken node's stale copy: no welcome (and so no resume, no
 // history, no ack) with the pre-freeze epoch, and no OK carrying the pre-freeze seq.
 func TestPausedNodeServesNothingStale(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	nodes, rt := startProcClusterWithRouter(t, 3)
 	killed, victim := nodes[1], nodes[2]
 	alive := []*proc.Proc{nodes[0], rt}

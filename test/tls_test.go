@@ -111,9 +111,6 @@ func servedSerial(t *testing.T, addr string) int64 {
 // and directly, the router dials owners over wss://, a drain hands rooms off over HTTPS with no
 // message lost, and SIGHUP swaps a renewed certificate in without dropping anyone.
 func TestTLS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes")
-	}
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, testCA.pem, 0o600); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"flag"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/node"
 	"github.com/roost-dev/roost/ring"
 	"github.com/roost-dev/roost/router"
@@ -63,10 +63,10 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 	cfg.Logger, cfg.Auth, cfg.Origins, cfg.PeerTLS = log, m.auth, m.allowedOrigins, m.clientTLS
 	cfg.MaxAddrConns, cfg.TrustedProxies = m.maxAddrConns, m.trustedProxies
 	if m.secret != "" {
-		cfg.PeerKey = peerKey(m.secret)
+		cfg.PeerKey = peer.Key(m.secret)
 	}
 	if m.secretAccept != "" {
-		cfg.PeerAcceptKeys = [][]byte{peerKey(m.secretAccept)}
+		cfg.PeerAcceptKeys = [][]byte{peer.Key(m.secretAccept)}
 	}
 	n, err := node.New(cfg, r)
 	if err != nil {
@@ -229,17 +229,10 @@ func runNode(ctx context.Context, args []string) error {
 	cfg := nodeFlags(fs)
 	tcp := fs.String("tcp", ":9100", "host:port of TCP stream ingest (port 0 picks one)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long the node may take to hand its rooms off before it leaves (0: leave at once)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := m.logger()
+	log, err := m.setUp(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := m.load(); err != nil {
-		return err
-	}
-	warnOpen(log.With("node", m.id), m)
 	s, err := startNode(m, *cfg, *tcp, log)
 	if err != nil {
 		return err
@@ -251,17 +244,10 @@ func runRouter(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost router", flag.ContinueOnError)
 	m := memberFlags(fs, ":8080")
 	cfg := routerFlags(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := m.logger()
+	log, err := m.setUp(fs, args)
 	if err != nil {
 		return err
 	}
-	if err := m.load(); err != nil {
-		return err
-	}
-	warnOpen(log.With("node", m.id), m)
 	s, err := startRouter(m, *cfg, log)
 	if err != nil {
 		return err
@@ -279,11 +265,21 @@ func routerFlags(fs *flag.FlagSet) *router.Config {
 	return &c
 }
 
-// peerKey derives the key that signs node-to-node calls from the cluster secret; it differs from
-// the gossip key so neither gives away the other.
-func peerKey(secret string) []byte {
-	sum := sha256.Sum256([]byte("roost peer key v1\x00" + secret))
-	return sum[:]
+// setUp parses a member's flags from args and loads what they name (secrets, keys,
+// certificates), warning when the member runs open. It returns the member's logger.
+func (m *member) setUp(fs *flag.FlagSet, args []string) (*slog.Logger, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	log, err := m.logger()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	warnOpen(log.With("node", m.id), m)
+	return log, nil
 }
 
 func warnOpen(log *slog.Logger, m *member) {

@@ -50,6 +50,13 @@ func New(key []byte, accept [][]byte, maxBody int64, tlsConfig *tls.Config) *Cli
 		http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, TLSClientConfig: tlsConfig}}}
 }
 
+// Key derives the key that signs node-to-node calls from the cluster secret; it differs from
+// the gossip key so neither gives away the other.
+func Key(secret string) []byte {
+	sum := sha256.Sum256([]byte("roost peer key v1\x00" + secret))
+	return sum[:]
+}
+
 // Close lets go of idle connections to peers.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 

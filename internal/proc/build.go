@@ -21,9 +21,13 @@ func Roost(tb testing.TB) string { return Binary(tb, "roost") }
 
 // Binary is the path of the module's command cmd/name, built once per test binary into a
 // temporary directory (RemoveBuilt removes it). With ROOST_BIN_DIR set (e.g. to bin after make
-// build) it is $ROOST_BIN_DIR/name, and nothing is built.
+// build) it is $ROOST_BIN_DIR/name, and nothing is built. With -short, the test is skipped: every
+// test that starts processes goes through here.
 func Binary(tb testing.TB, name string) string {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("starts processes (skipped with -short)")
+	}
 	if dir := os.Getenv("ROOST_BIN_DIR"); dir != "" {
 		return filepath.Join(dir, name)
 	}

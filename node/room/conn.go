@@ -1,9 +1,7 @@
-package node
+package room
 
 import (
 	"encoding/json"
-	"golang.org/x/time/rate"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -21,51 +19,46 @@ type outFrame struct {
 	shared *websocket.PreparedMessage
 }
 
-// closeReason makes the reason text of a close frame once the writer knows the last seq it sent.
-type closeReason func(lastSent uint64) string
-
-// conn is one WebSocket client of a room. The room queues frames to it without blocking. No
+// Conn is one WebSocket client of a room, as the room writes to it. The room queues frames to it without blocking. No
 // goroutine writes while nothing is queued: send starts a writer when a frame arrives and the
 // writer ends when the queue is empty, so an idle connection costs its reader goroutine and a
 // ping timer, not a second goroutine. The reader (serve) owns the connection: when it ends it
 // waits for the writer of the moment.
-type conn struct {
-	n        *Node
+type Conn struct {
+	cfg      *Config
 	ws       *websocket.Conn
-	nc       *batch.Conn // ws's connection; nil when it was not upgraded by handleWS
-	room     *Room
+	nc       *batch.Conn // ws's connection, to gather a batch into few writes
 	client   string
 	presence bool
-	readOnly bool          // its token does not allow publishing
-	publish  *rate.Limiter // its publishes per second; reader only
-	log      *slog.Logger
 	ping     *time.Timer // fires every PingInterval; the writer sends the ping
 
-	mu        sync.Mutex
-	queue     []outFrame
-	spare     []outFrame // the last writer's batch, reused
-	writing   bool       // a writer goroutine is running; at most one is
-	pingDue   bool       // the writer owes the peer a ping
-	ended     bool       // the reader has ended: no writer starts again
-	closing   bool       // no more frames are queued
-	flush     bool       // send what is queued before the close frame
-	closeCode int        // 0: no close frame (the peer went away)
-	reason    closeReason
-	writers   sync.WaitGroup // the running writer and ping timer callback
+	mu      sync.Mutex
+	queue   []outFrame
+	spare   []outFrame     // the last writer's batch, reused
+	writing bool           // a writer goroutine is running; at most one is
+	pingDue bool           // the writer owes the peer a ping
+	ended   bool           // the reader has ended: no writer starts again
+	closing bool           // no more frames are queued
+	flush   bool           // send what is queued before the close frame
+	bye     Farewell       // the close frame to send; Code 0: none (the peer went away)
+	epoch   string         // the room's epoch, for a 4001's reason
+	writers sync.WaitGroup // the running writer and ping timer callback
 
 	lastSent  uint64 // highest message seq written; writers only, one at a time
 	delivered int    // messages written in this batch, not yet counted; writers only
 }
 
-func newConn(n *Node, ws *websocket.Conn, client string, presence, readOnly bool) *conn {
-	return &conn{
-		n: n, ws: ws, nc: batch.Of(ws.NetConn()), client: client, presence: presence, readOnly: readOnly,
-		publish: rate.NewLimiter(rate.Limit(n.cfg.PublishRate), n.cfg.PublishBurst),
-	}
+// NewConn wraps ws, a client's upgraded connection, for joining a room as client; presence says
+// whether it is sent presence.
+func NewConn(cfg *Config, ws *websocket.Conn, client string, presence bool) *Conn {
+	return &Conn{cfg: cfg, ws: ws, nc: batch.Of(ws.NetConn()), client: client, presence: presence}
 }
 
+// Client is the client id the connection joins as.
+func (c *Conn) Client() string { return c.client }
+
 // kick starts a writer unless one is running or the connection is over. c.mu is held.
-func (c *conn) kick() {
+func (c *Conn) kick() {
 	if c.writing || c.ended {
 		return
 	}
@@ -76,17 +69,17 @@ func (c *conn) kick() {
 
 // send queues f. It never blocks. It reports false when the queue was full: the connection is
 // then closing with 4008 and the caller must stop sending to it.
-func (c *conn) send(f outFrame) bool {
+func (c *Conn) send(f outFrame) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing {
 		return true
 	}
-	if len(c.queue) >= c.n.cfg.SendQueue {
-		c.closing, c.flush, c.closeCode = true, false, protocol.CloseSlowConsumer
-		c.reason = func(uint64) string { return "slow consumer: fell too far behind the room" }
+	if len(c.queue) >= c.cfg.SendQueue {
+		c.closing, c.flush = true, false
+		c.bye = Farewell{Code: protocol.CloseSlowConsumer, Reason: "slow consumer: fell too far behind the room"}
 		c.queue = nil
-		c.n.metrics.drops.WithLabelValues("slow_consumer").Inc()
+		c.cfg.Metrics.SlowConsumers.Inc()
 		c.kick()
 		return false
 	}
@@ -95,7 +88,10 @@ func (c *conn) send(f outFrame) bool {
 	return true
 }
 
-func (c *conn) sendJSON(v any) bool {
+// SendJSON queues a text frame for this connection alone, as send does.
+func (c *Conn) SendJSON(v any) bool { return c.sendJSON(v) }
+
+func (c *Conn) sendJSON(v any) bool {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err) // our own frame types always marshal
@@ -103,30 +99,29 @@ func (c *conn) sendJSON(v any) bool {
 	return c.send(outFrame{text: b})
 }
 
-// close asks the writer to send a close frame, after what is queued when flush is set.
-func (c *conn) close(code int, flush bool, reason closeReason) {
+// close asks the writer to send f's close frame, after what is queued when f.Flush is set.
+// epoch is the room's, for a 4001's reason.
+func (c *Conn) close(f Farewell, epoch string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closing {
-		c.closing, c.flush, c.closeCode, c.reason = true, flush, code, reason
-		if !flush {
+		c.closing, c.flush, c.bye, c.epoch = true, f.Flush, f, epoch
+		if !f.Flush {
 			c.queue = nil
 		}
 	}
 	c.kick()
 }
 
-func staticReason(s string) closeReason { return func(uint64) string { return s } }
-
-// startPings arms the ping timer. A timer, not a ticker goroutine: an idle connection's
+// StartPings arms the ping timer. A timer, not a ticker goroutine: an idle connection's
 // keepalive costs nothing between pings.
-func (c *conn) startPings() {
+func (c *Conn) StartPings() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ping = time.AfterFunc(c.n.cfg.PingInterval, c.pingTick)
+	c.ping = time.AfterFunc(c.cfg.PingInterval, c.pingTick)
 }
 
-func (c *conn) pingTick() {
+func (c *Conn) pingTick() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ended || c.closing {
@@ -134,12 +129,12 @@ func (c *conn) pingTick() {
 	}
 	c.pingDue = true
 	c.kick()
-	c.ping.Reset(c.n.cfg.PingInterval)
+	c.ping.Reset(c.cfg.PingInterval)
 }
 
-// end is called by the reader when it has stopped: no writer starts again, and end returns
+// End is called by the reader when it has stopped: no writer starts again, and end returns
 // when the running one, if any, has returned.
-func (c *conn) end() {
+func (c *Conn) End() {
 	c.mu.Lock()
 	c.ended = true
 	if c.ping != nil {
@@ -151,12 +146,12 @@ func (c *conn) end() {
 
 // writeQueued is a writer: it writes what is queued, in batches, and the ping when one is due,
 // and returns when there is nothing left or after the close frame.
-func (c *conn) writeQueued() {
+func (c *Conn) writeQueued() {
 	defer c.writers.Done()
 	for {
 		c.mu.Lock()
 		batch, ping := c.queue, c.pingDue
-		closing, flush, code, reason := c.closing, c.flush, c.closeCode, c.reason
+		closing, flush := c.closing, c.flush
 		if c.ended || len(batch) == 0 && !ping && !closing {
 			c.writing = false
 			c.mu.Unlock()
@@ -165,7 +160,7 @@ func (c *conn) writeQueued() {
 		c.queue, c.pingDue = c.spare[:0], false
 		c.mu.Unlock()
 		if closing && !flush {
-			c.writeClose(code, reason)
+			c.writeClose()
 			return // writing stays set: nothing is written after the close frame
 		}
 		if err := c.writeBatch(batch, ping); err != nil {
@@ -174,7 +169,7 @@ func (c *conn) writeQueued() {
 		}
 		c.spare = batch
 		if closing {
-			c.writeClose(code, reason)
+			c.writeClose()
 			return
 		}
 	}
@@ -182,7 +177,7 @@ func (c *conn) writeQueued() {
 
 // writeBatch writes the ping, if due, and the batch, gathered into as few write system calls as
 // the batch's size allows.
-func (c *conn) writeBatch(batch []outFrame, ping bool) (err error) {
+func (c *Conn) writeBatch(batch []outFrame, ping bool) (err error) {
 	c.nc.Begin()
 	defer func() {
 		if ferr := c.nc.End(); err == nil {
@@ -190,14 +185,14 @@ func (c *conn) writeBatch(batch []outFrame, ping bool) (err error) {
 		}
 	}()
 	if ping {
-		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.n.cfg.WriteTimeout)); err != nil {
+		if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.cfg.WriteTimeout)); err != nil {
 			return err
 		}
 	}
 	defer func() {
 		// One metric update per batch, not per frame: the counter is shared by every writer.
 		if c.delivered > 0 {
-			c.n.metrics.deliveries.Add(float64(c.delivered))
+			c.cfg.Metrics.Deliveries.Add(float64(c.delivered))
 			c.delivered = 0
 		}
 	}()
@@ -210,8 +205,8 @@ func (c *conn) writeBatch(batch []outFrame, ping bool) (err error) {
 	return nil
 }
 
-func (c *conn) write(f *outFrame) error {
-	deadline := time.Now().Add(c.n.cfg.WriteTimeout)
+func (c *Conn) write(f *outFrame) error {
+	deadline := time.Now().Add(c.cfg.WriteTimeout)
 	if err := c.ws.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
@@ -232,7 +227,7 @@ func (c *conn) write(f *outFrame) error {
 	}
 }
 
-func (c *conn) writeEntry(e *entry) error {
+func (c *Conn) writeEntry(e *entry) error {
 	if err := c.ws.WritePreparedMessage(e.pm); err != nil {
 		return err
 	}
@@ -243,9 +238,12 @@ func (c *conn) writeEntry(e *entry) error {
 
 // writeClose sends the close frame and gives the peer a moment to answer before the reader
 // gives up.
-func (c *conn) writeClose(code int, reason closeReason) {
-	if code != 0 {
-		msg := websocket.FormatCloseMessage(code, reason(c.lastSent))
+func (c *Conn) writeClose() {
+	c.mu.Lock()
+	bye, epoch := c.bye, c.epoch
+	c.mu.Unlock()
+	if bye.Code != 0 {
+		msg := websocket.FormatCloseMessage(bye.Code, bye.closeReason(epoch, c.lastSent))
 		_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 	}
 	_ = c.ws.SetReadDeadline(time.Now().Add(time.Second))
@@ -253,14 +251,16 @@ func (c *conn) writeClose(code int, reason closeReason) {
 
 // abort ends a connection whose writes fail: closing the socket ends the reader too. The
 // writer returns after it with writing still set, so no other starts.
-func (c *conn) abort() {
+func (c *Conn) abort() {
 	c.mu.Lock()
 	c.closing, c.queue = true, nil
 	c.mu.Unlock()
 	_ = c.ws.Close()
 }
 
-func (c *conn) isClosing() bool {
+// Closing reports whether the connection is on its way out: its reader stops extending the
+// read deadline so the close handshake bounds it.
+func (c *Conn) Closing() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closing

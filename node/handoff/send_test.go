@@ -1,34 +1,32 @@
-package node
+package handoff
 
 import (
 	"fmt"
 	"testing"
 )
 
-func TestHandoffChunksBoundRoomsAndBytes(t *testing.T) {
-	var rooms []*Room
+func TestChunksBoundRoomsAndBytes(t *testing.T) {
+	var rooms []int // each room's history bytes
 	add := func(count, size int) {
 		for range count {
-			r := &Room{name: fmt.Sprintf("r%d", len(rooms))}
-			r.hist.bytes = size
-			rooms = append(rooms, r)
+			rooms = append(rooms, size)
 		}
 	}
-	add(600, 10)                // small rooms: cut by count
-	add(3, handoffChunkBytes)   // each fills the byte bound: one per call
-	add(1, 3*handoffChunkBytes) // larger than the bound: still sent, alone
+	add(600, 10)         // small rooms: cut by count
+	add(3, chunkBytes)   // each fills the byte bound: one per call
+	add(1, 3*chunkBytes) // larger than the bound: still sent, alone
 	add(5, 1)
-	got := chunks(rooms)
+	got := chunks(rooms, func(size int) int { return size })
 	var sizes []int
 	total := 0
 	for _, c := range got {
 		sizes = append(sizes, len(c))
 		total += len(c)
 		bytes := 0
-		for _, r := range c {
-			bytes += r.hist.bytes
+		for _, size := range c {
+			bytes += size
 		}
-		if len(c) > handoffChunk || (len(c) > 1 && bytes > handoffChunkBytes) {
+		if len(c) > chunkRooms || (len(c) > 1 && bytes > chunkBytes) {
 			t.Fatalf("chunk of %d rooms, %d bytes is over the bounds", len(c), bytes)
 		}
 	}

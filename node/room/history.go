@@ -1,4 +1,4 @@
-package node
+package room
 
 import "github.com/gorilla/websocket"
 
@@ -9,6 +9,18 @@ type entry struct {
 	binary bool
 	frame  []byte // the wire frame: JSON text, or 8-byte seq + payload
 	pm     *websocket.PreparedMessage
+}
+
+func newEntry(seq uint64, binary bool, frame []byte) *entry {
+	mt := websocket.TextMessage
+	if binary {
+		mt = websocket.BinaryMessage
+	}
+	pm, err := websocket.NewPreparedMessage(mt, frame)
+	if err != nil {
+		panic(err) // only fails for invalid message types
+	}
+	return &entry{seq: seq, binary: binary, frame: frame, pm: pm}
 }
 
 func (e *entry) size() int { return len(e.frame) }

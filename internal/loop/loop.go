@@ -1,0 +1,22 @@
+// Package loop runs a member's periodic work, owned by a context.
+package loop
+
+import (
+	"context"
+	"time"
+)
+
+// Every calls f with each tick's time every d until ctx ends. A call that takes longer than d
+// delays the next; ticks are not queued behind it.
+func Every(ctx context.Context, d time.Duration, f func(now time.Time)) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			f(now)
+		}
+	}
+}

@@ -1,0 +1,133 @@
+package handoff
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/roost-dev/roost/node/room"
+	"github.com/roost-dev/roost/ring"
+)
+
+// Acquire returns the room if this node owns it, creating it only when no live previous owner
+// holds it (see the package comment). It fails with ErrNotOwner, a *HeldError, room.ErrStale,
+// Admit's error, or ctx's.
+func (m *Mover) Acquire(ctx context.Context, name string) (*room.Room, error) {
+	if r := m.cfg.Rooms.Get(name); r != nil {
+		return r, nil
+	}
+	v, err, _ := m.arrivals.Do(name, func() (any, error) { return m.arrive(ctx, name) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*room.Room), nil
+}
+
+func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
+	// A previous owner that answers "busy" is alive and handing the room over: wait for it (up
+	// to a hard cap). Only one that stays silent for ArriveTimeout is given up on.
+	silentSince, hardCap := time.Now(), time.Now().Add(4*m.cfg.ArriveTimeout)
+	for {
+		// Just woken from a pause, the node lets gossip bring its ring up to date before it
+		// decides anything about a room; the client waits meanwhile rather than failing.
+		if err := m.cfg.Gate.AwaitQuarantine(ctx); err != nil {
+			return nil, err
+		}
+		if r := m.cfg.Rooms.Get(name); r != nil {
+			return r, nil
+		}
+		o, p, ok := m.owner(name)
+		if !ok || o.ID != m.self {
+			return nil, ErrNotOwner
+		}
+		pending, heard := false, false
+		var silent []string
+		for _, c := range m.previousOwners(name, p) {
+			reply, err := m.askRelease(ctx, c, name)
+			switch {
+			case err != nil:
+				pending = true
+				silent = append(silent, c.ID)
+			case reply.Status == Busy:
+				pending, heard = true, true
+			case reply.Status == Owner:
+				return nil, &HeldError{To: c}
+			}
+		}
+		if heard {
+			silentSince = time.Now()
+		}
+		if r := m.cfg.Rooms.Get(name); r != nil {
+			return r, nil
+		}
+		if !pending {
+			return m.create(name, "fresh")
+		}
+		if now := time.Now(); now.Sub(silentSince) > m.cfg.ArriveTimeout || now.After(hardCap) {
+			m.cfg.Log.Warn("previous owner did not hand the room over in time; starting it afresh with a new epoch", "room", name, "silent", silent)
+			// Recorded first: a silent owner that wakes from a pause asks whether it was taken over.
+			m.cfg.Gate.NoteTakeover(silent)
+			return m.create(name, "timeout")
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Mover) create(name, how string) (*room.Room, error) {
+	created := false
+	r, err := m.cfg.Rooms.GetOrCreate(name, func() (*room.Room, error) {
+		if m.cfg.Gate.Stale() || m.cfg.Gate.Quarantined() || !m.cfg.Ring.Ready() {
+			return nil, room.ErrStale // not placed with the rest of the cluster yet, or just woken
+		}
+		if !m.owns(name) {
+			return nil, ErrNotOwner
+		}
+		if err := m.cfg.Admit(); err != nil {
+			return nil, err
+		}
+		created = true
+		return room.New(m.cfg.Room, name), nil
+	})
+	if created {
+		m.cfg.Metrics.RoomsGained.WithLabelValues(how).Inc()
+		m.cfg.Log.Debug("room created", "room", name, "how", how)
+	}
+	return r, err
+}
+
+// previousOwners are the live members other than this node that owned room in recent placements.
+func (m *Mover) previousOwners(name string, current *ring.Placement) []ring.Member {
+	m.mu.Lock()
+	past := append(append([]*ring.Placement(nil), m.past...), m.alts...)
+	m.mu.Unlock()
+	seen := map[string]bool{m.self: true}
+	var out []ring.Member
+	for i := len(past) - 1; i >= 0; i-- {
+		o, ok := past[i].Owner(name)
+		if !ok || seen[o.ID] {
+			continue
+		}
+		seen[o.ID] = true
+		if c, ok := current.Member(o.ID); ok && c.Live() {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (m *Mover) askRelease(ctx context.Context, from ring.Member, name string) (Release, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
+	var reply Release
+	out, err := m.cfg.Peers.Call(ctx, from.HTTPURL(), ReleasePath(name), "application/json", nil)
+	if err == nil {
+		err = json.Unmarshal(out, &reply)
+	}
+	return reply, err
+}

@@ -1,0 +1,141 @@
+// Package handoff moves live rooms between nodes when the ring changes, without losing or
+// doubling a message.
+//
+// The old owner O pushes: on every placement change (and again every retry until it is done) it
+// freezes each room it lost (publishes wait), sends the rooms' state to the new owner G in one
+// signed batch per gainer, and only when G has accepted them closes their clients with 4001
+// naming G, and their stream sources with MOVED. If G refuses (its own placement does not name
+// it the owner yet) or cannot be reached, the rooms thaw and O tries again later; O keeps the
+// state until someone takes it. A pass is abandoned when the placement changes under it: the
+// next pass works from the new one.
+//
+// The new owner pulls when asked first: a client for a room G owns but does not hold makes G
+// ask the room's recent owners to release it, so G never starts a second copy while O holds
+// one. If O still believes it owns the room, G redirects the client to O meanwhile. Only when no
+// live previous owner holds the room — or O stays silent for ArriveTimeout — does G start the
+// room afresh, with a new epoch, so clients resuming get a reset.
+package handoff
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roost-dev/roost/internal/peer"
+	"github.com/roost-dev/roost/node/room"
+	"github.com/roost-dev/roost/ring"
+	"golang.org/x/sync/singleflight"
+)
+
+// ErrNotOwner: this node's placement gives the room to another node.
+var ErrNotOwner = errors.New("not the owner of this room")
+
+// HeldError says a previous owner still holds the room: its clients should go there meanwhile.
+type HeldError struct{ To ring.Member }
+
+func (e *HeldError) Error() string { return "room held by " + e.To.ID }
+
+// Ring is what moving rooms needs of the membership.
+type Ring interface {
+	ID() string
+	Placement() *ring.Placement
+	Subscribe() (<-chan *ring.Placement, func())
+	Ready() bool
+}
+
+// Gate is the pause watchdog as hand-offs see it (see package pause): no state leaves, arrives
+// or is created on a node that may be stale.
+type Gate interface {
+	room.Gate
+	Quarantined() bool
+	AwaitQuarantine(ctx context.Context) error
+	NoteTakeover(ids []string)
+}
+
+// Metrics are the counters and timings of hand-offs.
+type Metrics struct {
+	Handoffs    *prometheus.CounterVec // rooms sent, by result: ok, refused, failed
+	Bytes       prometheus.Counter     // bytes of state sent
+	Seconds     prometheus.Observer    // one batch, from freeze to acceptance
+	RoomsLost   prometheus.Counter     // rooms handed to another node
+	RoomsGained *prometheus.CounterVec // rooms started here, by how: handoff, fresh, timeout
+}
+
+// Config configures a Mover.
+type Config struct {
+	Ring    Ring
+	Rooms   *room.Table  // the node's rooms
+	Room    *room.Config // what rooms made here share
+	Peers   *peer.Client // node-to-node calls, signed
+	Gate    Gate
+	Log     *slog.Logger
+	Metrics Metrics
+	// Timeout bounds one hand-off call; FenceWait is how long a receiver waits for its placement
+	// to name it the owner; ArriveTimeout is how long a gained room waits for a silent previous
+	// owner before it starts afresh.
+	Timeout, FenceWait, ArriveTimeout time.Duration
+	// Admit is asked before a room is created afresh; an error refuses it (the node is closing,
+	// holds its maximum of rooms, or is near its memory limit).
+	Admit func() error
+	// Done is closed when the node closes: nothing is accepted or waited for after it.
+	Done <-chan struct{}
+}
+
+// Mover sends rooms this node lost, receives rooms it gained, and acquires rooms its clients
+// ask for. Its methods are safe for concurrent use.
+type Mover struct {
+	cfg      Config
+	self     string
+	arrivals singleflight.Group // one acquisition per room at a time
+
+	mu   sync.Mutex
+	past []*ring.Placement // the last few placements, to find a room's previous owners
+	alts []*ring.Placement // the newest one's counterfactuals (see Remember)
+}
+
+// New makes a Mover. Call Remember with the current placement before serving.
+func New(cfg Config) *Mover {
+	return &Mover{cfg: cfg, self: cfg.Ring.ID()}
+}
+
+// pastPlacements is how many earlier placements are kept to find where a room was.
+const pastPlacements = 4
+
+// Remember keeps p, and where rooms were just before it, for finding rooms' previous owners.
+// Subscriptions deliver only the newest placement, and a node that just joined has seen none
+// before its own, so past placements alone can miss where a room is.
+func (m *Mover) Remember(p *ring.Placement) {
+	alts := p.Counterfactuals(m.self)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.past = append(m.past, p)
+	if len(m.past) > pastPlacements {
+		m.past = m.past[1:]
+	}
+	m.alts = alts
+}
+
+// owner is the room's owner by this node's placement.
+func (m *Mover) owner(name string) (ring.Member, *ring.Placement, bool) {
+	p := m.cfg.Ring.Placement()
+	o, ok := p.Owner(name)
+	return o, p, ok
+}
+
+// owns reports whether this node's placement names it the room's owner.
+func (m *Mover) owns(name string) bool {
+	o, _, ok := m.owner(name)
+	return ok && o.ID == m.self
+}
+
+func (m *Mover) closed() bool {
+	select {
+	case <-m.cfg.Done:
+		return true
+	default:
+		return false
+	}
+}

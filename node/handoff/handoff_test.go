@@ -1,0 +1,225 @@
+package handoff
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/roost-dev/roost/internal/peer"
+	"github.com/roost-dev/roost/node/room"
+	"github.com/roost-dev/roost/ring"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeRing is a membership the test sets: no gossip, placements it names, subscribers told.
+type fakeRing struct {
+	id   string
+	mu   sync.Mutex
+	p    *ring.Placement
+	subs map[chan *ring.Placement]struct{}
+}
+
+func (f *fakeRing) ID() string  { return f.id }
+func (f *fakeRing) Ready() bool { return true }
+func (f *fakeRing) Placement() *ring.Placement {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.p
+}
+
+func (f *fakeRing) Subscribe() (<-chan *ring.Placement, func()) {
+	ch := make(chan *ring.Placement, 1)
+	f.mu.Lock()
+	f.subs[ch] = struct{}{}
+	f.mu.Unlock()
+	return ch, func() { f.mu.Lock(); delete(f.subs, ch); f.mu.Unlock() }
+}
+
+func (f *fakeRing) set(p *ring.Placement) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.p = p
+	for ch := range f.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- p
+	}
+}
+
+// freshGate is a watchdog that never saw a pause.
+type freshGate struct{}
+
+func (freshGate) Stale() bool                           { return false }
+func (freshGate) AwaitFresh(context.Context) error      { return nil }
+func (freshGate) Quarantined() bool                     { return false }
+func (freshGate) AwaitQuarantine(context.Context) error { return nil }
+func (freshGate) NoteTakeover([]string)                 {}
+
+// member is one node as hand-offs see it: its ring, rooms and mover, serving peers on loopback.
+type member struct {
+	ring   *fakeRing
+	rooms  *room.Table
+	mover  *Mover
+	gained *prometheus.CounterVec
+	url    string
+}
+
+func counter() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}) }
+
+func roomConfig() *room.Config {
+	return &room.Config{Node: "n", HistoryCount: 100, HistoryBytes: 1 << 20, DedupeIDs: 100, MaxConns: 10, MaxSources: 2,
+		PresenceAnnounceMax: 10, PresenceInterval: time.Second, HoldWrites: 5 * time.Second, SendQueue: 16,
+		WriteTimeout: time.Second, PingInterval: time.Minute, Gate: freshGate{},
+		Metrics: room.Metrics{Messages: counter(), Duplicates: counter(), Deliveries: counter(), SlowConsumers: counter()}}
+}
+
+func newMember(t *testing.T, id string, fenceWait time.Duration) *member {
+	m := &member{ring: &fakeRing{id: id, subs: map[chan *ring.Placement]struct{}{}}, rooms: room.NewTable(),
+		gained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "g"}, []string{"how"})}
+	done := make(chan struct{})
+	peers := peer.New([]byte("0123456789abcdef0123456789abcdef"), nil, 1<<24, nil)
+	m.mover = New(Config{
+		Ring: m.ring, Rooms: m.rooms, Room: roomConfig(), Peers: peers, Gate: freshGate{},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: Metrics{Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "h"}, []string{"result"}),
+			Bytes: counter(), Seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "s"}), RoomsLost: counter(), RoomsGained: m.gained},
+		Timeout: 5 * time.Second, FenceWait: fenceWait, ArriveTimeout: 5 * time.Second,
+		Admit: func() error { return nil }, Done: done,
+	})
+	mux := http.NewServeMux()
+	verified := func(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			body, err := peers.Verify(r)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusUnauthorized)
+				return
+			}
+			h(w, r, body)
+		}
+	}
+	mux.HandleFunc("POST "+Path, verified(m.mover.ServeHandoff))
+	mux.HandleFunc("POST "+ReleasePath("{room}"), verified(func(w http.ResponseWriter, r *http.Request, _ []byte) { m.mover.ServeRelease(w, r) }))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { close(done); srv.Close(); peers.Close() })
+	m.url = srv.Listener.Addr().String()
+	return m
+}
+
+// placement places members; draining ones are members that take no rooms.
+func placement(members []*member, draining ...*member) *ring.Placement {
+	var ms []ring.Member
+	for _, m := range members {
+		ms = append(ms, ring.Member{ID: m.ring.id, State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.url}})
+	}
+	for _, m := range draining {
+		ms = append(ms, ring.Member{ID: m.ring.id, State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.url, Draining: true}})
+	}
+	return ring.NewPlacement(ms, ring.DefaultPlacementConfig())
+}
+
+func only(m *member) []*member { return []*member{m} }
+
+// holding makes a room with msgs messages on m.
+func holding(t *testing.T, m *member, name string, msgs int) *room.Room {
+	r, err := m.rooms.GetOrCreate(name, func() (*room.Room, error) { return room.New(m.mover.cfg.Room, name), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range msgs {
+		if _, err := r.PublishBinary(t.Context(), nil, make([]byte, 9)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// The receiver's ring is behind the sender's: it waits for its own placement to name it the
+// owner (told by Subscribe, not by polling), then takes the room as it was.
+func TestPushWaitsForTheReceiversRing(t *testing.T) {
+	a, b := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute)
+	old := placement(only(a), b)
+	a.ring.set(placement(only(b), a)) // a drains: every room goes to b
+	b.ring.set(old)                   // b has not heard yet
+	r := holding(t, a, "lobby", 3)
+	epoch, _ := r.Position()
+
+	done := make(chan struct{})
+	start := time.Now()
+	go func() { defer close(done); a.mover.Rebalance(t.Context()) }()
+	time.Sleep(100 * time.Millisecond)
+	if b.rooms.Len() != 0 || a.rooms.Get("lobby") == nil {
+		t.Fatal("the room moved before the receiver's ring named it the owner")
+	}
+	b.ring.set(placement(only(b), a))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hand-off did not finish after the receiver's ring caught up")
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("took %s: the receiver waited out its fence instead of hearing its ring", took)
+	}
+	got := b.rooms.Get("lobby")
+	if got == nil || a.rooms.Get("lobby") != nil {
+		t.Fatal("the room should be on n2 alone")
+	}
+	if e, seq := got.Position(); e != epoch || seq != 3 {
+		t.Fatalf("arrived at %s/%d, want %s/3", e, seq, epoch)
+	}
+	if _, err := r.PublishBinary(t.Context(), nil, make([]byte, 9)); err == nil {
+		t.Fatal("the sender's copy took a write after the hand-off")
+	}
+	if testutil.ToFloat64(b.gained.WithLabelValues("handoff")) != 1 {
+		t.Fatal("roost_rooms_gained_total{how=handoff} not counted")
+	}
+}
+
+// A receiver whose ring never names it the owner refuses; the sender's room stays live.
+func TestPushRefusedKeepsTheRoomLive(t *testing.T) {
+	a, b := newMember(t, "n1", 100*time.Millisecond), newMember(t, "n2", 100*time.Millisecond)
+	a.ring.set(placement(only(b), a))
+	b.ring.set(placement(only(a), b))
+	r := holding(t, a, "lobby", 1)
+	a.mover.Rebalance(t.Context())
+	if b.rooms.Len() != 0 || a.rooms.Get("lobby") != r {
+		t.Fatal("a refused hand-off moved the room")
+	}
+	if seq, err := r.PublishBinary(t.Context(), nil, make([]byte, 9)); err != nil || seq != 2 {
+		t.Fatalf("write after a refused hand-off: %d %v", seq, err)
+	}
+}
+
+// A node that gained a room asks its previous owner to release it, and gets it as it was.
+func TestAcquirePullsFromThePreviousOwner(t *testing.T) {
+	a, b := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute)
+	old, now := placement(only(a), b), placement(only(b), a)
+	r := holding(t, a, "lobby", 5)
+	epoch, _ := r.Position()
+	a.ring.set(now)
+	b.mover.Remember(old) // where the room was
+	b.ring.set(now)
+	b.mover.Remember(now)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got, err := b.mover.Acquire(ctx, "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, seq := got.Position(); e != epoch || seq != 5 || a.rooms.Get("lobby") != nil {
+		t.Fatalf("acquired at %s/%d, want %s/5 and the room gone from n1", e, seq, epoch)
+	}
+	if _, err := a.mover.Acquire(ctx, "other"); err != ErrNotOwner {
+		t.Fatalf("acquire on a node that does not own the room: %v, want ErrNotOwner", err)
+	}
+}

@@ -1,0 +1,406 @@
+// Package room is one room in memory at its owner, and the connections it writes to: the
+// sequencing of messages, the bounded history and remembered publish ids, presence, the freeze a
+// hand-off puts a room in, and each connection's queue and writer. It knows nothing of the ring,
+// HTTP or other nodes: the node decides which rooms exist and where their clients come from.
+package room
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roost-dev/roost/protocol"
+)
+
+// Errors a room operation can end with.
+var (
+	// ErrClosed: the room was reclaimed or moved while the caller held it; look it up again.
+	ErrClosed = errors.New("room closed")
+	// ErrFull: the room has as many connections (or stream sources) as Config allows.
+	ErrFull = errors.New("room full")
+	// ErrStale: the node was paused and has not decided yet whether this copy is still the room.
+	ErrStale = errors.New("node catching up with the ring")
+)
+
+// Config is what a node's rooms and connections share. Every field is set by the node.
+type Config struct {
+	Node                string // the node's id, named in welcomes
+	HistoryCount        int    // retained messages per room, at most
+	HistoryBytes        int    // retained bytes per room, at most (the newest message always stays)
+	DedupeIDs           int    // remembered publish ids per room
+	MaxConns            int    // WebSocket connections per room
+	MaxSources          int    // TCP stream sources per room
+	PresenceAnnounceMax int    // presence is sent as events up to this many members, as summaries above
+	PresenceInterval    time.Duration
+	HoldWrites          time.Duration // how long a write waits while a hand-off holds the room
+	SendQueue           int           // frames queued to one connection before it is closed with 4008
+	WriteTimeout        time.Duration
+	PingInterval        time.Duration
+	Gate                Gate
+	Metrics             Metrics
+}
+
+// Gate tells rooms whether the node may serve: after a pause it may hold stale copies until its
+// watchdog decides (see package pause).
+type Gate interface {
+	Stale() bool
+	AwaitFresh(ctx context.Context) error
+}
+
+// Metrics are the counters rooms and connections update.
+type Metrics struct {
+	Messages      prometheus.Counter // messages sequenced
+	Duplicates    prometheus.Counter // publishes acked again for a remembered id
+	Deliveries    prometheus.Counter // messages written to connections
+	SlowConsumers prometheus.Counter // connections closed with 4008
+}
+
+// state is where a room is in its life.
+type state int
+
+const (
+	live   state = iota
+	frozen       // a hand-off is in flight: nothing new is sequenced
+	parked       // frozen by a hand-off whose outcome is unknown; retried as it is
+	closed       // reclaimed, moved or dropped: look the room up again
+)
+
+// Room is one room in memory at its owner. Its mutex orders everything that happens in it: a
+// message is sequenced and queued to every subscriber under the lock, so every subscriber sees
+// the same order, and a joining client is registered and handed its history in one step, so it
+// sees neither a hole nor a duplicate between history and live messages.
+type Room struct {
+	name string
+	cfg  *Config
+
+	mu         sync.Mutex
+	state      state
+	thaw       chan struct{} // closed when a freeze ends (thawed, or the room closed)
+	epoch      string
+	seq        uint64
+	hist       history
+	ids        dedupe
+	subs       map[*Conn]struct{}
+	sources    map[*Source]struct{} // TCP stream sources
+	members    map[string]int       // presence: client id → open connections
+	joined     map[string]struct{}
+	left       map[string]struct{}
+	timer      *time.Timer // pending presence interval, for large rooms
+	lastActive time.Time
+}
+
+// New makes an empty room with a new epoch.
+func New(cfg *Config, name string) *Room {
+	return &Room{
+		name:       name,
+		cfg:        cfg,
+		epoch:      newEpoch(),
+		hist:       history{maxCount: cfg.HistoryCount, maxBytes: cfg.HistoryBytes},
+		ids:        dedupe{max: cfg.DedupeIDs},
+		subs:       map[*Conn]struct{}{},
+		sources:    map[*Source]struct{}{},
+		members:    map[string]int{},
+		lastActive: time.Now(),
+	}
+}
+
+// newEpoch names a new life of a room's numbering. It is opaque to clients.
+func newEpoch() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Name is the room's name.
+func (r *Room) Name() string { return r.name }
+
+// Resume is what a client asked for on connect.
+type Resume struct {
+	Since    uint64
+	HasSince bool
+	Epoch    string
+}
+
+// Join registers c and queues, in order: welcome, a reset or gap if the resume needs one, the
+// history owed, the presence state if asked for. Everything after is live.
+func (r *Room) Join(c *Conn, res Resume) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == closed {
+		return ErrClosed
+	}
+	if r.cfg.Gate.Stale() {
+		return ErrStale // woken from a pause: this copy may be stale until the watchdog decides
+	}
+	if len(r.subs) >= r.cfg.MaxConns {
+		return ErrFull
+	}
+	r.lastActive = time.Now()
+	r.addMember(c.client) // before c is a subscriber: its own join reaches the others only
+	r.subs[c] = struct{}{}
+	c.sendJSON(protocol.Welcome{Type: protocol.TypeWelcome, Room: r.name, Node: r.cfg.Node, Client: c.client,
+		Epoch: r.epoch, Seq: r.seq, Count: len(r.members)})
+
+	if res.HasSince || res.Epoch != "" {
+		since := res.Since
+		if (res.Epoch != "" && res.Epoch != r.epoch) || since > r.seq {
+			// The numbering the client knows is gone: say so, then continue as from the start
+			// of this epoch.
+			c.sendJSON(protocol.Reset{Type: protocol.TypeReset, Epoch: r.epoch, Seq: r.seq})
+			since = 0
+		}
+		if first := r.hist.first(); since < r.seq && (first == 0 || since+1 < first) {
+			to := r.seq
+			if first != 0 {
+				to = first - 1
+			}
+			c.sendJSON(protocol.Gap{Type: protocol.TypeGap, From: since + 1, To: to})
+		}
+		if owed := r.hist.after(since); len(owed) > 0 {
+			c.send(outFrame{replay: slices.Clone(owed)})
+		}
+	}
+	if c.presence {
+		c.sendJSON(protocol.Presence{Type: protocol.TypePresence, Event: protocol.PresenceState,
+			Clients: r.memberList(), Count: len(r.members)})
+	}
+	return nil
+}
+
+// Leave unregisters c.
+func (r *Room) Leave(c *Conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.subs[c]; !ok {
+		return
+	}
+	delete(r.subs, c)
+	r.removeMember(c.client)
+	r.lastActive = time.Now()
+}
+
+// Publish sequences one text message from c and queues it to every subscriber, then acks it to
+// c. A repeated id is acked with its first seq and not delivered again. data is the message's
+// JSON value. It waits while the node decides about a pause or a hand-off holds the room.
+func (r *Room) Publish(ctx context.Context, c *Conn, id string, data []byte) error {
+	_, err := r.sequence(ctx, c, c.client, id, func(seq uint64) []byte {
+		b := make([]byte, 0, 64+len(data)+len(c.client)+len(id))
+		return protocol.AppendMessage(b, seq, c.client, id, data)
+	}, false)
+	return err
+}
+
+// PublishBinary sequences one binary message. frame is the whole wire frame with its first 8
+// bytes free for the seq, so the payload is never copied again. from (nil for a stream source)
+// gets an ack.
+func (r *Room) PublishBinary(ctx context.Context, from *Conn, frame []byte) (uint64, error) {
+	client := ""
+	if from != nil {
+		client = from.client
+	}
+	return r.sequence(ctx, from, client, "", func(seq uint64) []byte {
+		binary.BigEndian.PutUint64(frame, seq)
+		return frame
+	}, true)
+}
+
+// sequence gives the next seq to a message, encodes it once (encode builds its wire frame),
+// keeps it in history, queues it to every subscriber, and acks it to from when there is one.
+func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, encode func(seq uint64) []byte, binary bool) (uint64, error) {
+	if r.cfg.Gate.AwaitFresh(ctx) != nil {
+		return 0, ErrClosed
+	}
+	r.mu.Lock()
+	if !r.waitThawed() || r.cfg.Gate.Stale() {
+		r.mu.Unlock()
+		return 0, ErrClosed
+	}
+	if id != "" {
+		if seq, ok := r.ids.lookup(id); ok {
+			r.mu.Unlock()
+			r.cfg.Metrics.Duplicates.Inc()
+			if from != nil {
+				from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
+			}
+			return seq, nil
+		}
+	}
+	r.seq++
+	seq := r.seq
+	e := newEntry(seq, binary, encode(seq))
+	r.hist.add(e)
+	if id != "" {
+		r.ids.remember(id, seq)
+	}
+	r.lastActive = time.Now()
+	r.fanout(outFrame{msg: e})
+	if from != nil {
+		from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
+	}
+	r.mu.Unlock()
+	r.cfg.Metrics.Messages.Inc()
+	return seq, nil
+}
+
+// waitThawed holds a write while a hand-off is in flight: it returns true once the room is live,
+// false when it is closed or after HoldWrites. r.mu is held, and released while waiting.
+func (r *Room) waitThawed() bool {
+	if r.state == live {
+		return true
+	}
+	t := time.NewTimer(r.cfg.HoldWrites)
+	defer t.Stop()
+	for r.state == frozen || r.state == parked {
+		ch := r.thaw
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-t.C:
+			r.mu.Lock()
+			return false
+		}
+		r.mu.Lock()
+	}
+	return r.state == live
+}
+
+// Freeze stops sequencing for a hand-off. It reports false when the room is closed or another
+// hand-off holds it already. A parked room (an earlier attempt's outcome is unknown) is taken
+// over as it is: still frozen, so its state is the one that may already be at the receiver.
+func (r *Room) Freeze() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch r.state {
+	case live:
+		r.state, r.thaw = frozen, make(chan struct{})
+		return true
+	case parked:
+		r.state = frozen
+		return true
+	default:
+		return false
+	}
+}
+
+// Park leaves the room frozen after a hand-off whose outcome is unknown (the call failed: the
+// receiver may or may not have installed it). Thawing could let two copies diverge, so the room
+// stays frozen until a retry settles it or the ring gives it back to this node.
+func (r *Room) Park() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == frozen {
+		r.state = parked
+	}
+}
+
+// Parked reports whether the room waits for a hand-off to be retried.
+func (r *Room) Parked() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state == parked
+}
+
+// Unfreeze resumes a room whose hand-off did not happen; held writes go on.
+func (r *Room) Unfreeze() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == frozen || r.state == parked {
+		r.state = live
+		close(r.thaw)
+	}
+}
+
+// fanout queues f to every subscriber, dropping those that fell behind. r.mu is held.
+func (r *Room) fanout(f outFrame) {
+	for s := range r.subs {
+		if !s.send(f) {
+			delete(r.subs, s)
+			r.removeMember(s.client)
+		}
+	}
+}
+
+// Close closes the room: it takes no more joins or publishes, and every connection and source is
+// sent on its way as f says. Writes held by a freeze are refused.
+func (r *Room) Close(f Farewell) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == closed {
+		return
+	}
+	if r.state == frozen || r.state == parked {
+		close(r.thaw)
+	}
+	r.state = closed
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+	for s := range r.subs {
+		s.close(f, r.epoch)
+	}
+	for s := range r.sources {
+		s.stop(f)
+	}
+	r.subs, r.sources = nil, nil
+}
+
+// AddSource registers a TCP stream source and returns the room's seq.
+func (r *Room) AddSource(s *Source) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == closed {
+		return 0, ErrClosed
+	}
+	if r.cfg.Gate.Stale() {
+		return 0, ErrStale
+	}
+	if len(r.sources) >= r.cfg.MaxSources {
+		return 0, ErrFull
+	}
+	r.sources[s] = struct{}{}
+	r.lastActive = time.Now()
+	return r.seq, nil
+}
+
+// RemoveSource unregisters s.
+func (r *Room) RemoveSource(s *Source) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.sources, s)
+	r.lastActive = time.Now()
+}
+
+// ReclaimIfIdle reports whether the room has had no connection since before t, and if so closes
+// it.
+func (r *Room) ReclaimIfIdle(before time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == closed || len(r.subs) > 0 || len(r.sources) > 0 || r.lastActive.After(before) {
+		return false
+	}
+	r.state = closed
+	return true
+}
+
+// Stats are a room's counters for operators.
+type Stats struct {
+	Name  string `json:"room"`
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+	Conns int    `json:"conns"`
+	Count int    `json:"count"`
+}
+
+// Stats reads the room's counters.
+func (r *Room) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return Stats{Name: r.name, Epoch: r.epoch, Seq: r.seq, Conns: len(r.subs), Count: len(r.members)}
+}

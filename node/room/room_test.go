@@ -1,0 +1,277 @@
+package room
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// gate is a pause watchdog the test decides for.
+type gate struct{ stale atomic.Bool }
+
+func (g *gate) Stale() bool { return g.stale.Load() }
+func (g *gate) AwaitFresh(context.Context) error {
+	if g.stale.Load() {
+		return ErrStale
+	}
+	return nil
+}
+
+func testConfig() (*Config, *gate) {
+	g := &gate{}
+	counter := func() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}) }
+	return &Config{
+		Node: "n1", HistoryCount: 1000, HistoryBytes: 1 << 20, DedupeIDs: 100, MaxConns: 10, MaxSources: 2,
+		PresenceAnnounceMax: 100, PresenceInterval: time.Second, HoldWrites: 5 * time.Second,
+		SendQueue: 16, WriteTimeout: time.Second, PingInterval: time.Minute, Gate: g,
+		Metrics: Metrics{Messages: counter(), Duplicates: counter(), Deliveries: counter(), SlowConsumers: counter()},
+	}, g
+}
+
+// publish sequences a binary message of payload, as a stream source does.
+func publish(r *Room, payload string) (uint64, error) {
+	frame := make([]byte, 8+len(payload))
+	copy(frame[8:], payload)
+	return r.PublishBinary(context.Background(), nil, frame)
+}
+
+func TestMessagesAreNumberedInOrderAndKept(t *testing.T) {
+	cfg, _ := testConfig()
+	cfg.HistoryCount = 3
+	r := New(cfg, "lobby")
+	for i := 1; i <= 5; i++ {
+		if seq, err := publish(r, "m"); err != nil || seq != uint64(i) {
+			t.Fatalf("publish %d: seq %d, %v", i, seq, err)
+		}
+	}
+	st := r.Snapshot()
+	if st.Seq != 5 || len(st.History) != 3 || st.History[0].Seq != 3 || st.History[2].Seq != 5 {
+		t.Fatalf("state %+v, want seq 5 and history 3..5", st)
+	}
+	if got := binary.BigEndian.Uint64(st.History[0].Frame); got != 3 {
+		t.Fatalf("frame carries seq %d, want 3", got)
+	}
+	if n := testutil.ToFloat64(cfg.Metrics.Messages); n != 5 {
+		t.Fatalf("messages counted %v, want 5", n)
+	}
+}
+
+func TestHistoryKeepsItsByteBoundButAlwaysTheNewest(t *testing.T) {
+	h := history{maxCount: 100, maxBytes: 30}
+	for seq := uint64(1); seq <= 4; seq++ {
+		h.add(newEntry(seq, true, make([]byte, 12)))
+	}
+	if h.first() != 3 || h.bytes != 24 {
+		t.Fatalf("first %d bytes %d, want 3 and 24", h.first(), h.bytes)
+	}
+	h.add(newEntry(5, true, make([]byte, 100))) // larger than the bound alone: kept
+	if h.first() != 5 || len(h.after(0)) != 1 {
+		t.Fatalf("first %d, %d entries; want only the newest", h.first(), len(h.after(0)))
+	}
+	if got := h.after(5); got != nil {
+		t.Fatalf("after the newest: %d entries", len(got))
+	}
+}
+
+func TestDedupeForgetsTheOldestID(t *testing.T) {
+	d := dedupe{max: 2}
+	d.remember("a", 1)
+	d.remember("b", 2)
+	d.remember("c", 3)
+	if _, ok := d.lookup("a"); ok {
+		t.Fatal("the oldest id is still remembered")
+	}
+	if seq, ok := d.lookup("c"); !ok || seq != 3 {
+		t.Fatalf("c: %d %v", seq, ok)
+	}
+}
+
+// A write to a frozen room waits for the hand-off to end: it goes on when the room thaws, and
+// is refused when the room closes (it moved) or the hold runs out.
+func TestFrozenRoomHoldsWrites(t *testing.T) {
+	cfg, _ := testConfig()
+	t.Run("thawed: the write goes on", func(t *testing.T) {
+		r := New(cfg, "a")
+		if !r.Freeze() || r.Freeze() {
+			t.Fatal("a live room freezes once, a frozen one not again")
+		}
+		done := make(chan uint64)
+		go func() { seq, _ := publish(r, "x"); done <- seq }()
+		select {
+		case seq := <-done:
+			t.Fatalf("a write to a frozen room was sequenced (%d)", seq)
+		case <-time.After(50 * time.Millisecond):
+		}
+		r.Unfreeze()
+		if seq := <-done; seq != 1 {
+			t.Fatalf("after the thaw: seq %d, want 1", seq)
+		}
+	})
+	t.Run("closed: the write is refused", func(t *testing.T) {
+		r := New(cfg, "b")
+		r.Freeze()
+		done := make(chan error)
+		go func() { _, err := publish(r, "x"); done <- err }()
+		time.Sleep(20 * time.Millisecond)
+		r.Close(Moved(ring.Member{ID: "n2"}, true))
+		if err := <-done; !errors.Is(err, ErrClosed) {
+			t.Fatalf("held write after the close: %v, want ErrClosed", err)
+		}
+		if r.Freeze() {
+			t.Fatal("a closed room froze")
+		}
+	})
+	t.Run("held too long: the write is refused", func(t *testing.T) {
+		cfg, _ := testConfig()
+		cfg.HoldWrites = 30 * time.Millisecond
+		r := New(cfg, "c")
+		r.Freeze()
+		if _, err := publish(r, "x"); !errors.Is(err, ErrClosed) {
+			t.Fatalf("write held past HoldWrites: %v, want ErrClosed", err)
+		}
+	})
+	t.Run("parked: frozen until a retry takes it over", func(t *testing.T) {
+		r := New(cfg, "d")
+		r.Freeze()
+		r.Park()
+		if !r.Parked() || !r.Freeze() || r.Parked() {
+			t.Fatal("a parked room is taken over by the next freeze, as it is")
+		}
+		r.Park()
+		r.Unfreeze()
+		if r.Parked() {
+			t.Fatal("still parked after the ring gave it back")
+		}
+		if seq, err := publish(r, "x"); err != nil || seq != 1 {
+			t.Fatalf("after unfreeze: %d %v", seq, err)
+		}
+	})
+}
+
+// Woken from a pause, a room takes no write and no source until the watchdog has decided.
+func TestStaleNodeServesNothing(t *testing.T) {
+	cfg, g := testConfig()
+	r := New(cfg, "a")
+	g.stale.Store(true)
+	if _, err := publish(r, "x"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write on a stale node: %v", err)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if _, err := r.AddSource(NewSource(a)); !errors.Is(err, ErrStale) {
+		t.Fatalf("source on a stale node: %v", err)
+	}
+	if _, seq := r.Position(); seq != 0 {
+		t.Fatalf("seq %d after refused writes", seq)
+	}
+}
+
+func TestRestoreGoesOnWhereTheRoomWas(t *testing.T) {
+	cfg, _ := testConfig()
+	r := New(cfg, "lobby")
+	for range 3 {
+		publish(r, "m")
+	}
+	r.ids.remember("p1", 2)
+	st := r.Snapshot()
+	if err := st.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := Restore(cfg, st)
+	epoch, seq := got.Position()
+	if want, _ := r.Position(); epoch != want || seq != 3 {
+		t.Fatalf("restored at %s/%d, want %s/3", epoch, seq, want)
+	}
+	if s, ok := got.ids.lookup("p1"); !ok || s != 2 {
+		t.Fatal("the remembered id did not travel")
+	}
+	if seq, _ := publish(got, "m"); seq != 4 {
+		t.Fatalf("next seq %d, want 4", seq)
+	}
+}
+
+func TestValidateRefusesStateARoomCannotHold(t *testing.T) {
+	bin := make([]byte, 8)
+	binary.BigEndian.PutUint64(bin, 2)
+	for name, st := range map[string]State{
+		"bad name":          {Room: "a b", Epoch: "e", Seq: 1},
+		"no epoch":          {Room: "a", Seq: 1},
+		"history past seq":  {Room: "a", Epoch: "e", Seq: 1, History: []Message{{Seq: 2, Binary: true, Frame: bin}}},
+		"history with hole": {Room: "a", Epoch: "e", Seq: 3, History: []Message{{Seq: 1, Frame: []byte("x")}, {Seq: 3, Frame: []byte("x")}}},
+		"binary seq wrong":  {Room: "a", Epoch: "e", Seq: 3, History: []Message{{Seq: 3, Binary: true, Frame: bin}}},
+		"empty frame":       {Room: "a", Epoch: "e", Seq: 1, History: []Message{{Seq: 1}}},
+		"id past seq":       {Room: "a", Epoch: "e", Seq: 1, IDs: []ID{{ID: "x", Seq: 9}}},
+		"empty id":          {Room: "a", Epoch: "e", Seq: 1, IDs: []ID{{Seq: 1}}},
+	} {
+		if st.Validate() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// A closing room tells its sources where to go, with their own count, and its connections the
+// new owner, epoch and the last seq each was sent.
+func TestFarewells(t *testing.T) {
+	cfg, _ := testConfig()
+	r := New(cfg, "a")
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	s := NewSource(a)
+	if _, err := r.AddSource(s); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.AddSource(NewSource(a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.AddSource(NewSource(a)); !errors.Is(err, ErrFull) {
+		t.Fatalf("a third source (MaxSources 2): %v", err)
+	}
+	to := ring.Member{ID: "n2", Meta: ring.Meta{TCP: "10.0.0.2:7000"}}
+	r.Close(Moved(to, true))
+	f := s.Farewell()
+	if f == nil || f.SourceLine(7) != "MOVED 10.0.0.2:7000 n2 7" {
+		t.Fatalf("source farewell %+v", f)
+	}
+	if s.Extend(time.Second) {
+		t.Fatal("a stopped source extended its deadline")
+	}
+	var reason protocol.MovedReason
+	if err := json.Unmarshal([]byte(f.closeReason("ep", 41)), &reason); err != nil || reason != (protocol.MovedReason{Node: "n2", Epoch: "ep", Seq: 41}) {
+		t.Fatalf("close reason %+v %v", reason, err)
+	}
+	if line := Moved(ring.Member{}, false).SourceLine(0); line[:3] != "ERR" {
+		t.Fatalf("moved nowhere: %q", line)
+	}
+	if _, err := r.AddSource(NewSource(a)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("source on a closed room: %v", err)
+	}
+}
+
+func TestIdleRoomIsReclaimedOnce(t *testing.T) {
+	cfg, _ := testConfig()
+	r := New(cfg, "a")
+	if r.ReclaimIfIdle(time.Now().Add(-time.Hour)) {
+		t.Fatal("reclaimed a room active just now")
+	}
+	if !r.ReclaimIfIdle(time.Now().Add(time.Second)) || r.ReclaimIfIdle(time.Now().Add(time.Second)) {
+		t.Fatal("an idle room is reclaimed exactly once")
+	}
+	if _, err := publish(r, "x"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write to a reclaimed room: %v", err)
+	}
+}
