@@ -52,12 +52,12 @@ func (c PlacementConfig) Validate() error {
 type Placement struct {
 	version string
 	cfg     PlacementConfig
-	load    float64                // the load factor actually used (raised if cfg.Load could not be met; 0 for round-robin)
-	members []Member               // everyone this snapshot knows of, sorted by ID
-	nodes   []Member               // the placed members, sorted by ID
-	owners  []int32                // partition → index into nodes
-	hash    *consistent.Consistent // nil when placement fell back to round-robin
-	hosts   map[netip.Addr]bool    // IPs of live members' gossip and HTTP addresses
+	load    float64                  // the load factor actually used (raised if cfg.Load could not be met; 0 for round-robin)
+	members []Member                 // everyone this snapshot knows of, sorted by ID
+	nodes   []Member                 // the placed members, sorted by ID
+	owners  []int32                  // partition → index into nodes
+	hash    *consistent.Consistent   // nil when placement fell back to round-robin
+	hosts   map[netip.Addr]hostRoles // IPs of live members' gossip and HTTP addresses
 }
 
 type hasher struct{}
@@ -136,16 +136,28 @@ func tryConsistent(ms []consistent.Member, partitions, replicas int, load float6
 	})
 }
 
+// hostRoles says what live members an IP is the host of.
+type hostRoles uint8
+
+const (
+	hostMember hostRoles = 1 << iota // any member: node or router
+	hostRouter                       // a router
+)
+
 // memberHosts collects the IPs live members gossip and serve HTTP from.
-func memberHosts(members []Member) map[netip.Addr]bool {
-	hosts := make(map[netip.Addr]bool, 2*len(members))
+func memberHosts(members []Member) map[netip.Addr]hostRoles {
+	hosts := make(map[netip.Addr]hostRoles, 2*len(members))
 	for _, m := range members {
 		if m.State != StateAlive {
 			continue
 		}
+		roles := hostMember
+		if m.Role == RoleRouter {
+			roles |= hostRouter
+		}
 		for _, hp := range []string{m.Gossip, m.HTTP} {
 			if ap, err := netip.ParseAddrPort(hp); err == nil {
-				hosts[ap.Addr().Unmap()] = true
+				hosts[ap.Addr().Unmap()] |= roles
 			}
 		}
 	}
@@ -165,9 +177,14 @@ func placementVersion(nodes []Member, cfg PlacementConfig) string {
 	return fmt.Sprintf("%08x", uint32(d.Sum64()))
 }
 
-// IsMemberHost reports whether a is the IP of a live member's gossip or HTTP address: a hop
-// inside the cluster (a router proxying to a node), whose X-Forwarded-For can be believed.
-func (p *Placement) IsMemberHost(a netip.Addr) bool { return p.hosts[a.Unmap()] }
+// IsMemberHost reports whether a is the IP of a live member's gossip or HTTP address, a node's
+// or a router's: a host inside the cluster.
+func (p *Placement) IsMemberHost(a netip.Addr) bool { return p.hosts[a.Unmap()] != 0 }
+
+// IsRouterHost reports whether a is the IP of a live router's gossip or HTTP address. A node
+// believes X-Forwarded-For only from routers: they are the members that proxy clients to it, and
+// another node never does (it redirects), so a node's address vouches for no client's.
+func (p *Placement) IsRouterHost(a netip.Addr) bool { return p.hosts[a.Unmap()]&hostRouter != 0 }
 
 // Version is a short string naming this placement: two members reporting the same version name the
 // same owner for every room. It changes only when placement does.
