@@ -31,8 +31,10 @@ func NewPerAddr(max int) *PerAddr {
 }
 
 // Acquire counts a connection from a in, or reports false when a has its maximum already.
-// An invalid address (one that could not be parsed) shares one count.
+// Addresses count by Key: an IPv6 address by its /64. An invalid address (one that could not be
+// parsed) shares one count.
 func (p *PerAddr) Acquire(a netip.Addr) bool {
+	a = Key(a)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n[a] >= p.max {
@@ -44,6 +46,7 @@ func (p *PerAddr) Acquire(a netip.Addr) bool {
 
 // Release counts a connection from a out; call it once for every Acquire that returned true.
 func (p *PerAddr) Release(a netip.Addr) {
+	a = Key(a)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n[a] <= 1 {
