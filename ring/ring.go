@@ -15,6 +15,7 @@ import (
 
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/memberlist"
+	"github.com/roost-dev/roost/internal/loop"
 )
 
 // Ring is this process's membership in the cluster and its current view of placement.
@@ -39,6 +40,7 @@ type Ring struct {
 	live map[string]Member     // members memberlist lists as alive, copied in its callbacks
 	gone map[string]goneMember // members that left or died, kept for operators
 	lost map[string]time.Time  // when each member was last seen leave or die, kept for good
+	dead map[string]deadMember // members declared dead (not left), to reach again (see reconnect)
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -49,6 +51,14 @@ type goneMember struct {
 	Member
 	at time.Time
 }
+
+type deadMember struct {
+	gossip string // host:port
+	at     time.Time
+}
+
+// reconnectFor is how long a member declared dead is looked for again before it is given up.
+const reconnectFor = 72 * time.Hour
 
 // New starts gossip, joins the seeds in cfg.Join (retrying in the background until one answers)
 // and returns the member. Close it to leave the cluster and stop everything it started.
@@ -90,6 +100,7 @@ func New(cfg Config) (*Ring, error) {
 		live: map[string]Member{},
 		gone: map[string]goneMember{},
 		lost: map[string]time.Time{},
+		dead: map[string]deadMember{},
 	}
 	r.meta.Store(&meta)
 	r.placement.Store(NewPlacement(nil, cfg.Placement))
@@ -130,8 +141,9 @@ func New(cfg Config) (*Ring, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.rebuild()
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go r.coalesce(ctx)
+	go r.reconnect(ctx)
 	if len(cfg.Join) == 0 {
 		r.joined.Store(true)
 	} else {
@@ -244,14 +256,7 @@ func (r *Ring) shutdown(leave bool) error {
 // join contacts the seeds until one answers.
 func (r *Ring) join(ctx context.Context) {
 	defer r.wg.Done()
-	_, port, _ := splitPort(r.GossipAddr())
-	seeds := make([]string, len(r.cfg.Join))
-	for i, s := range r.cfg.Join {
-		if _, _, err := net.SplitHostPort(s); err != nil {
-			s = net.JoinHostPort(s, strconv.Itoa(port))
-		}
-		seeds[i] = s
-	}
+	seeds := r.seeds()
 	for attempt := 1; ; attempt++ {
 		n, err := r.ml.Join(seeds)
 		if n > 0 {
@@ -271,6 +276,62 @@ func (r *Ring) join(ctx context.Context) {
 		case <-time.After(r.cfg.JoinRetry):
 		}
 	}
+}
+
+// reconnect looks again, every JoinRetry, for members declared dead and, while this member sees
+// no other, for its seeds. memberlist forgets a dead member after GossipToTheDeadTime and never
+// looks for it again, and join runs once: without this, the two sides of a partition longer than
+// that would each go on alone after the network came back, both owning every room. Whichever
+// side reaches the other first merges the member lists, and the placement converges. A member
+// that left is not looked for; one that stays dead is given up after reconnectFor.
+func (r *Ring) reconnect(ctx context.Context) {
+	defer r.wg.Done()
+	loop.Every(ctx, r.cfg.JoinRetry, func(time.Time) {
+		addrs := r.reconnectTargets()
+		if len(addrs) == 0 {
+			return
+		}
+		if n, err := r.ml.Join(addrs); n > 0 {
+			r.log.Info("reached members again", "addrs", addrs, "contacted", n)
+			r.nudge()
+		} else {
+			r.log.Debug("members still unreachable", "addrs", addrs, "err", err)
+		}
+	})
+}
+
+// reconnectTargets are the addresses reconnect tries now: one member declared dead, chosen at
+// random (as serf does: a dead machine costs one connection attempt a round), and the seeds while
+// this member sees no other.
+func (r *Ring) reconnectTargets() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var addrs []string
+	for id, d := range r.dead {
+		if time.Since(d.at) > reconnectFor {
+			delete(r.dead, id)
+			continue
+		}
+		addrs = append(addrs, d.gossip)
+		break // map order is random
+	}
+	if r.joined.Load() && len(r.live) <= 1 {
+		addrs = append(addrs, r.seeds()...)
+	}
+	return addrs
+}
+
+// seeds are the Join addresses, with the gossip port where none is given.
+func (r *Ring) seeds() []string {
+	_, port, _ := splitPort(r.GossipAddr())
+	seeds := make([]string, len(r.cfg.Join))
+	for i, s := range r.cfg.Join {
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			s = net.JoinHostPort(s, strconv.Itoa(port))
+		}
+		seeds[i] = s
+	}
+	return seeds
 }
 
 // nudge tells the coalescer that membership changed.
@@ -408,6 +469,7 @@ func (r *Ring) seen(n *memberlist.Node) {
 	r.mu.Lock()
 	r.live[n.Name] = Member{ID: n.Name, Gossip: n.Address(), State: StateAlive, Meta: meta}
 	delete(r.gone, n.Name)
+	delete(r.dead, n.Name)
 	r.mu.Unlock()
 }
 
@@ -424,6 +486,11 @@ func (r *Ring) forget(n *memberlist.Node) {
 	now := time.Now()
 	r.gone[n.Name] = goneMember{Member: Member{ID: n.Name, Gossip: n.Address(), State: st, Meta: meta}, at: now}
 	r.lost[n.Name] = now
+	if st == StateDead {
+		r.dead[n.Name] = deadMember{gossip: n.Address(), at: now}
+	} else {
+		delete(r.dead, n.Name)
+	}
 	r.mu.Unlock()
 	r.log.Info("member gone", "peer", n.Name, "state", st)
 }

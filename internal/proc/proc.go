@@ -32,6 +32,12 @@ type Spec struct {
 	// HTTP is the client for Ready and Cluster: one with a 2 s timeout that follows no redirect
 	// when nil. Tests of TLS processes pass one that trusts their CA.
 	HTTP *http.Client
+	// Host, when set, is the address the process binds in a network of its own (a namespace of
+	// package netns, entered with Wrap): its ports are then fixed (HTTP 9000, gossip 7946, TCP
+	// 9100), as nothing else binds there.
+	Host string
+	// Wrap is a command the process runs under (e.g. netns's Host.Command()).
+	Wrap []string
 }
 
 // Proc is one running process.
@@ -81,18 +87,25 @@ func startOnce(spec Spec) (*Proc, error) {
 	if p.client == nil {
 		p.client = defaultClient
 	}
+	// port is a free loopback port, or the fixed one in a network of the process's own.
+	port := func(fixed string, udpToo bool) (string, error) {
+		if spec.Host != "" {
+			return spec.Host + ":" + fixed, nil
+		}
+		return freePort(udpToo)
+	}
 	var err error
-	if p.HTTP, err = freePort(false); err != nil {
+	if p.HTTP, err = port("9000", false); err != nil {
 		return nil, err
 	}
 	args := []string{spec.Role}
 	if spec.Role == "node" || spec.Role == "router" {
-		if p.Gossip, err = freePort(true); err != nil {
+		if p.Gossip, err = port("7946", true); err != nil {
 			return nil, err
 		}
 		args = append(args, "--id", spec.ID, "--gossip", p.Gossip)
 		if spec.Role == "node" {
-			if p.TCP, err = freePort(false); err != nil {
+			if p.TCP, err = port("9100", false); err != nil {
 				return nil, err
 			}
 			args = append(args, "--tcp", p.TCP)
@@ -102,7 +115,8 @@ func startOnce(spec Spec) (*Proc, error) {
 		}
 	}
 	args = append(append(args, "--http", p.HTTP), spec.Args...)
-	p.cmd = exec.Command(spec.Binary, args...)
+	argv := append(append(slices.Clone(spec.Wrap), spec.Binary), args...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	// A group of its own, so that a signal reaches whatever it starts too; killed with its parent.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

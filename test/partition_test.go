@@ -1,0 +1,130 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/netns"
+	"github.com/roost-dev/roost/internal/proc"
+)
+
+// startNetCluster starts nodes n1…n(nodes) and a router r1, each in a network namespace of its
+// own on net, and waits until they agree on the ring.
+func startNetCluster(t *testing.T, net *netns.Net, nodes int) (ns []*proc.Proc, rt *proc.Proc) {
+	t.Helper()
+	hosts := net.Hosts()
+	start := func(role, id string, h *netns.Host, join string) *proc.Proc {
+		return proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: role, ID: id, Join: join, Host: h.Addr, Wrap: h.Command(),
+			Args: []string{"--log-level", "warn"}, HTTP: quickHTTP})
+	}
+	for i := range nodes {
+		join := ""
+		if i > 0 {
+			join = ns[0].Gossip
+		}
+		ns = append(ns, start("node", fmt.Sprintf("n%d", i+1), hosts[i], join))
+	}
+	rt = start("router", "r1", hosts[nodes], ns[0].Gossip)
+	proc.WaitRingT(t, append(ns, rt), nodes)
+	return ns, rt
+}
+
+// roomsHeld is p's roost_rooms gauge.
+func roomsHeld(p *proc.Proc) (float64, error) {
+	resp, err := quickHTTP.Get(p.URL() + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	f := fams["roost_rooms"]
+	if f == nil || len(f.Metric) == 0 {
+		return 0, fmt.Errorf("%s: no roost_rooms", p.ID)
+	}
+	return f.Metric[0].GetGauge().GetValue(), nil
+}
+
+// TestPartitionHeals cuts one node's link both ways for longer than memberlist remembers the
+// dead (ROOST_PARTITION_SECONDS, 8 s by default: detection plus GossipToTheDeadTime's 5 s), while
+// clients start the cut node's rooms afresh on the majority. Once the link is back, the two
+// sides must find each other again: every member agrees on one ring of all the nodes, and every
+// room is held by one node only. Before the ring looked for dead members again, both sides went
+// on alone for good, each serving its own copy of every room.
+func TestPartitionHeals(t *testing.T) {
+	cut := 8 * time.Second
+	if s := os.Getenv("ROOST_PARTITION_SECONDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("ROOST_PARTITION_SECONDS=%q", s)
+		}
+		cut = time.Duration(n) * time.Second
+	}
+	net := netns.New(t, 4)
+	nodes, rt := startNetCluster(t, net, 3)
+	victim, victimHost := nodes[2], net.Hosts()[2]
+	rooms := roomsByOwner(t, rt, "part-", 4, victim.ID)
+	dial := func(room string, timeout time.Duration) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), timeout)
+		defer cancel()
+		c, err := client.Dial(ctx, rt.URL(), room, &client.Options{Discard: true})
+		if err != nil {
+			t.Fatalf("dial %s: %v", room, err)
+		}
+		defer c.Close()
+		if _, err := c.Publish(ctx, "hello"); err != nil {
+			t.Fatalf("publish to %s: %v", room, err)
+		}
+	}
+	for room := range rooms {
+		dial(room, 10*time.Second)
+	}
+
+	victimHost.Cut()
+	cutAt := time.Now()
+	proc.WaitRingT(t, []*proc.Proc{nodes[0], nodes[1], rt}, 2)
+	t.Logf("the majority placed its rooms without %s %s after the cut", victim.ID, time.Since(cutAt).Round(100*time.Millisecond))
+	for room := range rooms { // the cut node's rooms start afresh on the majority
+		dial(room, 30*time.Second)
+	}
+	time.Sleep(time.Until(cutAt.Add(cut)))
+	victimHost.Heal()
+	healedAt := time.Now()
+
+	all := append(append([]*proc.Proc(nil), nodes...), rt)
+	deadline := healedAt.Add(30 * time.Second)
+	for {
+		held, ok := 0.0, proc.Agree(all, len(nodes))
+		for _, n := range nodes {
+			v, err := roomsHeld(n)
+			held, ok = held+v, ok && err == nil
+		}
+		if ok && held == float64(len(rooms)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			var views []string
+			for _, p := range all {
+				c, err := p.Cluster()
+				views = append(views, fmt.Sprintf("%s: ring %s nodes %v err %v", p.ID, c.Ring, c.Rooms, err))
+			}
+			t.Fatalf("30 s after the heal: %d rooms held for %d, views %v", int(held), len(rooms), views)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("partition of %s healed: one ring and one copy of each room %s after the link came back", cut, time.Since(healedAt).Round(100*time.Millisecond))
+	for room := range rooms { // and the rooms serve again
+		dial(room, 10*time.Second)
+	}
+}
