@@ -162,6 +162,11 @@ func (c *Conn) dialRoom(ctx context.Context, base *url.URL, q url.Values) (*webs
 			return ws, w, nil
 		}
 		if resp == nil || resp.StatusCode == http.StatusSwitchingProtocols {
+			if followed := round*maxDialHops + hop; followed > 0 && ctx.Err() != nil {
+				// The time ran out while following redirects: say so, not only "deadline".
+				return nil, protocol.Welcome{}, fmt.Errorf("roost: connect to room %q: gave up after %d redirects, last to %s; the cluster may still be converging: %w",
+					c.room, followed, u.Redacted(), err)
+			}
 			return nil, protocol.Welcome{}, err
 		}
 		if !isRedirect(resp.StatusCode) {
