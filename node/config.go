@@ -45,8 +45,16 @@ type Config struct {
 	// address; more are refused with 429. Default 1000.
 	MaxAddrConns int
 	// TrustedProxies are hops (load balancers) whose X-Forwarded-For names the client's address.
-	// Members of the cluster (routers) are trusted hops without being listed.
+	// Routers of the cluster are trusted hops without being listed (other nodes are not: they
+	// never proxy a client).
 	TrustedProxies []netip.Prefix
+	// RoomCreateRate bounds how many rooms one client address (an IPv6 /64) may have created on
+	// this node per second, with bursts of RoomCreateBurst; a WebSocket that would create one
+	// beyond it is refused with 429 (joining a room the node holds is not counted). An empty room
+	// is kept RoomIdle, so this bounds the rooms one address can hold open to about
+	// RoomCreateRate × RoomIdle. 0 turns the bound off. Defaults 10/s and 100.
+	RoomCreateRate  float64
+	RoomCreateBurst int
 	// PublishRate bounds the messages one connection may publish per second, with bursts of
 	// PublishBurst; a publish beyond it gets an error frame rate_limited and is not delivered.
 	// Defaults 100/s and 200.
@@ -127,6 +135,8 @@ func DefaultConfig() Config {
 		MaxRooms:            100_000,
 		MaxRoomConns:        50_000,
 		MaxAddrConns:        1000,
+		RoomCreateRate:      10,
+		RoomCreateBurst:     100,
 		PublishRate:         100,
 		PublishBurst:        200,
 		MaxMemory:           limit.DefaultMemoryLimit(),
@@ -169,6 +179,9 @@ func (c Config) Validate() error {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
 		}
+	}
+	if c.RoomCreateRate < 0 || c.RoomCreateRate > 0 && c.RoomCreateBurst <= 0 {
+		return fmt.Errorf("node: RoomCreateRate must not be negative (0: off) and RoomCreateBurst positive, got %g and %d", c.RoomCreateRate, c.RoomCreateBurst)
 	}
 	return nil
 }

@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/node/handoff"
@@ -131,16 +133,29 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	if client == "" {
 		client = newClientID()
 	}
+	// A room this request would create counts against its address's rate; joining one the node
+	// holds does not. Admit has checked the whole handshake, so only a client that will be in
+	// gets this far.
+	created := n.rooms.Get(name) == nil
+	if created {
+		if refused := n.door.Limits.AdmitRoom(w, r); refused != "" {
+			n.metrics.refused.WithLabelValues(refused).Inc()
+			return
+		}
+	}
 	rm, err := n.mover.Acquire(r.Context(), name)
 	if !n.served(w, r, name, err) {
 		return
 	}
+	acquired := time.Now()
 	if !n.track() {
+		n.forgetUnjoined(created, rm, acquired)
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
 		return
 	}
 	ws, err := n.upgrader.Upgrade(&batch.Hijacker{ResponseWriter: w}, r, nil)
 	if err != nil {
+		n.forgetUnjoined(created, rm, acquired)
 		n.handlers.Done()
 		return // the upgrader has answered
 	}
@@ -151,10 +166,16 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	n.metrics.connects.Inc()
 	c := n.join(r.Context(), ws, rm, client, presence, !claims.Pub, res)
 	if c == nil {
+		n.forgetUnjoined(created, rm, acquired)
 		n.conns.Add(-1)
 		ws.Close()
 		n.handlers.Done()
 		return
+	}
+	if n.cfg.Auth != nil && claims.ExpiresAt != nil {
+		// The token is checked again when it expires, as a reconnect would check it: at exp,
+		// with the verifier's leeway.
+		c.expiry = time.AfterFunc(time.Until(claims.ExpiresAt.Add(auth.Leeway)), func() { n.expire(c) })
 	}
 	release := adm.Hand()
 	go func() {
@@ -196,6 +217,16 @@ func (n *Node) served(w http.ResponseWriter, r *http.Request, name string, err e
 	return false
 }
 
+// forgetUnjoined drops rm again when this request created it (created) and no client has been in
+// it since acquired: a client that failed to upgrade or join leaves no room behind to be kept for
+// RoomIdle. A room with messages is never dropped so.
+func (n *Node) forgetUnjoined(created bool, rm *room.Room, acquired time.Time) {
+	if created && rm.Stats().Seq == 0 && rm.ReclaimIfIdle(acquired) {
+		n.rooms.Remove(rm)
+		n.metrics.reclaimed.Inc()
+	}
+}
+
 // reader is a joined client connection as its reader goroutine sees it.
 type reader struct {
 	conn     *room.Conn
@@ -203,6 +234,31 @@ type reader struct {
 	room     *room.Room
 	readOnly bool          // its token does not allow publishing
 	publish  *rate.Limiter // its publishes per second
+	expiry   *time.Timer   // fires when its token expires; nil without auth
+	expired  atomic.Bool   // its token has expired: it is being closed with 4401
+}
+
+// expire closes c with 4401 when its token has expired (on its expiry timer): the client is
+// told why, and nothing it sends from now on is taken. A client that does not answer the close
+// is cut a second later.
+func (n *Node) expire(c *reader) {
+	c.expired.Store(true)
+	n.metrics.drops.WithLabelValues("token_expired").Inc()
+	httpapi.CloseWith(c.ws, protocol.CloseUnauthorized, "unauthorized: the token has expired; reconnect with a fresh one")
+	_ = c.ws.SetReadDeadline(time.Now().Add(time.Second))
+}
+
+// extendRead pushes c's read deadline d away, unless the connection is being closed: then the
+// close handshake's own deadline holds.
+func (c *reader) extendRead(d time.Duration) error {
+	if c.expired.Load() {
+		return nil
+	}
+	err := c.ws.SetReadDeadline(time.Now().Add(d))
+	if c.expired.Load() { // expired meanwhile: its deadline may have been overwritten
+		_ = c.ws.SetReadDeadline(time.Now().Add(time.Second))
+	}
+	return err
 }
 
 // join makes ws a member of rm and starts its pings; nil when it could not join (the client
@@ -242,14 +298,17 @@ func (n *Node) join(ctx context.Context, ws *websocket.Conn, rm *room.Room, clie
 func (n *Node) read(c *reader) {
 	ws := c.ws
 	defer func() {
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
 		c.room.Leave(c.conn)
 		c.conn.End()
 	}()
 
 	readWait := n.cfg.PingInterval * 5 / 2
 	ws.SetReadLimit(n.cfg.MaxFrame)
-	_ = ws.SetReadDeadline(time.Now().Add(readWait))
-	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(readWait)) })
+	_ = c.extendRead(readWait)
+	ws.SetPongHandler(func(string) error { return c.extendRead(readWait) })
 	for {
 		mt, data, err := ws.ReadMessage()
 		if err != nil {
@@ -263,8 +322,11 @@ func (n *Node) read(c *reader) {
 			}
 			return
 		}
+		if c.expired.Load() {
+			continue // its token has expired: nothing more is taken from it
+		}
 		if !c.conn.Closing() {
-			_ = ws.SetReadDeadline(time.Now().Add(readWait))
+			_ = c.extendRead(readWait)
 		}
 		switch mt {
 		case websocket.TextMessage:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -76,10 +77,12 @@ func TestPublishRateLimited(t *testing.T) {
 
 // TestConnectionsPerAddress: beyond MaxAddrConns from one address, upgrades get 429 JSON; other
 // addresses are not affected, and a closed connection frees its place. X-Forwarded-For counts
-// only from a trusted hop: here the test's loopback address is a member's (the node's own).
+// only from a trusted hop: here the test's loopback address, listed in TrustedProxies (a node's
+// own address would not do: a node believes only routers among members).
 func TestConnectionsPerAddress(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxAddrConns = 3
+	cfg.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	n := startNode(t, "n1", cfg)
 	dialFrom := func(addr string) (*client, error) {
 		d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}

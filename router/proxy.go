@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/protocol"
@@ -17,7 +18,9 @@ import (
 
 // handleWS dials the room's owner first and only then upgrades the client, so a client the
 // owner refuses gets the owner's own answer (status and JSON) and one the router cannot serve
-// gets a JSON error, never a WebSocket that closes at once.
+// gets a JSON error, never a WebSocket that closes at once. The owner is dialed only for a
+// request Admit let in: its whole handshake checked, so one that would fail to upgrade costs
+// the owner nothing (no dial, no room).
 func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 	room, o, ok := httpapi.Place(w, r, rt.ring.Placement(), rt.metrics.refused)
 	if !ok {
@@ -64,14 +67,33 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.metrics.opened.Inc()
+	// A token that expires while the session is open ends it then, as the owner ends its leg.
+	var expiry *time.Timer
+	if rt.cfg.Auth != nil && adm.Claims.ExpiresAt != nil {
+		expiry = time.AfterFunc(time.Until(adm.Claims.ExpiresAt.Add(auth.Leeway)), func() { rt.expire(s) })
+	}
 	// The handler returns, so net/http lets go of the request and its buffers; the session
 	// lives on in goroutines of its own, counted by track like the handler was.
 	release := adm.Hand()
 	go func() {
 		defer release()
 		defer rt.untrack(s)
+		if expiry != nil {
+			defer expiry.Stop()
+		}
 		s.run()
 	}()
+}
+
+// expire ends a session whose client's token has expired (on its expiry timer, at exp with
+// the verifier's leeway, when a reconnect would be refused): the client is closed with 4401,
+// which the up pump passes on to the owner, and cut a second later if it does not answer. The
+// session does not re-dial.
+func (rt *Router) expire(s *session) {
+	s.stop()
+	rt.metrics.refused.WithLabelValues("token_expired").Inc()
+	httpapi.CloseWith(s.client, protocol.CloseUnauthorized, "unauthorized: the token has expired; reconnect with a fresh one")
+	time.AfterFunc(time.Second, func() { s.client.Close() })
 }
 
 // dialOwner dials the owner's WebSocket with the client's query and credentials, following the

@@ -244,6 +244,8 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.IntVar(&c.IngestRate, "ingest-rate", c.IngestRate, "payload bytes per second one stream source may send; a faster one is slowed down")
 	fs.Float64Var(&c.PublishRate, "publish-rate", c.PublishRate, "messages per second one connection may publish (more: error frame rate_limited)")
 	fs.IntVar(&c.PublishBurst, "publish-burst", c.PublishBurst, "publishes one connection may send at once before --publish-rate applies")
+	fs.Float64Var(&c.RoomCreateRate, "room-create-rate", c.RoomCreateRate, "rooms one client address (IPv6: its /64) may have created per second on a node (more: 429); 0: off")
+	fs.IntVar(&c.RoomCreateBurst, "room-create-burst", c.RoomCreateBurst, "rooms one client address may create at once before --room-create-rate applies")
 	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the node opens no new room (429); 0: off; default 80% of the container's or machine's memory")
 	return &c
 }

@@ -5,8 +5,10 @@ package httpapi
 
 import (
 	"context"
+	"encoding/base64"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,15 +95,82 @@ func NewUpgrader() websocket.Upgrader {
 	}
 }
 
-// IsUpgrade reports whether r is a WebSocket upgrade, answering 400 itself (and counting it) when
-// it is not.
+// IsUpgrade reports whether r is a WebSocket opening handshake the upgrader will take, answering
+// it itself (and counting it in refused) when it is not: 400 JSON (405 for a method other than
+// GET). It makes the checks gorilla's Upgrade makes (see Handshake), so a member can do everything
+// an upgrade costs it — a room created, an owner dialed — only for a request that will upgrade.
 func IsUpgrade(w http.ResponseWriter, r *http.Request, refused *prometheus.CounterVec) bool {
-	if websocket.IsWebSocketUpgrade(r) {
+	status, why := Handshake(r)
+	if status == 0 {
 		return true
 	}
-	refused.WithLabelValues("not_websocket").Inc()
-	protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, "this endpoint takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
+	reason := "bad_handshake"
+	if !websocket.IsWebSocketUpgrade(r) {
+		reason = "not_websocket"
+	}
+	refused.WithLabelValues(reason).Inc()
+	if status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodGet)
+	}
+	protocol.WriteError(w, status, protocol.CodeBadRequest, why)
 	return false
+}
+
+// Handshake checks r as gorilla's Upgrade does before it takes the connection over (RFC 6455
+// §4.2.1): Connection names upgrade, Upgrade names websocket, the method is GET,
+// Sec-WebSocket-Version names 13 and Sec-WebSocket-Key is 16 bytes in base64. It returns 0 when
+// r passes, else the status gorilla would answer and why, as a sentence for the client.
+// (TestHandshakeAgreesWithGorilla holds the two to the same verdicts.)
+func Handshake(r *http.Request) (status int, why string) {
+	const hint = "; this endpoint takes a WebSocket upgrade (RFC 6455), as a WebSocket client library sends it"
+	switch {
+	case !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket"):
+		return http.StatusBadRequest, "not a WebSocket upgrade: want Connection: Upgrade and Upgrade: websocket" + hint
+	case r.Method != http.MethodGet:
+		return http.StatusMethodNotAllowed, "a WebSocket upgrade must be a GET, not " + r.Method + hint
+	case !headerHasToken(r.Header, "Sec-Websocket-Version", "13"):
+		return http.StatusBadRequest, "unsupported WebSocket version: want Sec-WebSocket-Version: 13" + hint
+	}
+	if key, err := base64.StdEncoding.DecodeString(r.Header.Get("Sec-Websocket-Key")); err != nil || len(key) != 16 {
+		return http.StatusBadRequest, "missing or malformed Sec-WebSocket-Key: want 16 random bytes in base64" + hint
+	}
+	return 0, ""
+}
+
+// headerHasToken reports whether a comma-separated list of tokens in one of h's name headers
+// holds value (ASCII case-insensitive). A header value that is not such a list counts for
+// nothing, as in gorilla's own parsing.
+func headerHasToken(h http.Header, name, value string) bool {
+	for _, v := range h.Values(name) {
+		for {
+			v = strings.TrimLeft(v, " \t")
+			i := strings.IndexFunc(v, func(c rune) bool { return !isTokenChar(c) })
+			if i < 0 {
+				i = len(v)
+			}
+			tok, rest := v[:i], strings.TrimLeft(v[i:], " \t")
+			if tok == "" || rest != "" && rest[0] != ',' {
+				break // not a token list: the next header
+			}
+			if strings.EqualFold(tok, value) {
+				return true
+			}
+			if rest == "" {
+				break
+			}
+			v = rest[1:]
+		}
+	}
+	return false
+}
+
+// isTokenChar reports whether c may appear in an HTTP token (RFC 9110 §5.6.2).
+func isTokenChar(c rune) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return c < 0x80 && strings.ContainsRune("!#$%&'*+-.^_`|~", c)
 }
 
 // RefuseUpgrade answers a client whose token failed (err from auth): the upgrade completes so a
@@ -110,7 +179,7 @@ func IsUpgrade(w http.ResponseWriter, r *http.Request, refused *prometheus.Count
 func RefuseUpgrade(w http.ResponseWriter, r *http.Request, up *websocket.Upgrader, refused *prometheus.CounterVec, err error) {
 	closeCode, status, code := auth.Refusal(err)
 	refused.WithLabelValues(code).Inc()
-	if !websocket.IsWebSocketUpgrade(r) {
+	if st, _ := Handshake(r); st != 0 { // no upgrade gorilla would take: a plain answer
 		protocol.WriteError(w, status, code, err.Error())
 		return
 	}
@@ -186,8 +255,9 @@ func (a *Admission) Close() {
 }
 
 // Admit lets a client's request to upgrade for room in: its origin and address within the
-// limits, its token good for room, and the request an upgrade at all. It answers every refusal
-// itself. The caller closes the admission when the handler ends, or hands it to the connection.
+// limits, its token good for room, and the request a handshake the upgrader will take (IsUpgrade),
+// so that what the caller does next for it — create a room, dial an owner — is for a client that
+// will be in. It answers every refusal itself. The caller closes the admission when the handler ends, or hands it to the connection.
 func (d *Door) Admit(w http.ResponseWriter, r *http.Request, room string) (*Admission, bool) {
 	release, refused := d.Limits.Admit(w, r)
 	if refused != "" {
