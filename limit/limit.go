@@ -192,7 +192,7 @@ func NewMemory(limit uint64) *Memory {
 
 // Over reports whether the process holds more memory than the limit.
 func (m *Memory) Over() bool {
-	return m.limit > 0 && m.Used() > m.limit
+	return m != nil && m.limit > 0 && m.Used() > m.limit
 }
 
 // Used returns the memory the process holds, sampled at most sampleEvery ago.

@@ -28,6 +28,12 @@ type Config struct {
 	// SendQueue is how many frames may wait for one slow connection before it is closed with 4008.
 	// Default 1024.
 	SendQueue int
+	// SendQueueBytes is how much memory the messages waiting for one connection may hold before it
+	// is closed with 4008, in bytes: a message counts its size (about three times that for one of
+	// at most 8 KiB, which is also framed once for every receiver) plus a few hundred bytes. A
+	// first frame always fits, so keep it above HistoryBytes for resumes to replay a whole
+	// history. Default 16 MiB.
+	SendQueueBytes int
 	// WriteTimeout bounds one write to a client. Default 10s.
 	WriteTimeout time.Duration
 	// PingInterval is how often idle connections are pinged; a connection that answers nothing
@@ -64,6 +70,14 @@ type Config struct {
 	// 429 (rooms it holds keep working, and rooms handed to it are taken). 0 turns the guard off.
 	// Default 80% of the container's memory limit, or of the machine's memory.
 	MaxMemory uint64
+	// MemoryBudget bounds, in bytes, the memory the node keeps for its clients, counted as it is
+	// kept: room history (rooms received in hand-offs included), messages waiting in send queues,
+	// remembered publish ids. A publish that would grow it past the bound is refused (error frame,
+	// or ERR line, `overloaded`; the room keeps what it accepted before), as is a room handed
+	// over (its sender keeps it and tries again) and a new room (429). So is anything that would
+	// grow while the process holds more than MaxMemory. 0: half of MaxMemory (the collector lets
+	// the heap grow to about twice what is live), or unbounded when MaxMemory is 0. Default 0.
+	MemoryBudget uint64
 	// PresenceAnnounceMax is the room size up to which presence is sent as join/leave events;
 	// above it, as one interval summary per PresenceInterval. Defaults 100 and 1s.
 	PresenceAnnounceMax int
@@ -129,6 +143,7 @@ func DefaultConfig() Config {
 		HistoryBytes:        4 << 20,
 		DedupeIDs:           1000,
 		SendQueue:           1024,
+		SendQueueBytes:      16 << 20,
 		WriteTimeout:        10 * time.Second,
 		PingInterval:        30 * time.Second,
 		RoomIdle:            5 * time.Minute,
@@ -164,7 +179,8 @@ func (c Config) Validate() error {
 		v    int64
 	}{
 		{"MaxFrame", c.MaxFrame}, {"HistoryCount", int64(c.HistoryCount)}, {"HistoryBytes", int64(c.HistoryBytes)},
-		{"DedupeIDs", int64(c.DedupeIDs)}, {"SendQueue", int64(c.SendQueue)}, {"MaxRooms", int64(c.MaxRooms)},
+		{"DedupeIDs", int64(c.DedupeIDs)}, {"SendQueue", int64(c.SendQueue)}, {"SendQueueBytes", int64(c.SendQueueBytes)},
+		{"MaxRooms", int64(c.MaxRooms)},
 		{"MaxRoomConns", int64(c.MaxRoomConns)}, {"MaxAddrConns", int64(c.MaxAddrConns)},
 		{"PublishRate", int64(c.PublishRate * 1000)}, {"PublishBurst", int64(c.PublishBurst)}, {"PresenceAnnounceMax", int64(c.PresenceAnnounceMax)},
 		{"WriteTimeout", int64(c.WriteTimeout)}, {"PingInterval", int64(c.PingInterval)}, {"RoomIdle", int64(c.RoomIdle)},
@@ -199,11 +215,21 @@ func (c Config) roomConfig(node string, gate room.Gate, m room.Metrics) *room.Co
 		PresenceInterval:    c.PresenceInterval,
 		HoldWrites:          c.HandoffHold,
 		SendQueue:           c.SendQueue,
+		SendQueueBytes:      c.SendQueueBytes,
+		Budget:              limit.NewBudget(c.memoryBudget(), limit.NewMemory(c.MaxMemory)),
 		WriteTimeout:        c.WriteTimeout,
 		PingInterval:        c.PingInterval,
 		Gate:                gate,
 		Metrics:             m,
 	}
+}
+
+// memoryBudget is MemoryBudget with its default filled in.
+func (c Config) memoryBudget() uint64 {
+	if c.MemoryBudget > 0 {
+		return c.MemoryBudget
+	}
+	return limit.DefaultBudget(c.MaxMemory)
 }
 
 // maxPeerBody bounds a node-to-node body: the largest hand-off batch.

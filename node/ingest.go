@@ -158,7 +158,7 @@ func (n *Node) serveSource(c net.Conn) {
 	n.log.Debug("stream source connected", "room", h.Room, "peer", c.RemoteAddr().String())
 	n.metrics.ingestSources.Inc()
 	defer n.metrics.ingestSources.Dec()
-	limit := rate.NewLimiter(rate.Limit(n.cfg.IngestRate), max(n.cfg.IngestRate/8, n.cfg.IngestMaxFrame))
+	pace := rate.NewLimiter(rate.Limit(n.cfg.IngestRate), max(n.cfg.IngestRate/8, n.cfg.IngestMaxFrame))
 
 	var hdr [4]byte
 	var accepted uint64 // frames that entered the room
@@ -174,17 +174,21 @@ func (n *Node) serveSource(c net.Conn) {
 			refuse("bad_frame", err.Error())
 			return
 		}
-		if !s.Throttle(limit, int(size), n.metrics.ingestThrottle) {
+		if !s.Throttle(pace, int(size), n.metrics.ingestThrottle) {
 			break
 		}
-		frame := make([]byte, 8+size)
-		if _, err := io.ReadFull(br, frame[8:]); err != nil {
+		frame, err := readFrame(br, int(size))
+		if err != nil {
 			if s.Farewell() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				refuse("truncated", "the frame ended early")
 			}
 			break
 		}
-		if _, err := rm.PublishBinary(n.ctx, nil, frame); err != nil {
+		if err := n.publishFrame(rm, s, frame); err != nil {
+			if errors.Is(err, room.ErrOverloaded) {
+				refuse(limit.CodeOverloaded, fmt.Sprintf("this node is near its memory limit (--memory-budget-mib, --max-memory-mib) and took %d frames of this connection; the next one was not; send it and the rest again later", accepted))
+				return
+			}
 			if s.Farewell() == nil {
 				// The room stopped taking frames without closing (a hand-off held it too long):
 				// send the source to the owner by this node's ring, with its exact count, so it
@@ -202,6 +206,59 @@ func (n *Node) serveSource(c net.Conn) {
 	if bye := s.Farewell(); bye != nil {
 		reply(bye.SourceLine(accepted))
 	}
+}
+
+// overloadHold is how long a frame the memory budget refuses is held and offered again (the source
+// is not read meanwhile: TCP backpressure) before the source is refused with ERR overloaded.
+const overloadHold = time.Second
+
+// publishFrame puts a source's frame into its room, holding it a moment while the memory budget
+// refuses it: a burst that fills the budget often finds room again as queues drain.
+func (n *Node) publishFrame(rm *room.Room, s *room.Source, frame []byte) error {
+	deadline := time.Now().Add(overloadHold)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		_, err := rm.PublishBinary(n.ctx, nil, frame)
+		if !errors.Is(err, room.ErrOverloaded) || time.Now().Add(wait).After(deadline) || s.Farewell() != nil {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-n.ctx.Done():
+			return err
+		}
+	}
+}
+
+// firstChunk is what a frame's buffer starts at: it grows as the frame's bytes arrive, so a
+// length announced is not memory reserved (a source announcing 1 MiB and sending nothing costs
+// nothing but its connection).
+const firstChunk = 16 << 10
+
+// readFrame reads a frame of size payload bytes from br into a buffer with 8 bytes free in front
+// for the seq. The buffer is allocated only once the frame's first byte is there and grows (at
+// most doubling) as the rest arrives, so what a source makes the node hold is within a factor
+// of two of what it has sent.
+func readFrame(br *bufio.Reader, size int) ([]byte, error) {
+	if _, err := br.Peek(1); err != nil {
+		return nil, err
+	}
+	frame := make([]byte, 8, 8+min(size, max(firstChunk, br.Buffered())))
+	for len(frame) < 8+size {
+		if len(frame) == cap(frame) {
+			grown := make([]byte, len(frame), min(2*cap(frame), 8+size))
+			copy(grown, frame)
+			frame = grown
+		}
+		n, err := br.Read(frame[len(frame):cap(frame)])
+		frame = frame[:len(frame)+n]
+		if err != nil {
+			if err == io.EOF && len(frame) > 8 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return frame, nil
 }
 
 // lingerTimeout bounds how long a connection is kept open after the node's last words (a MOVED

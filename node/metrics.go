@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/roost-dev/roost/internal/httpapi"
+	"github.com/roost-dev/roost/limit"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of its own so several nodes can run
@@ -85,6 +86,15 @@ func newMetrics(n *Node) *metrics {
 		func() float64 { return float64(n.rooms.Len()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_connections", Help: "Open client connections."},
 		func() float64 { return float64(n.conns.Load()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_memory_budget_used_bytes",
+		Help: "Memory the node keeps for its clients, as its budget counts it: room history, queued messages, remembered ids."},
+		func() float64 { return float64(n.budget().Used()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_memory_budget_bytes",
+		Help: "The node's memory budget (--memory-budget-mib); 0: unbounded."},
+		func() float64 { return float64(n.budget().Limit()) })
+	for _, r := range []string{"overloaded", "ingest_overloaded", "memory"} {
+		m.refused.WithLabelValues(r)
+	}
 	for _, r := range []string{"slow_consumer"} {
 		m.drops.WithLabelValues(r)
 	}
@@ -95,4 +105,12 @@ func newMetrics(n *Node) *metrics {
 		m.roomsGained.WithLabelValues(h)
 	}
 	return m
+}
+
+// budget is the node's memory budget, once its rooms' config is made.
+func (n *Node) budget() *limit.Budget {
+	if n.roomCfg == nil {
+		return nil
+	}
+	return n.roomCfg.Budget
 }

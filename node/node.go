@@ -114,7 +114,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 	})
 	n.roomCfg = cfg.roomConfig(n.id, n.watchdog, room.Metrics{
 		Messages: n.metrics.messages, Duplicates: n.metrics.dedup, Deliveries: n.metrics.deliveries,
-		SlowConsumers: n.metrics.drops.WithLabelValues("slow_consumer"),
+		SlowConsumers: n.metrics.drops.WithLabelValues("slow_consumer"), Overloaded: n.metrics.refused.WithLabelValues("overloaded"),
 	})
 	n.mover = handoff.New(handoff.Config{
 		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
@@ -189,7 +189,7 @@ func (n *Node) admit() error {
 		return ErrClosed
 	case n.rooms.Len() >= n.cfg.MaxRooms:
 		return ErrTooManyRooms
-	case n.memory.Over():
+	case n.memory.Over() || n.roomCfg.Budget.Full():
 		return ErrMemory
 	}
 	return nil

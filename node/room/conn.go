@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/batch"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -17,6 +18,56 @@ type outFrame struct {
 	replay []*entry // history to send, oldest first (one queue slot however long)
 	text   []byte   // a text frame for this connection only (welcome, ack, error, gap, ...)
 	shared *websocket.PreparedMessage
+}
+
+// sharedCost is what a shared frame (a presence event) is counted as in a send queue: it is
+// small, and made once for every receiver.
+const sharedCost = 1 << 10
+
+// cost is the memory f holds while queued: what its messages cost, or its own bytes.
+func (f *outFrame) cost() int {
+	switch {
+	case f.msg != nil:
+		return f.msg.cost()
+	case f.replay != nil:
+		n := 0
+		for _, e := range f.replay {
+			n += e.cost()
+		}
+		return n
+	case f.shared != nil:
+		return sharedCost
+	default:
+		return len(f.text) + 64
+	}
+}
+
+// hold counts the queue in as a holder of f's messages (see entry).
+func (f *outFrame) hold(b *limit.Budget) {
+	if f.msg != nil {
+		f.msg.hold(b)
+	}
+	for _, e := range f.replay {
+		e.hold(b)
+	}
+}
+
+// drop counts the queue out as a holder of f's messages, once f is written or dropped.
+func (f *outFrame) drop() {
+	if f.msg != nil {
+		f.msg.drop()
+	}
+	for _, e := range f.replay {
+		e.drop()
+	}
+}
+
+// dropAll drops every frame of q.
+func dropAll(q []outFrame) {
+	for i := range q {
+		q[i].drop()
+		q[i] = outFrame{}
+	}
 }
 
 // Conn is one WebSocket client of a room, as the room writes to it. The room queues frames to it without blocking. No
@@ -34,8 +85,10 @@ type Conn struct {
 
 	mu      sync.Mutex
 	queue   []outFrame
+	queued  int            // what queue costs (outFrame.cost)
+	writing int            // what the batch being written costs; it is pinned until written
 	spare   []outFrame     // the last writer's batch, reused
-	writing bool           // a writer goroutine is running; at most one is
+	writer  bool           // a writer goroutine is running; at most one is
 	pingDue bool           // the writer owes the peer a ping
 	ended   bool           // the reader has ended: no writer starts again
 	closing bool           // no more frames are queued
@@ -59,33 +112,45 @@ func (c *Conn) Client() string { return c.client }
 
 // kick starts a writer unless one is running or the connection is over. c.mu is held.
 func (c *Conn) kick() {
-	if c.writing || c.ended {
+	if c.writer || c.ended {
 		return
 	}
-	c.writing = true
+	c.writer = true
 	c.writers.Add(1)
 	go c.writeQueued()
 }
 
-// send queues f. It never blocks. It reports false when the queue was full: the connection is
-// then closing with 4008 and the caller must stop sending to it.
+// send queues f. It never blocks. It reports false when the queue was full — SendQueue frames,
+// or more than SendQueueBytes of memory with what is being written (a first frame always fits,
+// so a resume's replay of a whole history goes through): the connection is then closing with
+// 4008, what was queued is dropped, and the caller must stop sending to it.
 func (c *Conn) send(f outFrame) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closing {
+	if c.closing || c.ended {
 		return true
 	}
-	if len(c.queue) >= c.cfg.SendQueue {
+	cost := f.cost()
+	held := c.queued + c.writing
+	if len(c.queue) >= c.cfg.SendQueue || (c.cfg.SendQueueBytes > 0 && held > 0 && held+cost > c.cfg.SendQueueBytes) {
 		c.closing, c.flush = true, false
 		c.bye = Farewell{Code: protocol.CloseSlowConsumer, Reason: "slow consumer: fell too far behind the room"}
-		c.queue = nil
+		c.dropQueue()
 		c.cfg.Metrics.SlowConsumers.Inc()
 		c.kick()
 		return false
 	}
+	f.hold(c.cfg.Budget)
 	c.queue = append(c.queue, f)
+	c.queued += cost
 	c.kick()
 	return true
+}
+
+// dropQueue drops what is queued and not yet being written. c.mu is held.
+func (c *Conn) dropQueue() {
+	dropAll(c.queue)
+	c.queue, c.queued = nil, 0
 }
 
 // SendJSON queues a text frame for this connection alone, as send does.
@@ -107,7 +172,7 @@ func (c *Conn) close(f Farewell, epoch string) {
 	if !c.closing {
 		c.closing, c.flush, c.bye, c.epoch = true, f.Flush, f, epoch
 		if !f.Flush {
-			c.queue = nil
+			c.dropQueue()
 		}
 	}
 	c.kick()
@@ -142,6 +207,9 @@ func (c *Conn) End() {
 	}
 	c.mu.Unlock()
 	c.writers.Wait()
+	c.mu.Lock()
+	c.dropQueue() // what no writer will send now
+	c.mu.Unlock()
 }
 
 // writeQueued is a writer: it writes what is queued, in batches, and the ping when one is due,
@@ -153,17 +221,24 @@ func (c *Conn) writeQueued() {
 		batch, ping := c.queue, c.pingDue
 		closing, flush := c.closing, c.flush
 		if c.ended || len(batch) == 0 && !ping && !closing {
-			c.writing = false
+			c.writer = false
 			c.mu.Unlock()
 			return
 		}
-		c.queue, c.pingDue = c.spare[:0], false
-		c.mu.Unlock()
 		if closing && !flush {
+			c.mu.Unlock()
 			c.writeClose()
-			return // writing stays set: nothing is written after the close frame
+			return // writer stays set: nothing is written after the close frame
 		}
-		if err := c.writeBatch(batch, ping); err != nil {
+		c.queue, c.pingDue = c.spare[:0], false
+		c.writing, c.queued = c.queued, 0
+		c.mu.Unlock()
+		err := c.writeBatch(batch, ping)
+		dropAll(batch) // what an error left unwritten
+		c.mu.Lock()
+		c.writing = 0
+		c.mu.Unlock()
+		if err != nil {
 			c.abort()
 			return
 		}
@@ -200,6 +275,7 @@ func (c *Conn) writeBatch(batch []outFrame, ping bool) (err error) {
 		if err := c.write(&batch[i]); err != nil {
 			return err
 		}
+		batch[i].drop()
 		batch[i] = outFrame{}
 	}
 	return nil
@@ -228,7 +304,16 @@ func (c *Conn) write(f *outFrame) error {
 }
 
 func (c *Conn) writeEntry(e *entry) error {
-	if err := c.ws.WritePreparedMessage(e.pm); err != nil {
+	var err error
+	switch {
+	case e.pm != nil:
+		err = c.ws.WritePreparedMessage(e.pm)
+	case e.binary:
+		err = c.ws.WriteMessage(websocket.BinaryMessage, e.frame)
+	default:
+		err = c.ws.WriteMessage(websocket.TextMessage, e.frame)
+	}
+	if err != nil {
 		return err
 	}
 	c.lastSent = e.seq
@@ -250,10 +335,11 @@ func (c *Conn) writeClose() {
 }
 
 // abort ends a connection whose writes fail: closing the socket ends the reader too. The
-// writer returns after it with writing still set, so no other starts.
+// writer returns after it with writer still set, so no other starts.
 func (c *Conn) abort() {
 	c.mu.Lock()
-	c.closing, c.queue = true, nil
+	c.closing = true
+	c.dropQueue()
 	c.mu.Unlock()
 	_ = c.ws.Close()
 }

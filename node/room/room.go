@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -26,6 +27,9 @@ var (
 	ErrFull = errors.New("room full")
 	// ErrStale: the node was paused and has not decided yet whether this copy is still the room.
 	ErrStale = errors.New("node catching up with the ring")
+	// ErrOverloaded: the node's memory budget has no room for the message (see Config.Budget);
+	// it was not sequenced, and nothing sequenced before is dropped.
+	ErrOverloaded = limit.ErrOverloaded
 )
 
 // Config is what a node's rooms and connections share. Every field is set by the node.
@@ -40,10 +44,14 @@ type Config struct {
 	PresenceInterval    time.Duration
 	HoldWrites          time.Duration // how long a write waits while a hand-off holds the room
 	SendQueue           int           // frames queued to one connection before it is closed with 4008
-	WriteTimeout        time.Duration
-	PingInterval        time.Duration
-	Gate                Gate
-	Metrics             Metrics
+	SendQueueBytes      int           // memory queued to one connection (see entry.cost) before it is closed with 4008
+	// Budget counts the memory rooms keep for clients (history, queued messages, remembered ids)
+	// node-wide, and refuses a publish that would grow it past its limit. nil: unbounded.
+	Budget       *limit.Budget
+	WriteTimeout time.Duration
+	PingInterval time.Duration
+	Gate         Gate
+	Metrics      Metrics
 }
 
 // Gate tells rooms whether the node may serve: after a pause it may hold stale copies until its
@@ -59,6 +67,7 @@ type Metrics struct {
 	Duplicates    prometheus.Counter // publishes acked again for a remembered id
 	Deliveries    prometheus.Counter // messages written to connections
 	SlowConsumers prometheus.Counter // connections closed with 4008
+	Overloaded    prometheus.Counter // publishes refused by the budget; nil: not counted
 }
 
 // state is where a room is in its life.
@@ -101,8 +110,8 @@ func New(cfg *Config, name string) *Room {
 		name:       name,
 		cfg:        cfg,
 		epoch:      newEpoch(),
-		hist:       history{maxCount: cfg.HistoryCount, maxBytes: cfg.HistoryBytes},
-		ids:        dedupe{max: cfg.DedupeIDs},
+		hist:       history{maxCount: cfg.HistoryCount, maxBytes: cfg.HistoryBytes, budget: cfg.Budget},
+		ids:        dedupe{max: cfg.DedupeIDs, budget: cfg.Budget},
 		subs:       map[*Conn]struct{}{},
 		sources:    map[*Source]struct{}{},
 		members:    map[string]int{},
@@ -187,7 +196,9 @@ func (r *Room) Leave(c *Conn) {
 
 // Publish sequences one text message from c and queues it to every subscriber, then acks it to
 // c. A repeated id is acked with its first seq and not delivered again. data is the message's
-// JSON value. It waits while the node decides about a pause or a hand-off holds the room.
+// JSON value. It waits while the node decides about a pause or a hand-off holds the room. A
+// message the node's memory budget has no room for is refused: c gets an error frame
+// `overloaded` (the room answers c, as it acks it) and Publish returns nil.
 func (r *Room) Publish(ctx context.Context, c *Conn, id string, data []byte) error {
 	_, err := r.sequence(ctx, c, c.client, id, func(seq uint64) []byte {
 		b := make([]byte, 0, 64+len(data)+len(c.client)+len(id))
@@ -198,7 +209,8 @@ func (r *Room) Publish(ctx context.Context, c *Conn, id string, data []byte) err
 
 // PublishBinary sequences one binary message. frame is the whole wire frame with its first 8
 // bytes free for the seq, so the payload is never copied again. from (nil for a stream source)
-// gets an ack.
+// gets an ack, or the error frame `overloaded` when the budget refuses the message; without
+// from, that refusal is ErrOverloaded.
 func (r *Room) PublishBinary(ctx context.Context, from *Conn, frame []byte) (uint64, error) {
 	client := ""
 	if from != nil {
@@ -231,9 +243,20 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 			return seq, nil
 		}
 	}
-	r.seq++
-	seq := r.seq
+	seq := r.seq + 1
 	e := newEntry(seq, binary, encode(seq))
+	if grow := r.hist.growth(e.size(), e.cost()) + r.ids.growth(id); grow > 0 && !r.cfg.Budget.Fits(grow) {
+		r.mu.Unlock()
+		if m := r.cfg.Metrics.Overloaded; m != nil {
+			m.Inc()
+		}
+		if from != nil {
+			from.sendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: limit.CodeOverloaded, ID: id, Error: overloadedSentence})
+			return 0, nil
+		}
+		return 0, ErrOverloaded
+	}
+	r.seq = seq
 	r.hist.add(e)
 	if id != "" {
 		r.ids.remember(id, seq)
@@ -338,6 +361,7 @@ func (r *Room) Close(f Farewell) {
 		close(r.thaw)
 	}
 	r.state = closed
+	r.forget()
 	if r.timer != nil {
 		r.timer.Stop()
 		r.timer = nil
@@ -386,7 +410,41 @@ func (r *Room) ReclaimIfIdle(before time.Time) bool {
 		return false
 	}
 	r.state = closed
+	r.forget()
 	return true
+}
+
+// forget lets go of the history and remembered ids of a room that is gone, giving their memory
+// back to the budget (messages still queued to connections stay counted until written). r.mu
+// is held.
+func (r *Room) forget() {
+	r.hist.clear()
+	r.ids.clear()
+}
+
+// overloadedSentence is the error of a publish the budget refused.
+const overloadedSentence = "this node is near its memory limit (--memory-budget-mib, --max-memory-mib); the publish was not delivered, send it again later"
+
+// RestoreWithin is Restore for state received in a hand-off, refused with ErrOverloaded when
+// the node's memory budget has no room for it (the sender keeps the room and tries again).
+func RestoreWithin(cfg *Config, st State) (*Room, error) {
+	cost := 0
+	for _, h := range st.History {
+		cost += len(h.Frame) + entryOverhead
+		if len(h.Frame) <= preparedMax {
+			cost += 2 * len(h.Frame)
+		}
+	}
+	for _, id := range st.IDs {
+		cost += len(id.ID) + idCost
+	}
+	if !cfg.Budget.Fits(cost) {
+		if m := cfg.Metrics.Overloaded; m != nil {
+			m.Inc()
+		}
+		return nil, ErrOverloaded
+	}
+	return Restore(cfg, st), nil
 }
 
 // Stats are a room's counters for operators.
