@@ -3,6 +3,7 @@ package handoff
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"github.com/roost-dev/roost/node/room"
@@ -42,8 +43,10 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 		}
 		pending, heard := false, false
 		var silent []string
-		for _, c := range m.previousOwners(name, p) {
-			reply, err := m.askRelease(ctx, c, name)
+		asked := m.holders(name, p)
+		replies, errs := m.askAll(ctx, asked, name)
+		for i, c := range asked {
+			reply, err := replies[i], errs[i]
 			switch {
 			case err != nil:
 				pending = true
@@ -52,6 +55,9 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 				pending, heard = true, true
 			case reply.Status == Owner:
 				return nil, &HeldError{To: c}
+			case reply.Status == Moved && reply.To != m.self:
+				// Handed to a third node, whose ring will send it here: not "nobody holds it".
+				pending, heard = true, true
 			}
 		}
 		if heard {
@@ -99,6 +105,60 @@ func (m *Mover) create(name, how string) (*room.Room, error) {
 		m.cfg.Log.Debug("room created", "room", name, "how", how)
 	}
 	return r, err
+}
+
+// settleWindow is how long after a placement change the ring counts as unsettled: views may
+// still disagree, and a room may be held by a node no placement this one saw names.
+const settleWindow = time.Minute
+
+// holders are the nodes to ask whether they hold room before it is started afresh here: its
+// previous owners by the placements this node saw; and, while the ring is unsettled (a member
+// drains, or the placement changed within settleWindow), every other live node. A join racing
+// drains is the normal shape of a rollout, and a drainer stuck on an old ring can hold a room no
+// placement seen here ever gave it.
+func (m *Mover) holders(name string, current *ring.Placement) []ring.Member {
+	out := m.previousOwners(name, current)
+	if !m.unsettled(current) {
+		return out
+	}
+	seen := map[string]bool{m.self: true}
+	for _, c := range out {
+		seen[c.ID] = true
+	}
+	for _, c := range current.Members() {
+		if c.Role == ring.RoleNode && c.Live() && !seen[c.ID] {
+			seen[c.ID] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// unsettled reports whether a member of current drains or the placement changed lately.
+func (m *Mover) unsettled(current *ring.Placement) bool {
+	m.mu.Lock()
+	changed := m.changed
+	m.mu.Unlock()
+	if time.Since(changed) < settleWindow {
+		return true
+	}
+	for _, c := range current.Members() {
+		if c.Role == ring.RoleNode && c.Live() && (c.Draining || c.Leaving) {
+			return true
+		}
+	}
+	return false
+}
+
+// askAll asks every node in from, at once, to release room.
+func (m *Mover) askAll(ctx context.Context, from []ring.Member, name string) ([]Release, []error) {
+	replies, errs := make([]Release, len(from)), make([]error, len(from))
+	var wg sync.WaitGroup
+	for i, c := range from {
+		wg.Go(func() { replies[i], errs[i] = m.askRelease(ctx, c, name) })
+	}
+	wg.Wait()
+	return replies, errs
 }
 
 // previousOwners are the live members other than this node that owned room in recent placements.

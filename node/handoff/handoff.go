@@ -91,9 +91,10 @@ type Mover struct {
 	self     string
 	arrivals singleflight.Group // one acquisition per room at a time
 
-	mu   sync.Mutex
-	past []*ring.Placement // the last few placements, to find a room's previous owners
-	alts []*ring.Placement // the newest one's counterfactuals (see Remember)
+	mu      sync.Mutex
+	past    []*ring.Placement // the last few placements, to find a room's previous owners
+	alts    []*ring.Placement // the newest one's counterfactuals (see Remember)
+	changed time.Time         // when the placement version last changed
 }
 
 // New makes a Mover. Call Remember with the current placement before serving.
@@ -111,6 +112,9 @@ func (m *Mover) Remember(p *ring.Placement) {
 	alts := p.Counterfactuals(m.self)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if n := len(m.past); n == 0 || m.past[n-1].Version() != p.Version() {
+		m.changed = time.Now()
+	}
 	m.past = append(m.past, p)
 	if len(m.past) > pastPlacements {
 		m.past = m.past[1:]

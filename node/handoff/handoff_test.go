@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -221,5 +222,43 @@ func TestAcquirePullsFromThePreviousOwner(t *testing.T) {
 	}
 	if _, err := a.mover.Acquire(ctx, "other"); err != ErrNotOwner {
 		t.Fatalf("acquire on a node that does not own the room: %v, want ErrNotOwner", err)
+	}
+}
+
+// A room held by a draining node that no placement seen here ever named as its owner (a join
+// racing drains): the new owner asks every live node while the ring is unsettled, finds the
+// holder, and gets its copy rather than starting a second one.
+func TestAcquireFindsAHolderNoPlacementNamed(t *testing.T) {
+	a, b, c := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute), newMember(t, "n3", time.Minute)
+	old := placement(only(c), a)         // what b saw first: n3 owns everything, n1 drains
+	now := placement(only(b), a, c)      // now: n2 owns everything, n1 and n3 drain
+	ac := placement([]*member{a, c})     // where rooms were with n1 and n3 placed
+	abc := placement([]*member{a, b, c}) // and with all three
+	name := ""
+	for i := 0; name == ""; i++ {
+		r := fmt.Sprint("r", i)
+		if o, _ := ac.Owner(r); o.ID != "n3" {
+			continue
+		}
+		if o, _ := abc.Owner(r); o.ID == "n1" {
+			continue
+		}
+		name = r // no placement b can know of names n1, the holder
+	}
+	held := holding(t, a, name, 4)
+	epoch, _ := held.Position()
+	for _, m := range []*member{a, b, c} {
+		m.ring.set(now)
+	}
+	b.mover.Remember(old)
+	b.mover.Remember(now)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	got, err := b.mover.Acquire(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, seq := got.Position(); e != epoch || seq != 4 || a.rooms.Get(name) != nil {
+		t.Fatalf("acquired %s at %s/%d, want the holder's %s/4 (and the holder's copy gone)", name, e, seq, epoch)
 	}
 }
