@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/auth"
+	"github.com/roost-dev/roost/limit"
 )
 
 // Config configures a router. Build it with DefaultConfig.
@@ -43,6 +44,18 @@ type Config struct {
 	// names the client. Anyone else's is ignored, and the owner is told the address the router
 	// saw.
 	TrustedProxies []netip.Prefix
+	// PendingBytes bounds, in bytes, the publishes of one client the router keeps until the owner
+	// acks them (to re-send them after a move); a publish beyond it is refused with an error frame
+	// `overloaded` and not sent (a first one always fits). Default 4 MiB.
+	PendingBytes int
+	// MaxMemory: while the process holds more than this many bytes, the router keeps (so takes)
+	// no more publishes: they are refused as past PendingBytes. 0 turns the guard off. Default 80%
+	// of the container's memory limit, or of the machine's memory.
+	MaxMemory uint64
+	// MemoryBudget bounds, in bytes, what all sessions keep together (unacked publishes); past it
+	// publishes are refused as past PendingBytes. 0: half of MaxMemory, or unbounded when
+	// MaxMemory is 0. Default 0.
+	MemoryBudget uint64
 	// DialTLS configures wss:// dials to owners that serve TLS (trusted CAs); nil uses the
 	// system's roots.
 	DialTLS *tls.Config
@@ -54,7 +67,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
 		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second,
-		MaxAddrConns: 1000}
+		MaxAddrConns: 1000, PendingBytes: 4 << 20, MaxMemory: limit.DefaultMemoryLimit()}
 }
 
 // Validate reports the first field that cannot work.
@@ -64,10 +77,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("router: MaxFrame must be positive, got %d", c.MaxFrame)
 	case c.PingInterval <= 0, c.WriteTimeout <= 0, c.DialTimeout <= 0, c.StatsInterval <= 0, c.RedialTimeout <= 0:
 		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout, StatsInterval and RedialTimeout must be positive")
+	case c.PendingBytes <= 0:
+		return fmt.Errorf("router: PendingBytes must be positive, got %d", c.PendingBytes)
 	case c.MaxAddrConns <= 0:
 		return fmt.Errorf("router: MaxAddrConns must be positive, got %d", c.MaxAddrConns)
 	case c.MaxRedirects < 0:
 		return fmt.Errorf("router: MaxRedirects must not be negative, got %d", c.MaxRedirects)
 	}
 	return nil
+}
+
+// memoryBudget is MemoryBudget with its default filled in.
+func (c Config) memoryBudget() uint64 {
+	if c.MemoryBudget > 0 {
+		return c.MemoryBudget
+	}
+	return limit.DefaultBudget(c.MaxMemory)
 }

@@ -29,6 +29,7 @@ type Router struct {
 	dialer   websocket.Dialer
 	door     *limit.Door   // browser origins and connections per client address
 	clients  *httpapi.Door // lets clients' WebSockets in, through door
+	budget   *limit.Budget // what sessions keep for clients: unacked publishes
 
 	mu       sync.Mutex
 	closed   bool
@@ -52,6 +53,7 @@ func New(cfg Config, r Ring) (*Router, error) {
 		id:       r.ID(),
 		ring:     r,
 		log:      cfg.Logger.With("node", r.ID()),
+		budget:   limit.NewBudget(cfg.memoryBudget(), limit.NewMemory(cfg.MaxMemory)),
 		sessions: map[*session]struct{}{},
 		upgrader: httpapi.NewUpgrader(),
 		dialer: websocket.Dialer{

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/internal/httpapi"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -45,9 +46,11 @@ type session struct {
 	ended    bool           // the session is over: no more pings
 	pinging  sync.WaitGroup // the ping timer's callback, while it runs
 
-	upMu    sync.Mutex // guards up and pending; held while writing upstream and while re-dialing
-	up      *websocket.Conn
-	pending []pendingPublish // the client's unacked publishes, oldest first
+	upMu         sync.Mutex // guards up, pending and pendingCost; held while writing upstream and while re-dialing
+	up           *websocket.Conn
+	pending      []pendingPublish // the client's unacked publishes, oldest first
+	pendingCost  int              // what pending holds, as the router's budget counts it
+	clientWrites sync.Mutex       // the down pump's writes to the client, and the up pump's refusals
 
 	// Down pump only.
 	out      *batch.Conn     // the client leg's connection, nil if it does not batch
@@ -63,7 +66,11 @@ type pendingPublish struct {
 	frame []byte
 }
 
-// maxPending bounds the unacked publishes a session keeps for re-sending.
+// cost is what a kept publish holds: its frame, its id and its place in pending.
+func (p pendingPublish) cost() int { return cap(p.frame) + len(p.id) + 64 }
+
+// maxPending bounds the unacked publishes a session keeps for re-sending; Config.PendingBytes
+// bounds their bytes, and the router's memory budget all sessions' together.
 const maxPending = 4096
 
 // pumpEnd says how a pump ended: an error reading its source, or writing its destination.
@@ -144,6 +151,7 @@ func (s *session) run() {
 		s.pinging.Wait()
 		s.client.Close()
 		s.upstream().Close()
+		s.forgetPending()
 	}()
 
 	end := s.pumpUp(readWait)
@@ -256,9 +264,11 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 			release(buf)
 			continue
 		}
+		s.clientWrites.Lock()
 		s.out.Begin()
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
 		err = s.client.WriteMessage(mt, msg)
+		s.clientWrites.Unlock()
 		release(buf)
 		if err != nil {
 			s.endBatch()
@@ -299,26 +309,56 @@ func (s *session) pumpUp(readWait time.Duration) pumpEnd {
 		_ = s.client.SetReadDeadline(time.Now().Add(readWait))
 		msg := buf.Bytes()
 		s.upMu.Lock()
+		var refused *protocol.ErrorFrame
 		if mt == websocket.TextMessage {
-			msg = s.keep(msg)
+			msg, refused = s.keep(msg)
 		}
-		_ = s.up.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
-		if err := s.up.WriteMessage(mt, msg); err == nil {
-			frames.Inc()
-			bytes.Add(float64(len(msg)))
+		if refused == nil {
+			_ = s.up.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
+			if err := s.up.WriteMessage(mt, msg); err == nil {
+				frames.Inc()
+				bytes.Add(float64(len(msg)))
+			}
 		}
 		s.upMu.Unlock()
 		release(buf)
+		if refused != nil {
+			s.tell(refused)
+		}
 	}
 }
 
+// tell writes a frame of the router's own to the client (a refusal), between the down pump's.
+// A failed write ends the client leg, which the pumps see.
+func (s *session) tell(f *protocol.ErrorFrame) {
+	b, _ := json.Marshal(f)
+	s.clientWrites.Lock()
+	defer s.clientWrites.Unlock()
+	_ = s.client.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
+	if s.client.WriteMessage(websocket.TextMessage, b) != nil {
+		s.client.Close()
+	}
+}
+
+// forgetPending lets go of the publishes kept for re-sending, when the session ends.
+func (s *session) forgetPending() {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	s.rt.budget.Release(s.pendingCost)
+	s.pending, s.pendingCost = nil, 0
+}
+
 // keep records a publish as pending (giving it an id if it has none) and returns the frame to
-// send. Other frames pass as they are. s.upMu is held.
-func (s *session) keep(msg []byte) []byte {
+// send. Other frames pass as they are. A publish the router has no memory to keep — more than
+// PendingBytes kept for this client already, or the router's budget spent — is refused: it is
+// not sent, and keep returns the error frame `overloaded` to answer the client with (a publish
+// it could not re-send after a move would be lost). s.upMu is held.
+func (s *session) keep(msg []byte) ([]byte, *protocol.ErrorFrame) {
 	p, bad := protocol.ParsePublish(msg)
 	if bad != nil {
-		return msg // the owner answers it with the same error frame
+		return msg, nil // the owner answers it with the same error frame
 	}
+	asked := p.ID // the id the client gave, if any, for a refusal
 	if p.ID == "" {
 		p.ID = newID()
 		if b, err := json.Marshal(p); err == nil {
@@ -327,10 +367,18 @@ func (s *session) keep(msg []byte) []byte {
 	}
 	if len(s.pending) >= maxPending {
 		s.rt.metrics.refused.WithLabelValues("pending_full").Inc()
-		return msg // not kept: a move now could lose it; the client's own retry is its guard
+		return msg, nil // not kept: a move now could lose it; the client's own retry is its guard
 	}
-	s.pending = append(s.pending, pendingPublish{id: p.ID, frame: bytes.Clone(msg)})
-	return msg
+	kept := pendingPublish{id: p.ID, frame: bytes.Clone(msg)}
+	cost := kept.cost()
+	if len(s.pending) > 0 && s.pendingCost+cost > s.rt.cfg.PendingBytes || s.rt.budget.Reserve(cost) != nil {
+		s.rt.metrics.refused.WithLabelValues(limit.CodeOverloaded).Inc()
+		return nil, &protocol.ErrorFrame{Type: protocol.TypeError, Code: limit.CodeOverloaded, ID: asked,
+			Error: "the router has too many of your publishes waiting for the room's owner to ack them (--pending-bytes), or is near its memory limit; the publish was not delivered, send it again later"}
+	}
+	s.pending = append(s.pending, kept)
+	s.pendingCost += cost
+	return msg, nil
 }
 
 func newID() string {
@@ -402,6 +450,8 @@ func (s *session) acked(id string) {
 	for i, p := range s.pending {
 		if p.id == id {
 			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			s.pendingCost -= p.cost()
+			s.rt.budget.Release(p.cost())
 			return
 		}
 	}

@@ -247,6 +247,8 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.Float64Var(&c.RoomCreateRate, "room-create-rate", c.RoomCreateRate, "rooms one client address (IPv6: its /64) may have created per second on a node (more: 429); 0: off")
 	fs.IntVar(&c.RoomCreateBurst, "room-create-burst", c.RoomCreateBurst, "rooms one client address may create at once before --room-create-rate applies")
 	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the node opens no new room (429); 0: off; default 80% of the container's or machine's memory")
+	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", c.SendQueueBytes, "bytes of messages that may wait for one connection before it is dropped with 4008 (a message of at most 8 KiB counts about 3x its size)")
+	fs.Var((*mebibytes)(&c.MemoryBudget), "memory-budget-mib", "MiB the node may keep for clients (history, queued messages, remembered ids, rooms handed over); past it publishes are refused with 'overloaded'; default 0: half of --max-memory-mib")
 	return &c
 }
 
