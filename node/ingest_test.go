@@ -164,7 +164,7 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := buf.String()
-	for _, sig := range []string{"", "123.deadbeef", peer.Sign([]byte("another secret"), "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body))} {
+	for _, sig := range []string{"", "123.deadbeef", peer.Sign([]byte("another secret"), peer.Claim{Method: "POST", Host: n.addr, URI: "/internal/v1/handoff", Time: time.Now(), Body: []byte(body)})} {
 		req, _ := http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", strings.NewReader(body))
 		if sig != "" {
 			req.Header.Set(peer.SignatureHeader, sig)
@@ -183,7 +183,7 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 	}
 	// Signed with the right key, it is heard (and fenced: this node owns every room).
 	req, _ := http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", strings.NewReader(body))
-	req.Header.Set(peer.SignatureHeader, peer.Sign(cfg.PeerKey, "POST", "/internal/v1/handoff", time.Now().Unix(), []byte(body)))
+	req.Header.Set(peer.SignatureHeader, peer.Sign(cfg.PeerKey, peer.Claim{Method: "POST", Host: n.addr, URI: "/internal/v1/handoff", Time: time.Now(), Body: []byte(body)}))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +198,7 @@ func TestPeerCallsNeedTheClusterSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	req, _ = http.NewRequest("POST", "http://"+n.addr+"/internal/v1/handoff", bytes.NewReader(buf.Bytes()))
-	req.Header.Set(peer.SignatureHeader, peer.Sign(cfg.PeerAcceptKeys[0], "POST", "/internal/v1/handoff", time.Now().Unix(), buf.Bytes()))
+	req.Header.Set(peer.SignatureHeader, peer.Sign(cfg.PeerAcceptKeys[0], peer.Claim{Method: "POST", Host: n.addr, URI: "/internal/v1/handoff", Time: time.Now(), Body: buf.Bytes()}))
 	if resp, err = http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
 	}

@@ -292,17 +292,18 @@ func (n *Node) Rooms() []room.Stats {
 // HasRoom reports whether the node holds room now.
 func (n *Node) HasRoom(name string) bool { return n.rooms.Get(name) != nil }
 
-// signed serves a node-to-node call once its signature holds, with its body read.
+// signed serves a node-to-node call once its signature holds (checked from the headers, before
+// the body is read), with its body read within peer.Serve's bounds on size, time and calls in
+// flight. Calls are signed for the host:port this node advertises; refusals are counted.
 func (n *Node) signed(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := n.peers.Verify(r)
-		if err != nil {
-			n.metrics.refused.WithLabelValues("peer_auth").Inc()
-			protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
-			return
+	self := func() string {
+		if s, ok := n.ring.(interface{ Self() ring.Member }); ok {
+			return s.Self().HTTP
 		}
-		h(w, r, body)
+		m, _ := n.ring.Placement().Member(n.id)
+		return m.HTTP
 	}
+	return n.peers.Serve(self, func(reason string) { n.metrics.refused.WithLabelValues(reason).Inc() }, h)
 }
 
 func newClientID() string {

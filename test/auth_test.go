@@ -23,7 +23,7 @@ import (
 // but cannot publish; placement needs no token. Every door is tried: router, node, TCP.
 func TestAuthWithRealProcesses(t *testing.T) {
 	secret := []byte("test-secret-test-secret-test-secret!")
-	flags := []string{"--auth-hmac-secret", string(secret), "--cluster-secret", "cluster-secret"}
+	flags := []string{"--auth-hmac-secret", string(secret), "--cluster-secret", "auth-test-cluster-secret"}
 	n1 := startProc(t, "node", "n1", "", flags...)
 	n2 := startProc(t, "node", "n2", n1.Gossip, flags...)
 	rt := startProc(t, "router", "r1", n1.Gossip, flags...)

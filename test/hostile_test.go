@@ -777,14 +777,14 @@ func TestHostileClients(t *testing.T) {
 			{"no signature", handoffPath, forged, ""},
 			{"not a signature", handoffPath, forged, "123.deadbeef"},
 			{"garbage", handoffPath, forged, strings.Repeat("x", 200)},
-			{"another secret", handoffPath, forged, peer.Sign(peer.Key("not-the-secret"), "POST", handoffPath, now, forged)},
-			{"signed 5 minutes ago (a replay)", handoffPath, forged, peer.Sign(key, "POST", handoffPath, now-300, forged)},
-			{"signed 5 minutes ahead", handoffPath, forged, peer.Sign(key, "POST", handoffPath, now+300, forged)},
-			{"signature of another body", handoffPath, forged, peer.Sign(key, "POST", handoffPath, now, []byte("other"))},
-			{"signature of another path", handoffPath, forged, peer.Sign(key, "POST", release, now, forged)},
+			{"another secret", handoffPath, forged, signFor(n1, peer.Key("not-the-secret"), handoffPath, now, forged)},
+			{"signed 5 minutes ago (a replay)", handoffPath, forged, signFor(n1, key, handoffPath, now-300, forged)},
+			{"signed 5 minutes ahead", handoffPath, forged, signFor(n1, key, handoffPath, now+300, forged)},
+			{"signature of another body", handoffPath, forged, signFor(n1, key, handoffPath, now, []byte("other"))},
+			{"signature of another path", handoffPath, forged, signFor(n1, key, release, now, forged)},
 			{"release, no signature", release, nil, ""},
-			{"release, another secret", release, nil, peer.Sign(peer.Key("not-the-secret"), "POST", release, now, nil)},
-			{"release, signed 5 minutes ago", release, nil, peer.Sign(key, "POST", release, now-300, nil)},
+			{"release, another secret", release, nil, signFor(n1, peer.Key("not-the-secret"), release, now, nil)},
+			{"release, signed 5 minutes ago", release, nil, signFor(n1, key, release, now-300, nil)},
 		} {
 			status, body, err := postPeer(t.Context(), n1.URL()+c.path, c.body, c.sig)
 			sent++
@@ -795,7 +795,7 @@ func TestHostileClients(t *testing.T) {
 		// Signed right and fresh, a hand-off check (which installs nothing) is heard: n1 says it
 		// owns the room.
 		check, _ := handoff.Encode(handoff.Batch{From: "n2", Ring: "x", Check: true, Rooms: []room.State{{Room: roomA}}})
-		status, body, err := postPeer(t.Context(), n1.URL()+handoffPath, check, peer.Sign(key, "POST", handoffPath, time.Now().Unix(), check))
+		status, body, err := postPeer(t.Context(), n1.URL()+handoffPath, check, signFor(n1, key, handoffPath, time.Now().Unix(), check))
 		if err != nil || status != http.StatusOK || !strings.Contains(body, roomA) {
 			t.Errorf("a correctly signed hand-off check: %d %s %v, want 200 naming %s", status, body, err, roomA)
 		}

@@ -119,7 +119,7 @@ func TestTLS(t *testing.T) {
 	flags := func(id string, serial int64) []string {
 		cert, key := filepath.Join(dir, id+".pem"), filepath.Join(dir, id+"-key.pem")
 		testCA.issue(t, serial, cert, key)
-		return []string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", caFile, "--cluster-secret", "tls-test-secret"}
+		return []string{"--tls-cert", cert, "--tls-key", key, "--tls-ca", caFile, "--cluster-secret", "tls-test-cluster-secret"}
 	}
 	n1 := startProc(t, "node", "n1", "", flags("n1", 11)...)
 	n2 := startProc(t, "node", "n2", n1.Gossip, flags("n2", 12)...)

@@ -26,6 +26,9 @@ func runDev(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := checkNodeFlags(cfg); err != nil {
+		return err
+	}
 	if *nodes < 1 {
 		return errors.New("--nodes must be at least 1")
 	}
@@ -51,9 +54,15 @@ func runDev(ctx context.Context, args []string) error {
 			_ = servers[i].shutdown(sctx, 0)
 		}
 	}()
+	// With client auth on, node-to-node calls must be signed (see checkSecrets): the members all
+	// live in this process, so they share a secret nobody else ever sees.
+	clusterSecret := ""
+	if *authSecret != "" {
+		clusterSecret = randomSecret()
+	}
 	seed := ""
 	for i := 1; i <= *nodes; i++ {
-		m := devMember(fmt.Sprintf("n%d", i), "127.0.0.1:0", seed, *authSecret)
+		m := devMember(fmt.Sprintf("n%d", i), "127.0.0.1:0", seed, *authSecret, clusterSecret)
 		s, err := startNode(m, *cfg, "127.0.0.1:0", log)
 		if err != nil {
 			return fmt.Errorf("start node n%d: %w", i, err)
@@ -64,7 +73,7 @@ func runDev(ctx context.Context, args []string) error {
 		}
 	}
 	rc := routerFlags(flag.NewFlagSet("", flag.ContinueOnError))
-	rt, err := startRouter(devMember("r1", *httpAddr, seed, *authSecret), *rc, log)
+	rt, err := startRouter(devMember("r1", *httpAddr, seed, *authSecret, clusterSecret), *rc, log)
 	if err != nil {
 		return fmt.Errorf("start the router on %s (is another roost dev running? try --http 127.0.0.1:0): %w", *httpAddr, err)
 	}
@@ -116,9 +125,9 @@ Ctrl-C stops the cluster.
 	return nil
 }
 
-func devMember(id, httpAddr, seed, authSecret string) *member {
+func devMember(id, httpAddr, seed, authSecret, clusterSecret string) *member {
 	m := memberFlags(flag.NewFlagSet("", flag.ContinueOnError), httpAddr)
-	m.id, m.gossip, m.join, m.authHMAC = id, "127.0.0.1:0", seed, authSecret
+	m.id, m.gossip, m.join, m.authHMAC, m.secret = id, "127.0.0.1:0", seed, authSecret, clusterSecret
 	if err := m.load(); err != nil {
 		panic(err) // an HS256 secret alone cannot fail to load
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/internal/peer"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/node"
 	"github.com/roost-dev/roost/ring"
 	"github.com/roost-dev/roost/router"
@@ -68,6 +69,7 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 	if m.secretAccept != "" {
 		cfg.PeerAcceptKeys = [][]byte{peer.Key(m.secretAccept)}
 	}
+	limit.SoftLimit(cfg.MaxMemory) // the collector works harder near --max-memory-mib
 	n, err := node.New(cfg, r)
 	if err != nil {
 		r.Close()
@@ -105,6 +107,7 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 	}
 	cfg.Logger, cfg.Auth, cfg.Origins, cfg.DialTLS = log, m.auth, m.allowedOrigins, m.clientTLS
 	cfg.MaxAddrConns, cfg.TrustedProxies = m.maxAddrConns, m.trustedProxies
+	limit.SoftLimit(cfg.MaxMemory)
 	rt, err := router.New(cfg, r)
 	if err != nil {
 		r.Close()
@@ -233,6 +236,9 @@ func runNode(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkNodeFlags(cfg); err != nil {
+		return err
+	}
 	s, err := startNode(m, *cfg, *tcp, log)
 	if err != nil {
 		return err
@@ -279,6 +285,9 @@ func (m *member) setUp(fs *flag.FlagSet, args []string) (*slog.Logger, error) {
 		return nil, err
 	}
 	if err := m.load(); err != nil {
+		return nil, err
+	}
+	if err := m.checkSecrets(fs); err != nil {
 		return nil, err
 	}
 	warnOpen(log.With("node", m.id), m)

@@ -101,7 +101,7 @@ func newMember(t *testing.T, id string, fenceWait time.Duration) *member {
 	mux := http.NewServeMux()
 	verified := func(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			body, err := peers.Verify(r)
+			body, err := peers.Verify(r, r.Host)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusUnauthorized)
 				return

@@ -61,7 +61,7 @@ func newWatched(t *testing.T, r Ring, peers *peer.Client) *watched {
 func serve(t *testing.T, w *Watchdog, peers *peer.Client) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TakeoverPath("{node}"), func(rw http.ResponseWriter, r *http.Request) {
-		if _, err := peers.Verify(r); err != nil {
+		if _, err := peers.Verify(r, r.Host); err != nil {
 			http.Error(rw, err.Error(), http.StatusUnauthorized)
 			return
 		}

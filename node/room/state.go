@@ -1,9 +1,12 @@
 package room
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/roost-dev/roost/protocol"
 )
@@ -72,28 +75,88 @@ func Restore(cfg *Config, st State) *Room {
 	return r
 }
 
-// Validate checks a received state before it is restored: what Restore and the room rely on (a
-// valid name, an epoch, contiguous history ending at most at the room's seq, binary frames that
-// start with their seq, remembered ids within bounds).
+// MaxIDs bounds the remembered publish ids a received state may carry (--dedupe-ids is at most
+// this).
+const MaxIDs = 1 << 20
+
+// maxClient bounds the client id of a received text message: a query's client (128 bytes) or a
+// token's sub.
+const maxClient = 1024
+
+// Validate checks a received state before it is restored, as strictly as the publishes that made
+// it: a valid name, an epoch, contiguous history ending at most at the room's seq, binary frames
+// that start with their seq, text frames that are exactly the message frames a publish makes
+// (valid UTF-8 JSON {"type":"message","seq","client","id","data"}, seq matching, id and client
+// within bounds, data present), and at most MaxIDs remembered ids, each once, their seqs rising
+// and within the room's.
 func (st *State) Validate() error {
 	if err := protocol.ValidRoom(st.Room); err != nil {
 		return err
 	}
-	if st.Epoch == "" || len(st.Epoch) > 64 {
+	if st.Epoch == "" || len(st.Epoch) > 64 || !utf8.ValidString(st.Epoch) {
 		return errors.New("bad epoch")
 	}
 	for i, h := range st.History {
-		if len(h.Frame) == 0 || (h.Binary && (len(h.Frame) < 8 || binary.BigEndian.Uint64(h.Frame) != h.Seq)) {
-			return fmt.Errorf("history frame %d is malformed", h.Seq)
-		}
 		if h.Seq == 0 || h.Seq > st.Seq || (i > 0 && h.Seq != st.History[i-1].Seq+1) {
 			return fmt.Errorf("history seqs are not contiguous up to %d", st.Seq)
 		}
+		if h.Binary {
+			if len(h.Frame) < 8 || binary.BigEndian.Uint64(h.Frame) != h.Seq {
+				return fmt.Errorf("history frame %d is malformed", h.Seq)
+			}
+			continue
+		}
+		if err := validText(h); err != nil {
+			return fmt.Errorf("history frame %d is not a message frame: %w", h.Seq, err)
+		}
 	}
-	for _, id := range st.IDs {
-		if id.Seq == 0 || id.Seq > st.Seq || id.ID == "" || len(id.ID) > protocol.MaxIDLen {
+	if len(st.IDs) > MaxIDs {
+		return fmt.Errorf("%d remembered ids, more than the %d a room may remember", len(st.IDs), MaxIDs)
+	}
+	seen := make(map[string]struct{}, len(st.IDs))
+	for i, id := range st.IDs {
+		if id.Seq == 0 || id.Seq > st.Seq || id.ID == "" || len(id.ID) > protocol.MaxIDLen || (i > 0 && id.Seq <= st.IDs[i-1].Seq) {
 			return fmt.Errorf("remembered id %q is malformed", protocol.CloseReason(id.ID))
 		}
+		if _, dup := seen[id.ID]; dup {
+			return fmt.Errorf("remembered id %q appears twice", protocol.CloseReason(id.ID))
+		}
+		seen[id.ID] = struct{}{}
+	}
+	return nil
+}
+
+// validText checks a retained text frame is the message frame a publish makes of its seq.
+func validText(h Message) error {
+	if !utf8.Valid(h.Frame) {
+		return errors.New("not UTF-8")
+	}
+	var m struct {
+		Type   string          `json:"type"`
+		Seq    *uint64         `json:"seq"`
+		Client *string         `json:"client"`
+		ID     string          `json:"id"`
+		Data   json.RawMessage `json:"data"`
+	}
+	d := json.NewDecoder(bytes.NewReader(h.Frame))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&m); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("more after the frame's JSON object")
+	}
+	switch {
+	case m.Type != protocol.TypeMessage:
+		return fmt.Errorf("type %q", protocol.CloseReason(m.Type))
+	case m.Seq == nil || *m.Seq != h.Seq:
+		return errors.New("its seq is not the message's")
+	case m.Client == nil || len(*m.Client) > maxClient:
+		return errors.New("no client, or a client id too long")
+	case len(m.ID) > protocol.MaxIDLen:
+		return errors.New("publish id too long")
+	case len(m.Data) == 0:
+		return errors.New(`no "data"`)
 	}
 	return nil
 }

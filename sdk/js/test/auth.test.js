@@ -16,7 +16,7 @@ const secret = "test-secret-that-is-long-enough-for-hs256";
 let cluster, proxy;
 const rooms = [];
 before(async () => {
-  cluster = await startCluster({ nodes: 1, extra: ["--auth-hmac-secret", secret] });
+  cluster = await startCluster({ nodes: 1, extra: ["--auth-hmac-secret", secret, "--cluster-secret", "sdk-auth-test-cluster-secret"] });
   proxy = await startProxy(cluster.router.http);
 });
 after(async () => {

@@ -1,0 +1,53 @@
+package room
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/roost-dev/roost/protocol"
+)
+
+// A received state's text frames must be the frames a publish makes; ids must be bounded.
+func TestValidateChecksEveryFrameAsAPublishWould(t *testing.T) {
+	msg := func(seq uint64, client, id, data string) Message {
+		return Message{Seq: seq, Frame: protocol.AppendMessage(nil, seq, client, id, []byte(data))}
+	}
+	ok := State{Room: "a", Epoch: "e", Seq: 2, History: []Message{msg(1, "ann", "p1", `{"t":1}`), msg(2, "bo", "", `null`)},
+		IDs: []ID{{ID: "p1", Seq: 1}}}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("a state of real publishes: %v", err)
+	}
+	text := func(frame string) State {
+		return State{Room: "a", Epoch: "e", Seq: 1, History: []Message{{Seq: 1, Frame: []byte(frame)}}}
+	}
+	for name, st := range map[string]State{
+		"not JSON":         text("hello"),
+		"not UTF-8":        text("{\"type\":\"message\",\"seq\":1,\"client\":\"\xff\",\"data\":1}"),
+		"another type":     text(`{"type":"welcome","seq":1,"client":"a","data":1}`),
+		"seq not its own":  text(`{"type":"message","seq":7,"client":"a","data":1}`),
+		"no seq":           text(`{"type":"message","client":"a","data":1}`),
+		"no client":        text(`{"type":"message","seq":1,"data":1}`),
+		"no data":          text(`{"type":"message","seq":1,"client":"a"}`),
+		"unknown field":    text(`{"type":"message","seq":1,"client":"a","data":1,"admin":true}`),
+		"trailing bytes":   text(`{"type":"message","seq":1,"client":"a","data":1} {}`),
+		"id too long":      text(`{"type":"message","seq":1,"client":"a","id":"` + strings.Repeat("i", protocol.MaxIDLen+1) + `","data":1}`),
+		"client too long":  text(`{"type":"message","seq":1,"client":"` + strings.Repeat("c", maxClient+1) + `","data":1}`),
+		"id twice":         {Room: "a", Epoch: "e", Seq: 3, IDs: []ID{{ID: "x", Seq: 1}, {ID: "x", Seq: 2}}},
+		"id seqs falling":  {Room: "a", Epoch: "e", Seq: 3, IDs: []ID{{ID: "x", Seq: 2}, {ID: "y", Seq: 1}}},
+		"too many ids":     {Room: "a", Epoch: "e", Seq: MaxIDs + 2, IDs: manyIDs(MaxIDs + 1)},
+		"epoch not UTF-8":  {Room: "a", Epoch: "\xff", Seq: 1},
+		"binary seq wrong": {Room: "a", Epoch: "e", Seq: 1, History: []Message{{Seq: 1, Binary: true, Frame: make([]byte, 8)}}},
+	} {
+		if st.Validate() == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func manyIDs(n int) []ID {
+	ids := make([]ID, n)
+	for i := range ids {
+		ids[i] = ID{ID: "i" + strings.Repeat("x", i%7) + string(rune('a'+i%26)), Seq: uint64(i + 1)}
+	}
+	return ids
+}
