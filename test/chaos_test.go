@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/internal/wait"
+	"github.com/roost-dev/roost/protocol"
 )
 
 // TestKillNineIsDetected kills a node process with SIGKILL and measures how long the survivors
@@ -179,6 +181,27 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 	}
 	wg.Wait()
 	t.Logf("rooms of the killed node served again within %s of the kill", time.Since(start).Round(time.Millisecond))
+	// Subscribers of the killed node's rooms (through the router, which re-dials the new owner
+	// for them): the message before, then a reset (the room's state died with its owner: no
+	// replica yet), then the message after.
+	for _, r := range rooms {
+		if r.owner != victim.ID {
+			continue
+		}
+		var seen []string
+		for len(seen) == 0 || seen[len(seen)-1] != "message "+r.name+"-after" {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			ev, err := r.sub.Next(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("%s (killed owner): %v after %v", r.name, err, seen)
+			}
+			seen = append(seen, string(ev.Type)+" "+ev.ID)
+		}
+		if seen[0] != "message "+r.name+"-before" || !slices.Contains(seen, "reset ") {
+			t.Fatalf("%s (killed owner): subscriber saw %v, want the message before, a reset, the message after", r.name, seen)
+		}
+	}
 	// Subscribers of rooms on live nodes: both messages, in order, and no reconnect.
 	for _, r := range rooms {
 		if r.owner == victim.ID {
@@ -241,11 +264,17 @@ func TestStoppedNodeCausesNoSplitBrain(t *testing.T) {
 	}
 
 	victim.Signal(syscall.SIGCONT)
-	// The stale copy takes no write: the publish fails (the connection is closed with 4001).
+	// The stale copy takes no write: the publish fails at once, refused (the connection is
+	// closed with 4001) rather than left hanging.
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if seq, err := direct.PublishID(ctx, "stale", 3); err == nil {
+	seq, err := direct.PublishID(ctx, "stale", 3)
+	if err == nil {
 		t.Fatalf("the node woken from SIGSTOP acked a write (seq %d) for a room it no longer owns", seq)
+	}
+	var closed *client.CloseError
+	if !errors.As(err, &closed) || closed.Code != protocol.CloseMoved {
+		t.Fatalf("the publish to the woken node ended with %v, want its connection closed with %d", err, protocol.CloseMoved)
 	}
 	proc.WaitRingT(t, append(nodes, rt), 3)
 	if st := nodes[0].State(victim.ID); st != "alive" {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ func TestDrainLiveRooms(t *testing.T) {
 	victim := c.Nodes()[0]
 	var wg sync.WaitGroup
 	conns := make([]*client.Conn, rooms)
+	epochs := make([]string, rooms) // each room's epoch, as its publisher's welcome gave it
 	for i := range rooms {
 		wg.Go(func() {
 			conn, err := client.Dial(t.Context(), c.Nodes()[i%3].URL(), fmt.Sprint("drain-", i), &client.Options{Discard: true})
@@ -37,7 +39,7 @@ func TestDrainLiveRooms(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			conns[i] = conn
+			conns[i], epochs[i] = conn, conn.Welcome().Epoch
 			for k := range 5 {
 				if _, err := conn.Publish(t.Context(), map[string]any{"k": k, "pad": "0123456789abcdef0123456789abcdef"}); err != nil {
 					t.Error(err)
@@ -46,6 +48,10 @@ func TestDrainLiveRooms(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	moved := map[string]bool{}
+	for _, r := range victim.Node.Rooms() {
+		moved[r.Name] = true
+	}
 	t.Cleanup(func() {
 		for _, c := range conns {
 			if c != nil {
@@ -64,6 +70,41 @@ func TestDrainLiveRooms(t *testing.T) {
 	p50, p99, batches := handoffQuantiles(t, victim.URL())
 	t.Logf("drained %d live rooms in %s; %d hand-off batches, each freezing its rooms for p50 ≤ %s, p99 ≤ %s",
 		held, took.Round(time.Millisecond), batches, p50, p99)
+
+	// Every moved room lives on elsewhere as it was: its epoch, and its five messages in order,
+	// replayed to a client resuming from the start of that epoch (no reset, no gap).
+	zero := uint64(0)
+	for i := range rooms {
+		name := fmt.Sprint("drain-", i)
+		if !moved[name] {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			conn, err := client.Dial(ctx, c.Nodes()[1].URL(), name, &client.Options{Since: &zero, Epoch: epochs[i], DisableReconnect: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			if w := conn.Welcome(); w.Node == victim.ID || w.Epoch != epochs[i] || w.Seq != 5 {
+				t.Errorf("%s after the drain: welcome %+v, want epoch %s seq 5 off %s", name, w, epochs[i], victim.ID)
+				return
+			}
+			for k := range 5 {
+				ev, err := conn.Next(ctx)
+				if err != nil || ev.Type != client.EventMessage || ev.Seq != uint64(k+1) || !strings.Contains(string(ev.Data), fmt.Sprintf(`"k":%d`, k)) {
+					t.Errorf("%s after the drain: event %d is %+v (%v), want message %d", name, k, ev, err, k+1)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(moved) == 0 {
+		t.Fatal("the drained node held no room: the test checked nothing")
+	}
 }
 
 // handoffQuantiles reads the hand-off duration histogram from a node's /metrics and returns the
