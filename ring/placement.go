@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
@@ -58,6 +60,9 @@ type Placement struct {
 	owners  []int32                  // partition → index into nodes
 	hash    *consistent.Consistent   // nil when placement fell back to round-robin
 	hosts   map[netip.Addr]hostRoles // IPs of live members' gossip and HTTP addresses
+
+	heirsMu sync.Mutex
+	heirs   map[string]*Placement // this placement without some nodes (see Heirs), by their IDs
 }
 
 type hasher struct{}
@@ -209,31 +214,44 @@ func (p *Placement) Owner(room string) (Member, bool) {
 	return p.nodes[p.owners[xxhash.Sum64String(room)%uint64(len(p.owners))]], true
 }
 
-// Successors is the owner of room followed by the next distinct nodes on the hash circle, at most
-// n in all: where the room would go if its owner left.
-func (p *Placement) Successors(room string, n int) []Member {
-	if len(p.nodes) == 0 || n < 1 {
-		return nil
-	}
-	n = min(n, len(p.nodes))
-	out := make([]Member, 0, n)
-	if p.hash == nil { // round-robin fallback: the next nodes by index
-		first := int(p.owners[p.Partition(room)])
-		for i := range n {
-			out = append(out, p.nodes[(first+i)%len(p.nodes)])
+// Heirs is the owner of room followed by the node the room would go to if its owner left, then
+// the one it would go to if that one left too, and so on: at most n distinct nodes. Every member
+// computes the same heirs from the same placement. (Not the next nodes on the hash circle: those
+// are the owner's neighbours, the same for all its rooms, not where a room goes.) The placements
+// without the first heirs are built once per placement and kept.
+func (p *Placement) Heirs(room string, n int) []Member {
+	out := make([]Member, 0, min(n, len(p.nodes)))
+	for cur := p; len(out) < n; {
+		o, ok := cur.Owner(room)
+		if !ok {
+			break
 		}
-		return out
-	}
-	ms, err := p.hash.GetClosestN([]byte(room), n)
-	if err != nil { // cannot happen: n is within the member count
-		return append(out, p.nodes[p.owners[p.Partition(room)]])
-	}
-	for _, m := range ms {
-		if i, ok := slices.BinarySearchFunc(p.nodes, m.String(), func(a Member, id string) int { return cmp.Compare(a.ID, id) }); ok {
-			out = append(out, p.nodes[i])
-		}
+		out = append(out, o)
+		cur = p.without(out)
 	}
 	return out
+}
+
+// without is this placement's members less gone, placed as NewPlacement would place them.
+func (p *Placement) without(gone []Member) *Placement {
+	ids := make([]string, len(gone))
+	for i, m := range gone {
+		ids[i] = m.ID
+	}
+	slices.Sort(ids)
+	key := strings.Join(ids, "\x00")
+	p.heirsMu.Lock()
+	defer p.heirsMu.Unlock()
+	if q, ok := p.heirs[key]; ok {
+		return q
+	}
+	rest := slices.DeleteFunc(slices.Clone(p.members), func(m Member) bool { return slices.Contains(ids, m.ID) })
+	q := NewPlacement(rest, p.cfg)
+	if p.heirs == nil {
+		p.heirs = map[string]*Placement{}
+	}
+	p.heirs[key] = q
+	return q
 }
 
 // Nodes are the placed members, sorted by ID.

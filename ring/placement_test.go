@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -128,17 +129,44 @@ func TestNeverPanics(t *testing.T) {
 	}
 }
 
-func TestSuccessors(t *testing.T) {
-	p := NewPlacement(nodes(4), DefaultPlacementConfig())
-	for _, r := range rooms(100) {
-		s := p.Successors(r, 3)
-		o, _ := p.Owner(r)
-		if len(s) != 3 || s[0].ID != o.ID || s[1].ID == s[0].ID || s[2].ID == s[1].ID || s[2].ID == s[0].ID {
-			t.Fatalf("Successors(%s,3) = %v, owner %s", r, s, o.ID)
+// Heirs are where a room goes when its owner leaves, and then when that heir leaves: the owner
+// of each placement built without the ones before.
+func TestHeirs(t *testing.T) {
+	members := nodes(5)
+	p := NewPlacement(members, DefaultPlacementConfig())
+	for _, r := range rooms(200) {
+		h := p.Heirs(r, 3)
+		if len(h) != 3 {
+			t.Fatalf("Heirs(%s, 3) = %v", r, h)
+		}
+		rest := members
+		for i, heir := range h {
+			want, _ := NewPlacement(rest, DefaultPlacementConfig()).Owner(r)
+			if heir.ID != want.ID {
+				t.Fatalf("Heirs(%s)[%d] = %s, but with %d nodes left the room goes to %s", r, i, heir.ID, len(rest), want.ID)
+			}
+			rest = slices.DeleteFunc(slices.Clone(rest), func(m Member) bool { return m.ID == heir.ID })
 		}
 	}
-	if s := p.Successors("x", 10); len(s) != 4 {
-		t.Fatalf("Successors(x,10) on 4 nodes gave %d", len(s))
+	// Not the owner's neighbours on the circle: the rooms of one owner go to different heirs.
+	firsts := map[string]map[string]bool{}
+	for _, r := range rooms(200) {
+		h := p.Heirs(r, 2)
+		if firsts[h[0].ID] == nil {
+			firsts[h[0].ID] = map[string]bool{}
+		}
+		firsts[h[0].ID][h[1].ID] = true
+	}
+	for owner, heirs := range firsts {
+		if len(heirs) < 2 {
+			t.Errorf("every room of %s has the same heir %v", owner, heirs)
+		}
+	}
+	if h := p.Heirs("x", 10); len(h) != 5 {
+		t.Fatalf("Heirs(x, 10) on 5 nodes gave %d", len(h))
+	}
+	if h := NewPlacement(nil, DefaultPlacementConfig()).Heirs("x", 2); len(h) != 0 {
+		t.Fatalf("Heirs on an empty placement: %v", h)
 	}
 }
 
