@@ -147,10 +147,12 @@ func (rt *Router) dial(ctx context.Context, wsURL, rawQuery string, h http.Heade
 	}
 }
 
-// passThrough relays an owner's refusal (status and body) to the client.
+// passThrough relays an owner's refusal (status, body, and when to try again) to the client.
 func passThrough(w http.ResponseWriter, resp *http.Response) {
-	if ct := resp.Header.Get("Content-Type"); ct != "" {
-		w.Header().Set("Content-Type", ct)
+	for _, k := range []string{"Content-Type", "Retry-After"} {
+		if v := resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
 	}
 	w.WriteHeader(resp.StatusCode)
 	if resp.Body != nil {

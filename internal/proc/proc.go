@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -118,6 +119,12 @@ func startOnce(spec Spec) (*Proc, error) {
 	argv := append(append(slices.Clone(spec.Wrap), spec.Binary), args...)
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	// Every client of a test or a bench comes from loopback: one address creating rooms as fast
+	// as a whole user base does. So the per-address room rate is off, unless asked for (a
+	// --room-create-rate in Args, or the variable in the environment).
+	if _, ok := os.LookupEnv("ROOST_ROOM_CREATE_RATE"); !ok {
+		p.cmd.Env = append(os.Environ(), "ROOST_ROOM_CREATE_RATE=0")
+	}
 	// A group of its own, so that a signal reaches whatever it starts too; killed with its parent.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -131,6 +131,7 @@ func (c *Cluster) AddNode(id string) *Member {
 	// all alike and nobody is declared dead for it; the pause watchdog is for real processes.
 	cfg.StaleAfter = 10 * time.Second
 	cfg.MaxAddrConns = LoopbackConns
+	cfg.RoomCreateRate = 0 // every client is one loopback address, creating rooms for all
 	if c.cfg.Node != nil {
 		c.cfg.Node(&cfg)
 	}

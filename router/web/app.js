@@ -15,17 +15,29 @@ function newID() {
 
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-function addLine(html, cls, id) {
+// addLine adds a line of parts: [class, text] pairs, each a span (a class of "" is plain text).
+// Everything goes in as text, never as HTML: what a message, a client id or a seq says is shown,
+// not run.
+function addLine(parts, cls, id) {
   const li = document.createElement("li");
   if (cls) li.className = cls;
   if (id) li.dataset.id = id;
-  li.innerHTML = html;
+  for (const [partClass, text] of parts) {
+    if (!partClass) {
+      li.append(document.createTextNode(String(text)));
+      continue;
+    }
+    const span = document.createElement("span");
+    span.className = partClass;
+    span.textContent = String(text);
+    li.append(span);
+  }
   const box = $("messages");
   const atBottom = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
   box.append(li);
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
-const note = (text) => addLine(esc(text), "note");
+const note = (text) => addLine([["", text]], "note");
 
 // The chat room: the whole history the room keeps (since=0), then live, with presence. The
 // client reconnects, resumes and re-sends by itself; the page only draws what it is handed.
@@ -71,7 +83,7 @@ async function join(room, name) {
   r.on("message", (m) => {
     document.querySelector(`#messages li[data-id="${CSS.escape(m.id || "")}"]`)?.remove(); // our own, now sequenced
     const text = m.bytes ? `(${m.bytes.length} bytes)` : typeof m.data === "object" && m.data !== null ? m.data.text ?? JSON.stringify(m.data) : JSON.stringify(m.data);
-    addLine(`<span class="seq">${m.seq}</span><span class="who">${esc(m.client ?? "")}</span>${esc(text)}`, "msg");
+    addLine([["seq", m.seq], ["who", m.client ?? ""], ["", text]], "msg");
     showStatus(r, $("status").dataset.node);
   });
   trackPresence(r, renderPresence);
@@ -94,7 +106,7 @@ $("say").addEventListener("submit", (e) => {
   const text = $("text").value.trim();
   if (!text || !chat) return;
   const id = newID(); // to find our line again when the message comes back sequenced
-  addLine(`<span class="seq">…</span><span class="who">${esc(chat.client)}</span>${esc(text)}`, "pending", id);
+  addLine([["seq", "…"], ["who", chat.client], ["", text]], "pending", id);
   chat.publish({ text }, { id }).catch((err) => {
     document.querySelector(`#messages li[data-id="${id}"]`)?.remove();
     note(`not sent: ${err.message}`);
@@ -159,7 +171,7 @@ async function refreshCluster() {
     $("ring").textContent = `ring ${c.ring} · ${c.partitions} partitions · served by ${c.self}`;
     $("members").innerHTML = c.members.map((m) =>
       `<tr class="${esc(m.state)}"><td>${esc(m.id)}</td><td>${esc(m.role)}</td><td>${esc(m.state)}</td>` +
-      `<td>${m.role === "node" ? (c.rooms?.[m.id] ?? 0) : "–"}</td><td>${m.conns ?? 0}</td></tr>`).join("");
+      `<td>${esc(m.role === "node" ? (c.rooms?.[m.id] ?? 0) : "–")}</td><td>${esc(m.conns ?? 0)}</td></tr>`).join("");
     const rows = await Promise.all([...watched].map(async (room) => [room, await owner(room).catch(() => "?")]));
     const mine = chat && rows.find(([room]) => room === chat.name);
     if (mine && chat.state === "open" && mine[1] !== $("status").dataset.node && !/^[(?]/.test(mine[1])) showStatus(chat, mine[1]);
