@@ -5,10 +5,12 @@ package limit
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -228,4 +230,19 @@ func DefaultMemoryLimit() uint64 {
 		}
 	}
 	return 0
+}
+
+// SoftLimit gives the Go runtime limit as its soft memory limit (runtime/debug.SetMemoryLimit),
+// unless GOMEMLIMIT says otherwise or a lower one is set already: the collector then works
+// harder as the process nears the limit, rather than letting garbage grow the heap to twice
+// what is live (GOGC=100) past it. 0 does nothing. Call it once, from the command, with
+// the --max-memory-mib a member runs with.
+func SoftLimit(limit uint64) {
+	if limit == 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	if cur := debug.SetMemoryLimit(-1); cur > 0 && uint64(cur) <= limit {
+		return
+	}
+	debug.SetMemoryLimit(int64(min(limit, math.MaxInt64)))
 }
