@@ -40,9 +40,8 @@ func TestPublishRateLimited(t *testing.T) {
 			t.Fatalf("refusal %+v", e)
 		}
 	}
-	msgs := sub.waitFrames(protocol.TypeMessage, len(acks))
-	time.Sleep(100 * time.Millisecond)
-	if msgs = sub.frames(protocol.TypeMessage); len(msgs) != len(acks) {
+	msgs := sub.before(sub, "marker")
+	if len(msgs) != len(acks) {
 		t.Fatalf("subscriber got %d messages for %d acks", len(msgs), len(acks))
 	}
 	for i, m := range msgs {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,6 +169,22 @@ func (c *client) waitFrames(typ string, n int) []protocol.Incoming {
 	return c.frames(typ)
 }
 
+// before publishes a marker from pub and returns the messages c got before it. A room delivers
+// in seq order, so every message sequenced before the marker (a stray duplicate too) is there:
+// no sleep and hope.
+func (c *client) before(pub *client, marker string) []protocol.Incoming {
+	c.t.Helper()
+	pub.publish(marker, "marker")
+	var got []protocol.Incoming
+	wait.Eventually(c.t, 5*time.Second, "the marker "+marker, func() bool {
+		got = c.frames(protocol.TypeMessage)
+		i := slices.IndexFunc(got, func(f protocol.Incoming) bool { return f.ID == marker })
+		got = got[:max(i, 0)]
+		return i >= 0
+	})
+	return got
+}
+
 func (c *client) closeErr() error {
 	select {
 	case <-c.done:
@@ -302,9 +319,7 @@ func TestRepeatedIDIsAckedOnceDeliveredOnce(t *testing.T) {
 	if acks[0].Seq != 1 || acks[1].Seq != 1 {
 		t.Fatalf("acks %+v", acks)
 	}
-	msgs := b.waitFrames(protocol.TypeMessage, 2)
-	time.Sleep(100 * time.Millisecond)
-	msgs = b.frames(protocol.TypeMessage)
+	msgs := b.before(a, "marker")
 	if len(msgs) != 2 || msgs[0].ID != "same" || string(msgs[0].Data) != "1" || msgs[1].ID != "other" || msgs[1].Seq != 2 {
 		t.Fatalf("messages %+v", msgs)
 	}
