@@ -22,7 +22,7 @@ func TestCodeMap(t *testing.T) {
 		"auth":                 {"protocol"},
 		"limit":                {"auth", "protocol"},
 		"client":               {"protocol"},
-		"node/room":            {"batch", "protocol", "ring"},
+		"node/room":            {"batch", "limit", "protocol", "ring"},
 		"node/pause":           {"internal/loop", "internal/peer", "protocol", "ring"},
 		"node/handoff":         {"internal/peer", "node/room", "protocol", "ring"},
 		"internal/httpapi":     {"auth", "internal/loop", "limit", "protocol", "ring"},
