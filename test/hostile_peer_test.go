@@ -44,7 +44,8 @@ func heap(t *testing.T, p *proc.Proc) float64 { return gauge(t, p, "go_memstats_
 // TestHostilePeerUploads: 200 unsigned POSTs to a node's /internal/ endpoints, each announcing
 // a 1 GiB body and sending 1 MiB of it, are each refused (401) from their headers, at once, and
 // leave the heap where it was; signed calls that announce bodies and then send nothing hold at
-// most MaxInFlight slots and the body budget (past them: 503), and are cut at peer.ReadTimeout.
+// most MaxInFlight slots and the body budget (past them: 503), pin little memory, and are cut
+// at peer.ReadTimeout.
 func TestHostilePeerUploads(t *testing.T) {
 	const secret = "hostile-peer-upload-secret"
 	n1 := startProc(t, "node", "n1", "", "--cluster-secret", secret)
@@ -142,8 +143,10 @@ func TestHostilePeerUploads(t *testing.T) {
 		if slowest > peer.ReadTimeout+3*time.Second {
 			t.Errorf("a call that sent nothing was held %s, want about peer.ReadTimeout (%s)", slowest, peer.ReadTimeout)
 		}
-		if bound := float64(budget*each) + 32<<20; grew > bound {
-			t.Errorf("the heap grew by %.1f MiB, bound %.1f MiB (the body budget and slack)", grew/(1<<20), bound/(1<<20))
+		// A body is grown as its bytes arrive (never past the budget), so calls that send
+		// nothing pin little.
+		if grew > 32<<20 {
+			t.Errorf("the heap grew by %.1f MiB while signed calls sent nothing, bound 32 MiB", grew/(1<<20))
 		}
 	})
 }
