@@ -31,8 +31,8 @@ type Config struct {
 	// SendQueueBytes is how much memory the messages waiting for one connection may hold before it
 	// is closed with 4008, in bytes: a message counts its size (about three times that for one of
 	// at most 8 KiB, which is also framed once for every receiver) plus a few hundred bytes. A
-	// first frame always fits, so keep it above HistoryBytes for resumes to replay a whole
-	// history. Default 16 MiB.
+	// resume's replay of the history is not counted (HistoryBytes bounds it), and a first frame
+	// always fits. Default 16 MiB.
 	SendQueueBytes int
 	// WriteTimeout bounds one write to a client. Default 10s.
 	WriteTimeout time.Duration

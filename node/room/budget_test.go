@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -203,4 +204,41 @@ func TestSlowConnectionIsDroppedAtItsByteBound(t *testing.T) {
 	r.Leave(c)
 	wait.Eventually(t, 5*time.Second, "the queue's memory back", func() bool { return cfg.Budget.Used() == int64(binaryCost(len(payload))) })
 	r.Close(Farewell{})
+}
+
+// A resume's replay is the history, which the byte bound does not count: a client resuming in a
+// room whose history is larger than SendQueueBytes is not dropped for it; live messages are.
+func TestReplayIsNotCountedAgainstTheQueueBound(t *testing.T) {
+	cfg, _ := testConfig()
+	cfg.Budget = limit.NewBudget(0, nil)
+	cfg.SendQueue = 1000
+	cfg.SendQueueBytes = 200 << 10
+	r := New(cfg, "a")
+	payload := string(make([]byte, 50<<10))
+	for range 10 {
+		if _, err := publish(r, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Conn{cfg: cfg, writer: true} // a writer "runs": frames stay queued
+	r.mu.Lock()
+	ok := c.send(outFrame{replay: slices.Clone(r.hist.after(0))})
+	r.mu.Unlock()
+	if !ok {
+		t.Fatal("a replay of 500 KiB of history was refused by a 200 KiB queue bound")
+	}
+	live := 0
+	for c.send(outFrame{msg: r.hist.entries[9]}) {
+		live++
+	}
+	if live != 200<<10/binaryCost(len(payload)) {
+		t.Fatalf("%d live messages of 50 KiB fitted in a 200 KiB bound", live)
+	}
+	if n := testutil.ToFloat64(cfg.Metrics.SlowConsumers); n != 1 {
+		t.Fatalf("slow consumers %v, want 1", n)
+	}
+	r.Close(Farewell{})
+	if got := cfg.Budget.Used(); got != 0 {
+		t.Fatalf("with the room closed and the queue dropped, the budget counts %d", got)
+	}
 }

@@ -24,17 +24,16 @@ type outFrame struct {
 // small, and made once for every receiver.
 const sharedCost = 1 << 10
 
-// cost is the memory f holds while queued: what its messages cost, or its own bytes.
+// cost is the memory f holds while queued, as SendQueueBytes counts it: what its message costs,
+// or its own bytes. A resume's replay counts nothing: it is the room's history, which
+// --history-bytes bounds and the budget counts, and counting it would close every client that
+// resumes in a room whose history is larger than the bound.
 func (f *outFrame) cost() int {
 	switch {
 	case f.msg != nil:
 		return f.msg.cost()
 	case f.replay != nil:
-		n := 0
-		for _, e := range f.replay {
-			n += e.cost()
-		}
-		return n
+		return 0
 	case f.shared != nil:
 		return sharedCost
 	default:
