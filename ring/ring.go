@@ -35,6 +35,8 @@ type Ring struct {
 
 	kick chan struct{} // membership changed; cap 1
 
+	seedAddrs []string // cfg.Join with the gossip port where none is given
+
 	mu   sync.Mutex
 	subs map[chan *Placement]struct{}
 	live map[string]Member     // members memberlist lists as alive, copied in its callbacks
@@ -140,6 +142,7 @@ func New(cfg Config) (*Ring, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
+	r.seedAddrs = seeds(cfg.Join, int(local.Port))
 	r.rebuild()
 	r.wg.Add(2)
 	go r.coalesce(ctx)
@@ -256,7 +259,7 @@ func (r *Ring) shutdown(leave bool) error {
 // join contacts the seeds until one answers.
 func (r *Ring) join(ctx context.Context) {
 	defer r.wg.Done()
-	seeds := r.seeds()
+	seeds := r.seedAddrs
 	for attempt := 1; ; attempt++ {
 		n, err := r.ml.Join(seeds)
 		if n > 0 {
@@ -316,22 +319,21 @@ func (r *Ring) reconnectTargets() []string {
 		break // map order is random
 	}
 	if r.joined.Load() && len(r.live) <= 1 {
-		addrs = append(addrs, r.seeds()...)
+		addrs = append(addrs, r.seedAddrs...)
 	}
 	return addrs
 }
 
-// seeds are the Join addresses, with the gossip port where none is given.
-func (r *Ring) seeds() []string {
-	_, port, _ := splitPort(r.GossipAddr())
-	seeds := make([]string, len(r.cfg.Join))
-	for i, s := range r.cfg.Join {
+// seeds are the join addresses, with the gossip port where none is given.
+func seeds(join []string, port int) []string {
+	out := make([]string, len(join))
+	for i, s := range join {
 		if _, _, err := net.SplitHostPort(s); err != nil {
 			s = net.JoinHostPort(s, strconv.Itoa(port))
 		}
-		seeds[i] = s
+		out[i] = s
 	}
-	return seeds
+	return out
 }
 
 // nudge tells the coalescer that membership changed.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,6 +91,41 @@ func TestPartitionHeals(t *testing.T) {
 	for room := range rooms {
 		dial(room, 10*time.Second)
 	}
+	// Clients that stay the whole time, logged for the history checker: in the cut node's rooms
+	// and in two rooms of a node on the other side, through the router and straight to the
+	// owner, each with a subscriber and a publisher.
+	var h history
+	traffic, stopTraffic := context.WithCancel(t.Context())
+	var clients sync.WaitGroup
+	logged := roomsByOwner(t, rt, "part-live-", 2, nodes[0].ID)
+	for room, owner := range rooms {
+		logged[room] = owner
+	}
+	for room, owner := range logged {
+		direct := nodes[0]
+		if owner == victim.ID {
+			direct = victim
+		}
+		for _, at := range []*proc.Proc{rt, direct} {
+			who := room + "@" + at.ID
+			sub, err := client.Dial(t.Context(), at.URL(), room, &client.Options{ClientID: who + "-sub", MaxReconnectDelay: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := client.Dial(t.Context(), at.URL(), room, &client.Options{ClientID: who + "-pub", Discard: true, MaxReconnectDelay: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			clients.Go(func() { defer sub.Close(); h.subscribe(traffic, who+"-sub", room, sub) })
+			clients.Go(func() {
+				defer pub.Close()
+				for i := 0; traffic.Err() == nil; i++ {
+					_ = h.publish(traffic, who+"-pub", room, pub, fmt.Sprintf("%s-%d", who, i), 2*time.Second)
+					time.Sleep(50 * time.Millisecond)
+				}
+			})
+		}
+	}
 
 	victimHost.Cut()
 	cutAt := time.Now()
@@ -110,7 +146,7 @@ func TestPartitionHeals(t *testing.T) {
 			v, err := roomsHeld(n)
 			held, ok = held+v, ok && err == nil
 		}
-		if ok && held == float64(len(rooms)) {
+		if ok && held == float64(len(logged)) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -119,12 +155,30 @@ func TestPartitionHeals(t *testing.T) {
 				c, err := p.Cluster()
 				views = append(views, fmt.Sprintf("%s: ring %s nodes %v err %v", p.ID, c.Ring, c.Rooms, err))
 			}
-			t.Fatalf("30 s after the heal: %d rooms held for %d, views %v", int(held), len(rooms), views)
+			t.Fatalf("30 s after the heal: %d rooms held for %d, views %v", int(held), len(logged), views)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("partition of %s healed: one ring and one copy of each room %s after the link came back", cut, time.Since(healedAt).Round(100*time.Millisecond))
 	for room := range rooms { // and the rooms serve again
 		dial(room, 10*time.Second)
+	}
+	time.Sleep(2 * time.Second) // traffic on the healed cluster, for the checker to see through
+	stopTraffic()
+	clients.Wait()
+	v := h.check(2*time.Second, time.Second)
+	t.Logf("history: %s", v)
+	for _, d := range v.details {
+		t.Logf("  %s", d)
+	}
+	// What holds today, whatever the cut: no (room, epoch, seq) with two messages, no jump
+	// without a gap, nothing delivered or acked twice. What does not hold yet (issue 22: terms
+	// and leases) is reported above: writes the cut node acked and lost at the heal, and how
+	// long its epoch and the majority's both took writes.
+	if v.acks == 0 || v.deliveries == 0 {
+		t.Fatalf("the checker saw no traffic: %s", v)
+	}
+	if v.forks != 0 || v.jumps != 0 || v.twice != 0 {
+		t.Fatalf("history violations: %s", v)
 	}
 }
