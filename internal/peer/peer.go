@@ -40,8 +40,10 @@ const MaxClockSkew = time.Minute
 
 // Defaults of what a receiver holds for calls being served.
 const (
-	// MaxInFlight is how many node-to-node calls one node serves at once; more get 503.
-	MaxInFlight = 64
+	// MaxInFlight is how many node-to-node calls one node serves at once; more get 503. Most
+	// calls carry no body (release, takeover), so a slot costs a goroutine; bodies are bounded
+	// by bytes on their own (4 × maxBody in flight).
+	MaxInFlight = 256
 	// ReadTimeout bounds reading one call's body, from the end of its headers.
 	ReadTimeout = 10 * time.Second
 	// MaxNonces bounds the nonces remembered to refuse replays (about 100 bytes each).
