@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,6 +233,89 @@ func TestHostileMemory(t *testing.T) {
 			t.Fatalf("the publisher, reading, got %d of its %d acked messages", r.received, r.acked)
 		}
 	})
+}
+
+// TestHostileMemoryRouter: a client publishing big messages through a router to an owner that
+// does not ack (SIGSTOPped) used to make the router keep every one for re-sending, up to 4096 of
+// them however big (4 GiB at the frame limit). It now keeps --pending-bytes (4 MiB) per client
+// and refuses the rest with `overloaded`, and what it did keep is acked once the owner runs.
+func TestHostileMemoryRouter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts node and router processes")
+	}
+	const mib = 1 << 20
+	nodes, rt := startProcClusterWithRouter(t, 1)
+	owner := nodes[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, "ws://"+rt.HTTP+"/v1/rooms/pending/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if _, _, err := ws.ReadMessage(); err != nil { // welcome
+		t.Fatal(err)
+	}
+	before := gauge(t, rt, "go_memstats_heap_alloc_bytes")
+	var acked, refused atomic.Int64
+	go func() {
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			var f protocol.Incoming
+			if json.Unmarshal(b, &f) == nil {
+				switch {
+				case f.Type == protocol.TypeAck:
+					acked.Add(1)
+				case f.Type == protocol.TypeError && f.Code == "overloaded":
+					refused.Add(1)
+				}
+			}
+		}
+	}()
+	owner.Signal(syscall.SIGSTOP)
+	stopped := true
+	defer func() {
+		if stopped {
+			owner.Signal(syscall.SIGCONT)
+		}
+	}()
+	const messages, size = 100, 512 << 10
+	data := strings.Repeat("x", size)
+	var peak float64
+	for i := range messages {
+		_ = ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		if err := ws.WriteJSON(protocol.Publish{Type: protocol.TypePublish, ID: fmt.Sprintf("p%d", i), Data: json.RawMessage(strconv.Quote(data))}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		if i%10 == 9 {
+			peak = max(peak, gauge(t, rt, "go_memstats_heap_alloc_bytes"))
+		}
+	}
+	wait.Eventually(t, 30*time.Second, "the router refusing what it cannot keep", func() bool {
+		peak = max(peak, gauge(t, rt, "go_memstats_heap_alloc_bytes"))
+		return refused.Load() >= messages/2
+	})
+	kept := gauge(t, rt, "roost_memory_budget_used_bytes")
+	owner.Signal(syscall.SIGCONT)
+	stopped = false
+	wait.Eventually(t, 30*time.Second, "every publish answered once the owner runs", func() bool {
+		return acked.Load()+refused.Load() == messages
+	})
+	grew := peak - before
+	t.Logf("%d publishes of %d KiB to a stopped owner through a router: %d refused (overloaded), %d acked after SIGCONT; the router kept %.1f MiB, its heap grew by %.1f MiB",
+		messages, size>>10, refused.Load(), acked.Load(), kept/mib, grew/mib)
+	if kept > 4*mib+64<<10 {
+		t.Fatalf("the router kept %.1f MiB for one client, want at most --pending-bytes (4 MiB)", kept/mib)
+	}
+	if grew >= 32*mib {
+		t.Fatalf("the router's heap grew by %.1f MiB, want < 32 MiB", grew/mib)
+	}
+	if got := labelled(t, rt, "roost_refused_total", "reason", "overloaded"); got != float64(refused.Load()) {
+		t.Fatalf("roost_refused_total{reason=overloaded} = %v, the client saw %d", got, refused.Load())
+	}
 }
 
 // floodResult is what one publisher saw.
