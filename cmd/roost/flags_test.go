@@ -45,3 +45,19 @@ func TestParseMixed(t *testing.T) {
 		t.Fatalf("pos %v since %d addr %s err %v", pos, *since, c.addr, err)
 	}
 }
+
+// TestStaleAfterBelowDetection: a node paused for --stale-after's default must notice before the
+// others can have declared it dead with the ring's default timers (a probe interval for the
+// probe that finds it silent, then a suspicion of SuspicionMult intervals once confirmed).
+func TestStaleAfterBelowDetection(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	m := memberFlags(fs, ":9000")
+	cfg := nodeFlags(fs)
+	if err := parse(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	soonest := m.ring.ProbeInterval * time.Duration(1+m.ring.SuspicionMult)
+	if cfg.StaleAfter >= soonest {
+		t.Fatalf("--stale-after %s is not below the soonest dead verdict, %s", cfg.StaleAfter, soonest)
+	}
+}
