@@ -50,13 +50,16 @@ func TestBenchRuns(t *testing.T) {
 			}
 		}
 	}
-	if rows != 28 { // 2 shapes × 4 fan-out metrics, 1 handshake, 4 idle, 2 storm, 4 failure, 2 soak, 2 hand-off, 2 placement, 3 rebalance
-		t.Fatalf("%d JSON rows, want 28:\n%s", rows, out)
+	// 2 shapes × 4 fan-out metrics, 1 handshake, 4 idle, 2 storm, 2 × 4 failure and 2 × 2 soak (new
+	// and old detection defaults), 2 hand-off, 2 placement, 3 rebalance
+	if rows != 34 {
+		t.Fatalf("%d JSON rows, want 34:\n%s", rows, out)
 	}
 	if !strings.Contains(string(out), `"lost":0,`) || strings.Contains(string(out), `"reset":1`) {
 		t.Fatalf("the hand-off lost or reset rooms:\n%s", out)
 	}
-	if !strings.Contains(string(out), "fan-out 1×100") || !strings.Contains(string(out), "rebalance 8→9") || !strings.Contains(string(out), "soak 3s") {
+	if !strings.Contains(string(out), "fan-out 1×100") || !strings.Contains(string(out), "rebalance 8→9") || !strings.Contains(string(out), "soak 3s") ||
+		!strings.Contains(string(out), "old defaults") {
 		t.Fatalf("table incomplete:\n%s", out)
 	}
 }

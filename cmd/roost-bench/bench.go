@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -50,20 +51,39 @@ type benchRow struct {
 	Detail   any     `json:"detail,omitempty"`
 }
 
-const benchWorkloads = "fanout,edge,handshake,idle,storm,failure,soak,handoff,placement,rebalance"
+// benchWorkloads run by default; allWorkloads adds the ones that take long enough to be asked for
+// by name (scale: 25 nodes, about 2 minutes; more with --scale-nodes).
+const (
+	benchWorkloads = "fanout,edge,handshake,idle,storm,failure,soak,handoff,placement,rebalance"
+	allWorkloads   = benchWorkloads + ",scale"
+)
 
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost-bench", flag.ContinueOnError)
 	roost := fs.String("roost", "", "the roost binary to run nodes and routers with (default: the one next to roost-bench, else roost on PATH)")
-	which := fs.String("workloads", benchWorkloads, "comma-separated workloads to run: "+benchWorkloads)
+	which := fs.String("workloads", benchWorkloads, "comma-separated workloads to run, of "+allWorkloads)
 	dur := fs.Duration("duration", 3*time.Second, "how long each measured phase runs")
 	quick := fs.Bool("quick", false, "small sizes (100 subscribers, 100 rooms × 10, 3 kill trials), for a smoke test")
 	nodeFlags := fs.String("failure-node-flags", "", "more flags for the failure and soak workloads' nodes, space-separated (e.g. --suspicion-max-mult 2)")
+	detect := fs.String("detection", "new,old", "failure-detection settings the failure and soak workloads measure, side by side: new (the defaults), old (the defaults before issue 19), or name=flags (flags for nodes and routers; --stale-after for nodes only)")
 	soak := fs.Duration("soak", 2*time.Minute, "how long the soak workload runs the cluster at full load (the issue's figure is 10m)")
+	scaleNodes := fs.String("scale-nodes", "25", "cluster sizes the scale workload runs, comma-separated (35 and 50 did not converge on 2 cores)")
+	scaleRooms := fs.Int("scale-rooms", 5000, "rooms the scale workload opens (each with one 1 KiB message)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var err error
+	var sizes []int
+	for _, f := range strings.Split(*scaleNodes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 2 {
+			return fmt.Errorf("--scale-nodes: %q is not a cluster size of 2 or more", f)
+		}
+		sizes = append(sizes, n)
+	}
+	sets, err := parseDetections(*detect)
+	if err != nil {
+		return err
+	}
 	if roostBin, err = findRoost(*roost); err != nil {
 		return err
 	}
@@ -86,21 +106,23 @@ func runBench(ctx context.Context, args []string) error {
 		case "handoff":
 			got, err = benchHandoff(ctx, *quick)
 		case "failure":
-			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags))
+			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags), sets)
 		case "soak":
-			got, err = benchSoak(ctx, *soak, *quick, strings.Fields(*nodeFlags))
+			got, err = benchSoak(ctx, *soak, *quick, strings.Fields(*nodeFlags), sets)
+		case "scale":
+			got, err = benchScale(ctx, sizes, *scaleRooms)
 		case "placement":
 			got = benchPlacement()
 		case "rebalance":
 			got = benchRebalance()
 		default:
-			return fmt.Errorf("--workloads: unknown workload %q (have %s)", w, benchWorkloads)
+			return fmt.Errorf("--workloads: unknown workload %q (have %s)", w, allWorkloads)
+		}
+		for _, r := range got { // a workload that failed part way may still have figures
+			fmt.Fprintln(benchOut, jsonLine(r))
 		}
 		if err != nil {
 			return fmt.Errorf("workload %s: %w", w, err)
-		}
-		for _, r := range got {
-			fmt.Fprintln(benchOut, jsonLine(r))
 		}
 		rows = append(rows, got...)
 	}
