@@ -2,11 +2,13 @@ package node
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 )
@@ -78,4 +80,48 @@ func TestMemoryBudgetRefusesPublishes(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestHandoffPastTheBudgetIsTaken: a node whose budget has no room for the rooms the ring gives
+// it takes them all the same (refusing would leave them to be started afresh, their state lost),
+// counts them, and refuses their growth, not what they hold.
+func TestHandoffPastTheBudgetIsTaken(t *testing.T) {
+	a := startNode(t, "n1", DefaultConfig())
+	const rooms = 24
+	big := strings.Repeat("x", 100<<10)
+	for i := range rooms {
+		c := dial(t, a.addr, fmt.Sprintf("kept-%d", i), nil)
+		c.publish("m", big)
+		c.waitFrames(protocol.TypeAck, 1)
+		c.ws.Close()
+	}
+	cfg := DefaultConfig()
+	cfg.MemoryBudget = 64 << 10 // less than any of the rooms' state
+	b := startNode(t, "n2", cfg, a.ring.GossipAddr())
+	var moved []string
+	wait.Eventually(t, 20*time.Second, "n2 holding the rooms the ring gives it", func() bool {
+		moved = moved[:0]
+		for i := range rooms {
+			name := fmt.Sprintf("kept-%d", i)
+			if o, _, _ := b.owner(name); o.ID == "n2" {
+				if !b.HasRoom(name) {
+					return false
+				}
+				moved = append(moved, name)
+			}
+		}
+		return len(moved) > 0
+	})
+	if used := b.budget().Used(); used <= int64(cfg.MemoryBudget) {
+		t.Fatalf("n2 holds %d rooms of 100 KiB and counts %d bytes", len(moved), used)
+	}
+	// What a moved room holds is there; what would grow it is refused.
+	c := dial(t, b.addr, moved[0], url.Values{"since": {"0"}})
+	if m := c.waitFrames(protocol.TypeMessage, 1); m[0].Seq != 1 || m[0].ID != "m" {
+		t.Fatalf("%s on n2: %+v", moved[0], m[0])
+	}
+	c.publish("more", big)
+	if e := c.waitFrames(protocol.TypeError, 1); e[0].Code != limit.CodeOverloaded || e[0].ID != "more" {
+		t.Fatalf("a publish into a room past n2's budget: %+v", e[0])
+	}
 }

@@ -73,10 +73,12 @@ type Config struct {
 	// MemoryBudget bounds, in bytes, the memory the node keeps for its clients, counted as it is
 	// kept: room history (rooms received in hand-offs included), messages waiting in send queues,
 	// remembered publish ids. A publish that would grow it past the bound is refused (error frame,
-	// or ERR line, `overloaded`; the room keeps what it accepted before), as is a room handed
-	// over (its sender keeps it and tries again) and a new room (429). So is anything that would
-	// grow while the process holds more than MaxMemory. 0: half of MaxMemory (the collector lets
-	// the heap grow to about twice what is live), or unbounded when MaxMemory is 0. Default 0.
+	// or ERR line, `overloaded`; the room keeps what it accepted before), as is a new room (429).
+	// So is anything that would grow while the process holds more than MaxMemory. A room handed
+	// over is always taken, and counted: the cluster holds it already (its sender frees as much),
+	// and a refused one would leave its owner to start it afresh, its state lost; past the bound,
+	// its growth is refused like any room's. 0: half of MaxMemory (the collector lets the heap
+	// grow to about twice what is live), or unbounded when MaxMemory is 0. Default 0.
 	MemoryBudget uint64
 	// PresenceAnnounceMax is the room size up to which presence is sent as join/leave events;
 	// above it, as one interval summary per PresenceInterval. Defaults 100 and 1s.

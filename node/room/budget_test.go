@@ -57,20 +57,21 @@ func TestBudgetCountsWhatARoomKeeps(t *testing.T) {
 		t.Fatalf("a closed room still counts %d bytes", got)
 	}
 
-	// A room received in a hand-off is counted as it is restored, and refused when it does not fit.
+	// A room received in a hand-off is counted as it is restored, even past the budget: the
+	// cluster holds it already.
+	cfg.Budget = limit.NewBudget(uint64(binaryCost(len(big))), nil)
 	st := State{Room: "b", Epoch: "e", Seq: 2, History: []Message{{Seq: 1, Binary: true, Frame: make([]byte, 8+len(big))},
 		{Seq: 2, Binary: true, Frame: make([]byte, 8+len(big))}}, IDs: []ID{{ID: "p1", Seq: 2}}}
-	rr, err := RestoreWithin(cfg, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rr := Restore(cfg, st)
 	if got, want := cfg.Budget.Used(), int64(2*binaryCost(len(big))+len("p1")+idCost); got != want {
 		t.Fatalf("a restored room counts %d, want %d", got, want)
 	}
+	if _, err := publish(rr, big); !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("growth of a restored room past the budget: %v, want ErrOverloaded", err)
+	}
 	rr.Close(Farewell{})
-	cfg.Budget = limit.NewBudget(uint64(binaryCost(len(big))), nil)
-	if _, err := RestoreWithin(cfg, st); !errors.Is(err, ErrOverloaded) {
-		t.Fatalf("a hand-off over the budget: %v, want ErrOverloaded", err)
+	if got := cfg.Budget.Used(); got != 0 {
+		t.Fatalf("a closed restored room still counts %d bytes", got)
 	}
 }
 

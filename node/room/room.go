@@ -425,28 +425,6 @@ func (r *Room) forget() {
 // overloadedSentence is the error of a publish the budget refused.
 const overloadedSentence = "this node is near its memory limit (--memory-budget-mib, --max-memory-mib); the publish was not delivered, send it again later"
 
-// RestoreWithin is Restore for state received in a hand-off, refused with ErrOverloaded when
-// the node's memory budget has no room for it (the sender keeps the room and tries again).
-func RestoreWithin(cfg *Config, st State) (*Room, error) {
-	cost := 0
-	for _, h := range st.History {
-		cost += len(h.Frame) + entryOverhead
-		if len(h.Frame) <= preparedMax {
-			cost += 2 * len(h.Frame)
-		}
-	}
-	for _, id := range st.IDs {
-		cost += len(id.ID) + idCost
-	}
-	if !cfg.Budget.Fits(cost) {
-		if m := cfg.Metrics.Overloaded; m != nil {
-			m.Inc()
-		}
-		return nil, ErrOverloaded
-	}
-	return Restore(cfg, st), nil
-}
-
 // Stats are a room's counters for operators.
 type Stats struct {
 	Name  string `json:"room"`
