@@ -342,7 +342,7 @@ func (n *Node) read(c *reader) {
 			frame := make([]byte, 8+len(data))
 			copy(frame[8:], data)
 			if _, err := c.room.PublishBinary(n.ctx, c.conn, frame); err != nil {
-				c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, Error: "the room is moving; publish again after reconnecting"})
+				n.refuseMoved(c, "", "the room is moving; publish again after reconnecting")
 			}
 		}
 	}
@@ -361,10 +361,18 @@ func (n *Node) handleText(c *reader, data []byte) {
 	case !n.allowPublish(c, p.ID):
 	default:
 		if err := c.room.Publish(n.ctx, c.conn, p.ID, p.Data); err != nil {
-			c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: p.ID,
-				Error: "the room is moving; publish again with the same id after reconnecting"})
+			n.refuseMoved(c, p.ID, "the room is moving; publish again with the same id after reconnecting")
 		}
 	}
+}
+
+// refuseMoved answers a publish the room refused because it is moving (or held for longer than
+// --handoff-hold, or closed): an error frame, then a 4001 naming the owner by this node's ring,
+// so the client reconnects and publishes again there, even if the room thaws here instead.
+func (n *Node) refuseMoved(c *reader, id, why string) {
+	c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeMoved, ID: id, Error: why})
+	o, _, _ := n.owner(c.room.Name())
+	c.room.Evict(c.conn, room.Moved(o, true))
 }
 
 // refuseReadOnly answers a publish from a connection whose token does not allow publishing;

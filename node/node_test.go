@@ -612,3 +612,32 @@ type jumpClock struct {
 }
 
 func (c *jumpClock) now() time.Duration { return time.Since(c.start) + time.Duration(c.ahead.Load()) }
+
+// A publish held past --handoff-hold is refused as moved, and the connection is closed with 4001
+// although the room then thaws in place: its client reconnects and publishes again, instead of
+// waiting for a close that never comes.
+func TestMovedRefusalClosesTheConnection(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.HandoffHold = 100 * time.Millisecond
+	n := startNode(t, "n1", cfg)
+	c := dial(t, n.addr, "held", nil)
+	c.publish("a", 1)
+	c.waitFrames(protocol.TypeAck, 1)
+	r := n.rooms.Get("held")
+	if r == nil || !r.Freeze() {
+		t.Fatal("could not freeze the room")
+	}
+	c.publish("b", 2)
+	if err := c.closeErr(); !websocket.IsCloseError(err, protocol.CloseMoved) {
+		t.Fatalf("closed with %v, want %d", err, protocol.CloseMoved)
+	}
+	if errs := c.frames(protocol.TypeError); len(errs) != 1 || errs[0].Code != protocol.CodeMoved || errs[0].ID != "b" {
+		t.Fatalf("error frames %+v, want one moved for b", errs)
+	}
+	r.Unfreeze() // the hand-off did not happen: the room thaws here
+	again := dial(t, n.addr, "held", nil)
+	again.publish("b", 2)
+	if acks := again.waitFrames(protocol.TypeAck, 1); acks[0].ID != "b" || acks[0].Seq != 2 {
+		t.Fatalf("the publish again: %+v", acks)
+	}
+}
