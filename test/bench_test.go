@@ -59,7 +59,7 @@ func TestBenchRuns(t *testing.T) {
 		t.Fatalf("the hand-off lost or reset rooms:\n%s", out)
 	}
 	if !strings.Contains(string(out), "fan-out 1×100") || !strings.Contains(string(out), "rebalance 8→9") || !strings.Contains(string(out), "soak 3s") ||
-		!strings.Contains(string(out), "old defaults") {
+		!strings.Contains(string(out), ", fast (") {
 		t.Fatalf("table incomplete:\n%s", out)
 	}
 }

@@ -65,7 +65,7 @@ func runBench(ctx context.Context, args []string) error {
 	dur := fs.Duration("duration", 3*time.Second, "how long each measured phase runs")
 	quick := fs.Bool("quick", false, "small sizes (100 subscribers, 100 rooms × 10, 3 kill trials), for a smoke test")
 	nodeFlags := fs.String("failure-node-flags", "", "more flags for the failure and soak workloads' nodes, space-separated (e.g. --suspicion-max-mult 2)")
-	detect := fs.String("detection", "new,old", "failure-detection settings the failure and soak workloads measure, side by side: new (the defaults), old (the defaults before issue 19), or name=flags (flags for nodes and routers; --stale-after for nodes only)")
+	detect := fs.String("detection", "default,fast", "failure-detection settings the failure and soak workloads measure, side by side: default, fast (sub-second detection where members are not starved), or name=flags (flags for nodes and routers; --stale-after for nodes only)")
 	soak := fs.Duration("soak", 2*time.Minute, "how long the soak workload runs the cluster at full load (the issue's figure is 10m)")
 	scaleNodes := fs.String("scale-nodes", "25", "cluster sizes the scale workload runs, comma-separated (35 and 50 did not converge on 2 cores)")
 	scaleRooms := fs.Int("scale-rooms", 5000, "rooms the scale workload opens (each with one 1 KiB message)")

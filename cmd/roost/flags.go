@@ -217,10 +217,6 @@ func (m *member) logger() (*slog.Logger, error) {
 	return nil, fmt.Errorf("--log-format %q: use text or json", m.logFormat)
 }
 
-// staleAfterDefault is --stale-after's default: below the soonest a paused node can be declared
-// dead with the ring's default timers, ProbeInterval × (1 + SuspicionMult) = 700 ms.
-const staleAfterDefault = 500 * time.Millisecond
-
 func nodeFlags(fs *flag.FlagSet) *node.Config {
 	c := node.DefaultConfig()
 	fs.Int64Var(&c.MaxFrame, "max-frame", c.MaxFrame, "largest WebSocket message a client may send, bytes (larger: close 1009)")
@@ -239,10 +235,6 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.DurationVar(&c.HandoffHold, "handoff-hold", c.HandoffHold, "how long a publish waits while its room is handed off")
 	fs.DurationVar(&c.ArriveTimeout, "arrive-timeout", c.ArriveTimeout, "how long a gained room waits for a silent previous owner before starting afresh")
 	fs.DurationVar(&c.FenceWait, "fence-wait", c.FenceWait, "how long a hand-off receiver waits for its ring to name it the owner")
-	// node.DefaultConfig's 1 s was chosen for the ring's earlier timers (a member could be declared
-	// dead 1.25 s into a pause); with ring.DefaultConfig's 100 ms probes and a suspicion of 6
-	// intervals it can be declared dead 0.7 s in, so the watchdog must look sooner.
-	c.StaleAfter = staleAfterDefault
 	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "a node paused this long asks its peers whether its rooms were taken over, and drops them if so (keep it below the failure-detection time: probe interval × (1 + suspicion mult))")
 	fs.DurationVar(&c.Quarantine, "quarantine", c.Quarantine, "after such a pause, how long the node creates no room")
 	fs.IntVar(&c.IngestMaxFrame, "ingest-max-frame", c.IngestMaxFrame, "largest frame a TCP stream source may send, bytes")
