@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"sort"
 	"strconv"
@@ -12,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/testcluster"
 )
@@ -111,13 +108,7 @@ func TestDrainLiveRooms(t *testing.T) {
 // bucket bounds holding its p50 and p99.
 func handoffQuantiles(t *testing.T, base string) (p50, p99 time.Duration, count uint64) {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
+	families, err := scrape(base)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/protocol"
@@ -407,13 +405,7 @@ func floodRoom(ctx context.Context, n *proc.Proc, room string, count, size int) 
 // unlabelled reads the first sample of metric name from p's /metrics, for goroutines other than
 // the test's.
 func unlabelled(p *proc.Proc, name string) (float64, error) {
-	resp, err := quickHTTP.Get(p.URL() + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := scrape(p.URL())
 	if err != nil {
 		return 0, err
 	}

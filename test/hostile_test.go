@@ -28,8 +28,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/internal/proc"
@@ -1297,13 +1295,7 @@ func postPeer(ctx context.Context, url string, body []byte, sig string) (int, st
 // metrics reads p's /metrics.
 func metrics(t *testing.T, p *proc.Proc) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := quickHTTP.Get(p.URL() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := scrape(p.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1332,13 +1324,7 @@ func labelled(t *testing.T, p *proc.Proc, name, label, value string) float64 {
 
 // metricValue is labelled for goroutines other than the test's: it returns its error.
 func metricValue(p *proc.Proc, name, label, value string) (float64, error) {
-	resp, err := quickHTTP.Get(p.URL() + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
+	fams, err := scrape(p.URL())
 	if err != nil {
 		return 0, fmt.Errorf("%s /metrics: %w", p.ID, err)
 	}

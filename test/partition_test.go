@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/netns"
 	"github.com/roost-dev/roost/internal/proc"
@@ -35,25 +33,6 @@ func startNetCluster(t *testing.T, net *netns.Net, nodes int) (ns []*proc.Proc, 
 	rt = start("router", "r1", hosts[nodes], ns[0].Gossip)
 	proc.WaitRingT(t, append(ns, rt), nodes)
 	return ns, rt
-}
-
-// roomsHeld is p's roost_rooms gauge.
-func roomsHeld(p *proc.Proc) (float64, error) {
-	resp, err := quickHTTP.Get(p.URL() + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	f := fams["roost_rooms"]
-	if f == nil || len(f.Metric) == 0 {
-		return 0, fmt.Errorf("%s: no roost_rooms", p.ID)
-	}
-	return f.Metric[0].GetGauge().GetValue(), nil
 }
 
 // TestPartitionHeals cuts one node's link both ways for longer than memberlist remembers the
@@ -143,7 +122,7 @@ func TestPartitionHeals(t *testing.T) {
 	for {
 		held, ok := 0.0, proc.Agree(all, len(nodes))
 		for _, n := range nodes {
-			v, err := roomsHeld(n)
+			v, err := unlabelled(n, "roost_rooms")
 			held, ok = held+v, ok && err == nil
 		}
 		if ok && held == float64(len(logged)) {

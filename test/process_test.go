@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/internal/testcluster"
 	"github.com/roost-dev/roost/protocol"
@@ -29,6 +32,17 @@ func startProc(t *testing.T, role, id, join string, extra ...string) *proc.Proc 
 	t.Helper()
 	args := append([]string{"--log-level", "warn", "--max-addr-conns", strconv.Itoa(testcluster.LoopbackConns)}, extra...)
 	return proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: role, ID: id, Join: join, Args: args, HTTP: quickHTTP})
+}
+
+// scrape reads and parses the /metrics of the member at base.
+func scrape(base string) (map[string]*dto.MetricFamily, error) {
+	resp, err := quickHTTP.Get(base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(resp.Body)
 }
 
 var quickHTTP = &http.Client{Timeout: 2 * time.Second,
