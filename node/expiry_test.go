@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,5 +61,49 @@ func TestExpiredTokenCloses4401(t *testing.T) {
 	case <-staying.done:
 		t.Fatalf("the connection with a good token ended too: %v", staying.closeErr())
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestExpiredTokenStopsASource: a stream source whose token expires is told so and cut off at
+// exp (plus the leeway), with the frames it had put in the room kept; one creating rooms past
+// --room-create-rate is refused, as a WebSocket would be.
+func TestExpiredTokenStopsASource(t *testing.T) {
+	secret := []byte("expiry-test-secret-expiry-test-secret!")
+	v, err := auth.NewVerifier(auth.Config{HMACSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Auth = v
+	cfg.RoomCreateRate, cfg.RoomCreateBurst = 1, 2
+	n := startNode(t, "n1", cfg)
+	addr := startIngest(t, n)
+	short, _ := auth.Mint(secret, "cam", []string{"*"}, true, time.Second)
+	c, br, ok := sourceHello(t, addr, `{"room":"feed","token":"`+short+`"}`+"\n")
+	if ok != "OK 0" {
+		t.Fatalf("handshake: %q", ok)
+	}
+	if err := writeFrame(c, []byte("frame")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(time.Second + auth.Leeway + 5*time.Second))
+	line, err := br.ReadString('\n')
+	if err != nil || line != "ERR unauthorized the token has expired; connect again with a fresh one\n" {
+		t.Fatalf("the expired source was told %q (%v)", line, err)
+	}
+	if took := time.Since(start); took < auth.Leeway || took > time.Second+auth.Leeway+2*time.Second {
+		t.Errorf("stopped %s after connecting with a 1 s token, want about 1 s + %s leeway", took, auth.Leeway)
+	}
+	long, _ := auth.Mint(secret, "cam", []string{"*"}, true, time.Hour)
+	// The bucket (burst 2) has refilled while the token ran out: two more rooms, then refused.
+	for i, want := range []string{"OK 0", "OK 0", "ERR rate_limited"} {
+		_, _, got := sourceHello(t, addr, `{"room":"new-`+string(rune('a'+i))+`","token":"`+long+`"}`+"\n")
+		if !strings.HasPrefix(got, want) {
+			t.Fatalf("source %d creating a room: %q, want %q", i, got, want)
+		}
+	}
+	if _, _, got := sourceHello(t, addr, `{"room":"new-a","token":"`+long+`"}`+"\n"); got != "OK 1" && got != "OK 0" {
+		t.Fatalf("a source joining a room the node holds: %q, want OK (joining is not creating)", got)
 	}
 }

@@ -96,7 +96,8 @@ func (n *Node) serveSource(c net.Conn) {
 		refuse(code, msg)
 		return
 	}
-	if _, err := n.cfg.Auth.Check(h.Token, h.Room, true); err != nil {
+	claims, err := n.cfg.Auth.Check(h.Token, h.Room, true)
+	if err != nil {
 		_, _, code := auth.Refusal(err)
 		refuse(code, oneLine(err.Error()))
 		return
@@ -113,6 +114,11 @@ func (n *Node) serveSource(c net.Conn) {
 	if o.ID != n.id {
 		n.metrics.redirects.Inc()
 		reply(room.MovedLine(o, 0))
+		return
+	}
+	// A room this source would create counts against its address's rate, as a WebSocket's does.
+	if n.rooms.Get(h.Room) == nil && !n.door.Limits.Rooms.Allow(addr) {
+		refuse(protocol.CodeRateLimited, "your address is creating rooms faster than this node allows (--room-create-rate); try again shortly")
 		return
 	}
 	rm, err := n.mover.Acquire(n.ctx, h.Room)
@@ -154,6 +160,14 @@ func (n *Node) serveSource(c net.Conn) {
 		return
 	}
 	defer rm.RemoveSource(s)
+	if n.cfg.Auth != nil && claims.ExpiresAt != nil {
+		// Its token is checked again when it expires, as a reconnect would check it.
+		expiry := time.AfterFunc(time.Until(claims.ExpiresAt.Add(auth.Leeway)), func() {
+			n.metrics.drops.WithLabelValues("token_expired").Inc()
+			s.Stop(room.Farewell{Line: "ERR " + protocol.CodeUnauthorized + " the token has expired; connect again with a fresh one"})
+		})
+		defer expiry.Stop()
+	}
 	reply("OK " + strconv.FormatUint(seq, 10))
 	n.log.Debug("stream source connected", "room", h.Room, "peer", c.RemoteAddr().String())
 	n.metrics.ingestSources.Inc()

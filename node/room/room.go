@@ -370,7 +370,7 @@ func (r *Room) Close(f Farewell) {
 		s.close(f, r.epoch)
 	}
 	for s := range r.sources {
-		s.stop(f)
+		s.Stop(f)
 	}
 	r.subs, r.sources = nil, nil
 }

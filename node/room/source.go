@@ -22,8 +22,8 @@ type Source struct {
 // NewSource wraps a source's connection.
 func NewSource(c net.Conn) *Source { return &Source{conn: c, stopped: make(chan struct{})} }
 
-// stop ends the source from outside: its reader wakes, sends the farewell's line and closes.
-func (s *Source) stop(f Farewell) {
+// Stop ends the source from outside: its reader wakes, sends the farewell's line and closes.
+func (s *Source) Stop(f Farewell) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bye == nil {
