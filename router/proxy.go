@@ -13,6 +13,7 @@ import (
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/internal/httpapi"
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -31,6 +32,15 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer adm.Close()
+	if rt.budget.Full() {
+		// The router's memory guard: near --max-memory-mib (or with its budget spent) it takes no
+		// new client, and says so before the upgrade and before dialing any owner.
+		rt.metrics.refused.WithLabelValues(limit.CodeOverloaded).Inc()
+		w.Header().Set("Retry-After", "1")
+		protocol.WriteError(w, http.StatusTooManyRequests, limit.CodeOverloaded,
+			"the router is near its memory limit (--max-memory-mib); try again later")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.DialTimeout)
 	up, resp, err := rt.dialOwner(ctx, o.WSURL(room), r)
 	cancel()

@@ -131,16 +131,6 @@ func (s *session) shutdown() {
 // pumps the client's frames up itself and the owner's down on a second goroutine.
 func (s *session) run() {
 	cfg := s.rt.cfg
-	if s.rt.budget.Full() {
-		// The router's memory guard: near --max-memory-mib (or with its budget spent) it takes no
-		// new client, as the node closes one its room has no place for (1013: try again later).
-		s.rt.metrics.refused.WithLabelValues(limit.CodeOverloaded).Inc()
-		httpapi.CloseWith(s.client, websocket.CloseTryAgainLater, "the router is near its memory limit (--max-memory-mib); try again later")
-		httpapi.CloseWith(s.up, websocket.CloseGoingAway, "client turned away by its router")
-		s.client.Close()
-		s.up.Close()
-		return
-	}
 	readWait := cfg.PingInterval * 5 / 2
 	keepAlive(s.client, readWait, cfg.WriteTimeout)
 	keepAlive(s.up, readWait, cfg.WriteTimeout)
