@@ -608,9 +608,9 @@ func TestHostileClients(t *testing.T) {
 					t.Errorf("%s GET %.80s: %d %s, want %d with JSON code %s", target.ID, c.path, resp.StatusCode, bytes.TrimSpace(body), c.status, c.code)
 				}
 			}
-			// An upgrade with a WebSocket version nobody speaks: 400, no connection (the body is
-			// gorilla's plain "Bad Request"). The router dials the owner before it looks at the
-			// version, so the owner opens (and at once closes) a leg for it.
+			// An upgrade with a WebSocket version nobody speaks: 400 with a JSON error, checked
+			// before anything else, so neither a connection nor (through the router) an owner
+			// leg is opened for it.
 			opened := gauge(t, n1, "roost_connections_opened_total")
 			req, _ := http.NewRequestWithContext(t.Context(), "GET", target.URL()+ws, nil)
 			upgrade(req)
@@ -620,11 +620,13 @@ func TestHostileClients(t *testing.T) {
 			} else {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusBadRequest {
-					t.Errorf("%s: an upgrade with Sec-WebSocket-Version 8: %d, want 400", target.ID, resp.StatusCode)
+				var e protocol.Error
+				if resp.StatusCode != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Code != protocol.CodeBadRequest {
+					t.Errorf("%s: an upgrade with Sec-WebSocket-Version 8: %d %q, want 400 %s", target.ID, resp.StatusCode, bytes.TrimSpace(body), protocol.CodeBadRequest)
 				}
-				t.Logf("%s: an upgrade with Sec-WebSocket-Version 8: %d %q; n1 opened %v connections for it", target.ID,
-					resp.StatusCode, bytes.TrimSpace(body), gauge(t, n1, "roost_connections_opened_total")-opened)
+				if d := gauge(t, n1, "roost_connections_opened_total") - opened; d != 0 {
+					t.Errorf("%s: n1 opened %v connections for an upgrade with Sec-WebSocket-Version 8", target.ID, d)
+				}
 			}
 			// Headers over net/http's 1 MB limit: 431.
 			if status, err := rawStatus(target.HTTP, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Huge: "+strings.Repeat("h", 1<<20+8<<10)+"\r\n\r\n"); err != nil || status != http.StatusRequestHeaderFieldsTooLarge {
