@@ -64,10 +64,11 @@ func streamFrame(i, maxSize int) []byte {
 
 func runStream(t *testing.T, sc streamCase) {
 	// A stream room keeps enough history for a subscriber that falls behind for a moment (during
-	// a move, or dropped as slow and resuming) to catch up without a gap, as an operator would
-	// set --history-bytes for one.
+	// a move, or dropped as slow and resuming) to catch up without a gap, and lets that much wait
+	// for one subscriber, as an operator would set --history-bytes and --send-queue-bytes for one
+	// (the default 16 MiB is under a second of a 20 MiB/s feed).
 	c := testcluster.New(t, testcluster.Config{Nodes: 3, Routers: 1, Node: func(cfg *node.Config) {
-		cfg.HistoryBytes, cfg.HistoryCount = 64<<20, sc.frames
+		cfg.HistoryBytes, cfg.HistoryCount, cfg.SendQueueBytes = 64<<20, sc.frames, 64<<20
 		cfg.IngestMaxFrame, cfg.IngestRate = 256<<10, sc.rate
 	}})
 	// What each frame hashes to: subscribers check every byte without keeping the frames.
