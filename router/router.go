@@ -15,8 +15,12 @@ import (
 	"github.com/roost-dev/roost/ring"
 )
 
-// Ring is what a router needs from its membership: what every member's HTTP surface reads.
-type Ring interface{ httpapi.Ring }
+// Ring is what a router needs from its membership: what every member's HTTP surface reads, and
+// word of placement changes.
+type Ring interface {
+	httpapi.Ring
+	Subscribe() (<-chan *ring.Placement, func())
+}
 
 // Router is the edge: redirects and WebSocket proxying to room owners.
 type Router struct {
@@ -78,7 +82,13 @@ func New(cfg Config, r Ring) (*Router, error) {
 	rt.clients = &httpapi.Door{Limits: rt.door, Auth: cfg.Auth, Upgrader: &rt.upgrader, Refused: rt.metrics.refused, Log: rt.log}
 	ctx, stop := context.WithCancel(context.Background())
 	rt.stop = stop
-	rt.stats.Add(1)
+	rt.stats.Add(2)
+	changes, unsubscribe := r.Subscribe()
+	go func() {
+		defer rt.stats.Done()
+		defer unsubscribe()
+		rt.watchOwners(ctx, changes)
+	}()
 	go func() {
 		defer rt.stats.Done()
 		// The router's connection count, for /v1/cluster and ctl status.
@@ -102,6 +112,32 @@ func (rt *Router) isClosed() bool {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	return rt.closed
+}
+
+// watchOwners drops the owner legs on nodes the ring declares dead, so their sessions re-dial
+// the rooms' new owners at once. A node that dies or is cut off without closing its sockets
+// (a lost machine, a partition) leaves its legs silent, and without this its clients would wait
+// for the leg's read deadline (2.5 ping intervals) before hearing from the room again.
+func (rt *Router) watchOwners(ctx context.Context, changes <-chan *ring.Placement) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-changes:
+			rt.mu.Lock()
+			var gone []*session
+			for s := range rt.sessions {
+				if s.ownerGone(p) {
+					gone = append(gone, s)
+				}
+			}
+			rt.mu.Unlock()
+			for _, s := range gone {
+				rt.log.Debug("owner declared dead: re-dialing the room's new owner", "room", s.room, "peer", *s.owner.Load())
+				s.dropOwnerLeg()
+			}
+		}
+	}
 }
 
 // handleResolve redirects to the room's owner, which answers its coordinates.

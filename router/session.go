@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -20,6 +21,7 @@ import (
 	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
 )
 
 // session is one proxied connection: the client leg, the owner leg and a pump per direction.
@@ -48,9 +50,10 @@ type session struct {
 
 	upMu         sync.Mutex // guards up, pending and pendingCost; held while writing upstream and while re-dialing
 	up           *websocket.Conn
-	pending      []pendingPublish // the client's unacked publishes, oldest first
-	pendingCost  int              // what pending holds, as the router's budget counts it
-	clientWrites sync.Mutex       // the down pump's writes to the client, and the up pump's refusals
+	owner        atomic.Pointer[string] // the node the owner leg is on, once welcomed
+	pending      []pendingPublish       // the client's unacked publishes, oldest first
+	pendingCost  int                    // what pending holds, as the router's budget counts it
+	clientWrites sync.Mutex             // the down pump's writes to the client, and the up pump's refusals
 
 	// Down pump only.
 	out      *batch.Conn     // the client leg's connection, nil if it does not batch
@@ -422,6 +425,7 @@ func (s *session) observe(mt int, msg []byte) bool {
 			return false // the client has its welcome; this one is from a re-dial
 		}
 		s.welcomed, s.clientID, s.epoch, s.lastSeq = true, f.Client, f.Epoch, f.Seq
+		s.owner.Store(&f.Node)
 		if since, err := strconv.ParseUint(s.query.Get("since"), 10, 64); err == nil && since <= f.Seq {
 			s.lastSeq = since // a resume: the owner replays from since+1
 		}
@@ -558,6 +562,28 @@ func (s *session) adopt(c *websocket.Conn) error {
 	keepAlive(c, readWait, s.rt.cfg.WriteTimeout)
 	old := s.up
 	s.up = c
+	s.owner.Store(&w.Node)
 	old.Close()
 	return nil
+}
+
+// dropOwnerLeg closes the owner leg's connection: the down pump's read fails and it re-dials the
+// room's owner, as after a crash. A session already re-dialing is left to it.
+func (s *session) dropOwnerLeg() {
+	if !s.upMu.TryLock() {
+		return
+	}
+	up := s.up
+	s.upMu.Unlock()
+	_ = up.NetConn().Close()
+}
+
+// ownerGone reports whether the node the owner leg is on is no longer a live member of p.
+func (s *session) ownerGone(p *ring.Placement) bool {
+	id := s.owner.Load()
+	if id == nil {
+		return false
+	}
+	m, ok := p.Member(*id)
+	return !ok || !m.Live()
 }

@@ -91,7 +91,7 @@ type verdict struct {
 	forks int
 	// jumps: a subscriber's seq jumped within an epoch with no gap to say so.
 	jumps int
-	// twice: an id delivered twice to one subscriber, or acked with two seqs.
+	// twice: an id delivered twice to one subscriber between resets, or acked with two seqs.
 	twice int
 	// lost: an acked id a subscriber connected throughout never got, no reset or gap covering it.
 	lost int
@@ -176,7 +176,9 @@ func (h *history) check(allowance, margin time.Duration) verdict {
 			}
 			s.epoch, s.seq = r.epoch, r.seq
 		case "reset":
-			s.epoch, s.seq, s.closed = r.epoch, r.seq, r.at
+			// The numbering starts over: what follows is the room from the start of what it
+			// retains of the new epoch, which may repeat what the client had.
+			s.epoch, s.seq, s.closed, s.got = r.epoch, 0, r.at, map[string]bool{}
 		case "gap":
 			s.seq, s.closed = r.seq, r.at
 		case "message":

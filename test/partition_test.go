@@ -160,4 +160,18 @@ func TestPartitionHeals(t *testing.T) {
 	if v.forks != 0 || v.jumps != 0 || v.twice != 0 {
 		t.Fatalf("history violations: %s", v)
 	}
+	// Clients of the cut node's rooms through the router hear from their rooms again during the
+	// cut: the router drops its legs to a node the ring declares dead and re-dials the rooms' new
+	// owners, rather than waiting out a silent leg's read deadline.
+	h.mu.Lock()
+	heard := map[string]bool{}
+	for _, r := range h.records {
+		if rooms[r.room] != "" && r.who == r.room+"@"+rt.ID+"-sub" && r.kind == "message" && r.at.After(cutAt) && r.at.Before(healedAt) {
+			heard[r.room] = true
+		}
+	}
+	h.mu.Unlock()
+	if len(heard) != len(rooms) {
+		t.Fatalf("through the router, %d of the cut node's %d rooms were heard from during the cut", len(heard), len(rooms))
+	}
 }
