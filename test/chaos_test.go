@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -89,6 +90,30 @@ func TestSigtermShutsDownCleanly(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM\n%s", code, ps[1].Log())
 	}
 	wait.Eventually(t, 5*time.Second, "the survivor lists it as left", func() bool { return ps[0].State(ps[1].ID) == "left" })
+}
+
+// TestDrainThatLosesRoomsFails: a node that cannot hand its rooms off on SIGTERM (here, the last
+// one) still leaves, but exits non-zero and says why: a drain that loses rooms must not look
+// like success.
+func TestDrainThatLosesRoomsFails(t *testing.T) {
+	n := startProc(t, "node", "n1", "", "--drain-timeout", "1s")
+	c, err := client.Dial(t.Context(), n.URL(), "last", &client.Options{DisableReconnect: true, Discard: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(t.Context(), "kept"); err != nil {
+		t.Fatal(err)
+	}
+	n.Signal(syscall.SIGTERM)
+	select {
+	case <-n.Exited():
+	case <-time.After(15 * time.Second):
+		t.Fatal("node did not exit within 15s of SIGTERM")
+	}
+	c.Close()
+	if code := n.ExitCode(); code == 0 || !strings.Contains(n.Log(), "drain incomplete") {
+		t.Fatalf("a drain that handed off nothing exited %d:\n%s", code, n.Log())
+	}
 }
 
 // chaosRoom is one room's traffic through a router process: a subscriber and a publisher.

@@ -170,7 +170,10 @@ func (s *server) shutdown(ctx context.Context, drainTimeout time.Duration) error
 	if s.drain != nil && drainTimeout > 0 {
 		dctx, cancel := context.WithTimeout(ctx, drainTimeout)
 		if err := s.drain(dctx); err != nil {
-			s.log.Warn("drain incomplete", "err", err)
+			// Rooms not handed off start afresh elsewhere, their state lost: the exit code says
+			// so, after the rest of the shutdown (issue 22).
+			s.log.Error("drain incomplete", "err", err)
+			errs = append(errs, err)
 		}
 		cancel()
 	}
