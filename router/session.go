@@ -578,12 +578,17 @@ func (s *session) dropOwnerLeg() {
 	_ = up.NetConn().Close()
 }
 
-// ownerGone reports whether the node the owner leg is on is no longer a live member of p.
+// ownerGone reports whether the node the owner leg is on is no longer a live member of p while p
+// names another owner for the room: then the leg is worth dropping. With no owner to go to, a
+// silent leg is left to wait (the node may come back) rather than turned into a disconnect.
 func (s *session) ownerGone(p *ring.Placement) bool {
 	id := s.owner.Load()
 	if id == nil {
 		return false
 	}
-	m, ok := p.Member(*id)
-	return !ok || !m.Live()
+	if m, ok := p.Member(*id); ok && m.Live() {
+		return false
+	}
+	o, ok := p.Owner(s.room)
+	return ok && o.ID != *id
 }
