@@ -12,22 +12,30 @@ import (
 	"github.com/roost-dev/roost/protocol"
 )
 
-// TestExpiredTokenCloses4401: a connection whose token expires is closed with 4401 at exp (plus
-// the leeway) while the room streams to it and it publishes; one with a good token is
-// unaffected. (Run it with -race: the expiry timer, the reader and the room's writer all touch
-// the connection.)
-func TestExpiredTokenCloses4401(t *testing.T) {
-	secret := []byte("expiry-test-secret-expiry-test-secret!")
-	v, err := auth.NewVerifier(auth.Config{HMACSecret: secret})
+// tokenSecret signs the tokens of startAuthNode's nodes.
+var tokenSecret = []byte("expiry-test-secret-expiry-test-secret!")
+
+// startAuthNode runs a node that checks tokens signed with tokenSecret, configured further by adjust.
+func startAuthNode(t *testing.T, adjust func(*Config)) *testNode {
+	t.Helper()
+	v, err := auth.NewVerifier(auth.Config{HMACSecret: tokenSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	cfg.Auth = v
-	cfg.PublishRate, cfg.PublishBurst = 1000, 1000
-	n := startNode(t, "n1", cfg)
-	short, _ := auth.Mint(secret, "ann", []string{"exp"}, true, time.Second)
-	long, _ := auth.Mint(secret, "bo", []string{"exp"}, true, time.Hour)
+	adjust(&cfg)
+	return startNode(t, "n1", cfg)
+}
+
+// TestExpiredTokenCloses4401: a connection whose token expires is closed with 4401 at exp (plus
+// the leeway) while the room streams to it and it publishes; one with a good token is
+// unaffected. (Run it with -race: the expiry timer, the reader and the room's writer all touch
+// the connection.)
+func TestExpiredTokenCloses4401(t *testing.T) {
+	n := startAuthNode(t, func(cfg *Config) { cfg.PublishRate, cfg.PublishBurst = 1000, 1000 })
+	short, _ := auth.Mint(tokenSecret, "ann", []string{"exp"}, true, time.Second)
+	long, _ := auth.Mint(tokenSecret, "bo", []string{"exp"}, true, time.Hour)
 	expiring := dial(t, n.addr, "exp", url.Values{"token": {short}})
 	staying := dial(t, n.addr, "exp", url.Values{"token": {long}})
 	start := time.Now()
@@ -68,17 +76,9 @@ func TestExpiredTokenCloses4401(t *testing.T) {
 // exp (plus the leeway), with the frames it had put in the room kept; one creating rooms past
 // --room-create-rate is refused, as a WebSocket would be.
 func TestExpiredTokenStopsASource(t *testing.T) {
-	secret := []byte("expiry-test-secret-expiry-test-secret!")
-	v, err := auth.NewVerifier(auth.Config{HMACSecret: secret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Auth = v
-	cfg.RoomCreateRate, cfg.RoomCreateBurst = 1, 2
-	n := startNode(t, "n1", cfg)
+	n := startAuthNode(t, func(cfg *Config) { cfg.RoomCreateRate, cfg.RoomCreateBurst = 1, 2 })
 	addr := startIngest(t, n)
-	short, _ := auth.Mint(secret, "cam", []string{"*"}, true, time.Second)
+	short, _ := auth.Mint(tokenSecret, "cam", []string{"*"}, true, time.Second)
 	c, br, ok := sourceHello(t, addr, `{"room":"feed","token":"`+short+`"}`+"\n")
 	if ok != "OK 0" {
 		t.Fatalf("handshake: %q", ok)
@@ -95,7 +95,7 @@ func TestExpiredTokenStopsASource(t *testing.T) {
 	if took := time.Since(start); took < auth.Leeway || took > time.Second+auth.Leeway+2*time.Second {
 		t.Errorf("stopped %s after connecting with a 1 s token, want about 1 s + %s leeway", took, auth.Leeway)
 	}
-	long, _ := auth.Mint(secret, "cam", []string{"*"}, true, time.Hour)
+	long, _ := auth.Mint(tokenSecret, "cam", []string{"*"}, true, time.Hour)
 	// The bucket (burst 2) has refilled while the token ran out: two more rooms, then refused.
 	for i, want := range []string{"OK 0", "OK 0", "ERR rate_limited"} {
 		_, _, got := sourceHello(t, addr, `{"room":"new-`+string(rune('a'+i))+`","token":"`+long+`"}`+"\n")
