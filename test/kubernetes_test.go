@@ -297,6 +297,13 @@ func splitYAML(b []byte) [][]byte {
 	return docs
 }
 
+// appendNew appends a new, empty T to list and returns it, for a document to decode into.
+func appendNew[T any](list *[]*T) *T {
+	o := new(T)
+	*list = append(*list, o)
+	return o
+}
+
 // decodeKube decodes one document strictly into the type its apiVersion and kind name.
 func decodeKube(k *kubeManifests, doc []byte) error {
 	var tm metav1.TypeMeta
@@ -306,20 +313,15 @@ func decodeKube(k *kubeManifests, doc []byte) error {
 	var obj any
 	switch tm.APIVersion + " " + tm.Kind {
 	case "v1 Service":
-		o := &corev1.Service{}
-		k.services, obj = append(k.services, o), o
+		obj = appendNew(&k.services)
 	case "v1 Secret":
-		o := &corev1.Secret{}
-		k.secrets, obj = append(k.secrets, o), o
+		obj = appendNew(&k.secrets)
 	case "apps/v1 StatefulSet":
-		o := &appsv1.StatefulSet{}
-		k.statefulSets, obj = append(k.statefulSets, o), o
+		obj = appendNew(&k.statefulSets)
 	case "apps/v1 Deployment":
-		o := &appsv1.Deployment{}
-		k.deployments, obj = append(k.deployments, o), o
+		obj = appendNew(&k.deployments)
 	case "policy/v1 PodDisruptionBudget":
-		o := &policyv1.PodDisruptionBudget{}
-		k.pdbs, obj = append(k.pdbs, o), o
+		obj = appendNew(&k.pdbs)
 	default:
 		return fmt.Errorf("apiVersion %q kind %q: not a type this test knows", tm.APIVersion, tm.Kind)
 	}
