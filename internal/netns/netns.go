@@ -10,13 +10,20 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // prefix names everything this package creates, followed by the creating process's pid.
@@ -39,6 +46,11 @@ type Net struct {
 	bridge string
 	subnet string // "10.X.Y", the first three octets
 	hosts  []*Host
+
+	mu      sync.Mutex
+	prio    int  // the last tc filter priority and ip rule/table number handed out
+	aliases int  // the addresses Alias handed out
+	sink    bool // the veth pair drop redirects to exists
 }
 
 // Host is one namespace on the net.
@@ -47,6 +59,8 @@ type Host struct {
 	Addr string // its IPv4 address on the net
 	veth string // the bridge's end of its link
 	net  *Net
+
+	clsact bool // the bridge's end of its link has a clsact qdisc (guarded by net.mu)
 }
 
 var nets atomic.Int32
@@ -91,16 +105,289 @@ func (h *Host) Cut() { h.net.must("link", "set", h.veth, "down") }
 // Heal brings h's link back up.
 func (h *Host) Heal() { h.net.must("link", "set", h.veth, "up") }
 
-// Netem shapes what leaves h (tc netem arguments, e.g. "delay 50ms loss 10%"); "" removes it.
-func (h *Host) Netem(args string) {
+// Impairment is what Netem does to each packet a host sends: lose it with probability Loss, else
+// deliver it Delay later, give or take up to Jitter (uniformly; packets may overtake each other,
+// as with tc netem).
+type Impairment struct {
+	Loss          float64
+	Delay, Jitter time.Duration
+}
+
+func (im Impairment) String() string {
+	return fmt.Sprintf("loss %.0f%%, delay %s ± %s", im.Loss*100, im.Delay, im.Jitter)
+}
+
+// Netem impairs every IPv4 packet each host of the net sends (to another host or to the test),
+// so a packet between two hosts is impaired once on its way; ARP is left alone. The undo it
+// returns (also run when the test ends) takes the impairment off.
+//
+// It works without the kernel's netem (which many kernels, such as this project's CI machines',
+// lack): a filter on the bridge's end of each host's link redirects the packets to a TAP device
+// of the test's own, whose frames the test holds for their delay, or drops, and then writes
+// back; the TAP is a bridge port that learns nothing and is flooded nothing, so the bridge
+// forwards each frame written back to its destination and never sends a frame to the TAP.
+func (nt *Net) Netem(im Impairment) (undo func()) {
+	nt.tb.Helper()
+	name := nt.bridge + "t"
+	tap, err := openTAP(name)
+	if err != nil {
+		nt.tb.Fatal(err)
+	}
+	nt.must("link", "set", name, "master", nt.bridge)
+	nt.must("link", "set", name, "type", "bridge_slave", "learning", "off", "flood", "off", "mcast_flood", "off")
+	nt.must("link", "set", name, "up")
+	var (
+		mu     sync.Mutex
+		closed bool
+	)
+	go func() {
+		rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 22))
+		for {
+			buf := make([]byte, 65536)
+			n, err := tap.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			lose := rnd.Float64() < im.Loss
+			d := im.Delay
+			if im.Jitter > 0 {
+				d += time.Duration(rnd.Int64N(int64(2*im.Jitter))) - im.Jitter
+			}
+			mu.Unlock()
+			if lose {
+				continue
+			}
+			frame := buf[:n]
+			time.AfterFunc(max(d, 0), func() {
+				mu.Lock()
+				defer mu.Unlock()
+				if !closed {
+					_, _ = tap.Write(frame)
+				}
+			})
+		}
+	}()
+	var undos []func()
+	for _, h := range nt.hosts {
+		undos = append(undos, h.filter("ingress", []string{"u32", "match", "u32", "0", "0"}, "mirred", "egress", "redirect", "dev", name))
+	}
+	return nt.undo(func() {
+		for _, u := range undos {
+			u()
+		}
+		mu.Lock()
+		closed = true
+		mu.Unlock()
+		tap.Close() // the TAP goes with its last file
+	})
+}
+
+// openTAP makes a TAP device called name; it lasts as long as the file.
+func openTAP(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("make TAP %s: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+}
+
+// Direction is which way along a host's link packets go.
+type Direction int
+
+const (
+	// ToHost: packets the host receives.
+	ToHost Direction = iota
+	// FromHost: packets the host sends.
+	FromHost
+)
+
+func (d Direction) String() string {
+	if d == ToHost {
+		return "to the host"
+	}
+	return "from the host"
+}
+
+// hook is where on the bridge's end of the link tc sees packets going dir: what the host sends
+// arrives there (ingress), what it receives leaves there (egress).
+func (d Direction) hook() string {
+	if d == ToHost {
+		return "egress"
+	}
+	return "ingress"
+}
+
+// CutOneWay drops every IPv4 packet going dir on h's link, the other way passing untouched.
+// ARP still passes both ways, so the way left open keeps working: h's neighbours go on
+// resolving it, and it them. The undo it returns (also run when the test ends) heals the cut.
+func (h *Host) CutOneWay(dir Direction) (heal func()) {
 	h.net.tb.Helper()
-	if args == "" {
-		_ = run("ip", "netns", "exec", h.Name, "tc", "qdisc", "del", "dev", "eth0", "root")
-		return
+	return h.filter(dir.hook(), []string{"u32", "match", "u32", "0", "0"}, h.net.drop()...)
+}
+
+// BlockTCP drops TCP to and from port between any two of hosts, in both directions, while
+// everything else flows: their gossip, and TCP on port with any other host or with the test
+// (the router's and the clients' connections). The undo it returns (also run when the test
+// ends) lifts the block.
+func (nt *Net) BlockTCP(port int, hosts ...*Host) (undo func()) {
+	nt.tb.Helper()
+	var undos []func()
+	for _, h := range hosts {
+		for _, peer := range hosts {
+			if peer == h {
+				continue
+			}
+			// Every packet between two of hosts leaves one of them: drop it there, on its way
+			// out, whichever end holds port.
+			for _, end := range []string{"dport", "sport"} {
+				undos = append(undos, h.filter("ingress", []string{"u32", "match", "ip", "protocol", "6", "0xff",
+					"match", "ip", "dst", peer.Addr + "/32", "match", "ip", end, strconv.Itoa(port), "0xffff"}, nt.drop()...))
+			}
+		}
 	}
-	if err := run(append([]string{"ip", "netns", "exec", h.Name, "tc", "qdisc", "replace", "dev", "eth0", "root", "netem"}, strings.Fields(args)...)...); err != nil {
-		h.net.tb.Fatal(err)
+	return nt.undo(func() {
+		for _, u := range undos {
+			u()
+		}
+	})
+}
+
+// filter adds a tc filter at hook ("ingress": what h sends, "egress": what h receives) of the
+// bridge's end of h's link: the IPv4 packets match (a classifier and its match) selects get
+// action. It returns the filter's removal, which also runs when the test ends. Filters live on
+// a clsact qdisc, which leaves the link's root qdisc alone; they are deleted with the link.
+func (h *Host) filter(hook string, match []string, action ...string) (undo func()) {
+	nt := h.net
+	nt.tb.Helper()
+	nt.mu.Lock()
+	if !h.clsact {
+		if err := run("tc", "qdisc", "add", "dev", h.veth, "clsact"); err != nil {
+			nt.mu.Unlock()
+			nt.tb.Fatal(err)
+		}
+		h.clsact = true
 	}
+	nt.prio++
+	prio := strconv.Itoa(nt.prio)
+	nt.mu.Unlock()
+	argv := append([]string{"tc", "filter", "add", "dev", h.veth, hook, "protocol", "ip", "prio", prio}, match...)
+	if err := run(append(append(argv, "action"), action...)...); err != nil {
+		nt.tb.Fatal(err)
+	}
+	return nt.undo(func() { _ = run("tc", "filter", "del", "dev", h.veth, hook, "protocol", "ip", "prio", prio) })
+}
+
+// drop is the tc action that drops a packet. Kernels without the gact action (this project's CI
+// machines') can still redirect: to a veth whose other end is down, which discards what it is
+// given. The pair is made the first time, and goes with the net.
+func (nt *Net) drop() []string {
+	nt.tb.Helper()
+	sink := nt.bridge + "s0"
+	nt.mu.Lock()
+	defer nt.mu.Unlock()
+	if !nt.sink {
+		nt.must("link", "add", sink, "type", "veth", "peer", "name", nt.bridge+"s1")
+		nt.must("link", "set", sink, "up")
+		nt.sink = true
+	}
+	return []string{"mirred", "egress", "redirect", "dev", sink}
+}
+
+// undo makes f run once: when the caller calls it, or when the test ends, whichever is first.
+func (nt *Net) undo(f func()) func() {
+	var once sync.Once
+	do := func() { once.Do(f) }
+	nt.tb.Cleanup(do)
+	return do
+}
+
+// Alias gives h one more address on its link (a secondary one, on the same subnet) and returns
+// it: a process in h may bind it, and Divert can send some of its traffic elsewhere.
+func (h *Host) Alias() string {
+	nt := h.net
+	nt.tb.Helper()
+	nt.mu.Lock()
+	nt.aliases++
+	addr := fmt.Sprintf("%s.%d", nt.subnet, 100+nt.aliases)
+	nt.mu.Unlock()
+	h.must("addr", "add", addr+"/24", "dev", "eth0")
+	return addr
+}
+
+// Divert makes TCP to addr:port sent by the hosts from go to via instead of to addr's own host
+// (the rest of addr's traffic, and port from any other host, still goes there). via takes addr
+// as a local address without answering ARP for it, so a listener made there with via.Listen
+// receives what is diverted: a proxy, in front of one port of one host, for some callers only.
+// The undo it returns (also run when the test ends) sends everything straight again.
+func (nt *Net) Divert(addr string, port int, via *Host, from ...*Host) (undo func()) {
+	nt.tb.Helper()
+	via.must("addr", "add", addr+"/32", "dev", "lo")
+	// Reply to ARP only for addresses on the interface asked on: addr is on lo, so its own host
+	// goes on answering for it.
+	if err := run("ip", "netns", "exec", via.Name, "sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"); err != nil {
+		nt.tb.Fatal(err)
+	}
+	nt.mu.Lock()
+	nt.prio++
+	table := strconv.Itoa(1000 + nt.prio)
+	nt.mu.Unlock()
+	for _, h := range from {
+		h.must("route", "add", addr+"/32", "via", via.Addr, "dev", "eth0", "table", table)
+		h.must("rule", "add", "to", addr+"/32", "ipproto", "tcp", "dport", strconv.Itoa(port), "lookup", table, "priority", table)
+	}
+	return nt.undo(func() {
+		for _, h := range from {
+			_ = run("ip", "netns", "exec", h.Name, "ip", "rule", "del", "priority", table)
+			_ = run("ip", "netns", "exec", h.Name, "ip", "route", "flush", "table", table)
+		}
+		_ = run("ip", "netns", "exec", via.Name, "ip", "addr", "del", addr+"/32", "dev", "lo")
+	})
+}
+
+// Listen opens a listener in h's network namespace, for a server the test runs itself (a proxy,
+// a fake peer): the socket stays in h's namespace, served by the test's goroutines as any other.
+func (h *Host) Listen(network, address string) (l net.Listener, err error) {
+	err = h.in(func() error { l, err = net.Listen(network, address); return err })
+	return l, err
+}
+
+// Dial connects from h's network namespace, as a program running in h would.
+func (h *Host) Dial(network, address string, timeout time.Duration) (c net.Conn, err error) {
+	err = h.in(func() error { c, err = net.DialTimeout(network, address, timeout); return err })
+	return c, err
+}
+
+// in runs f on a thread inside h's network namespace: the sockets f makes belong there.
+func (h *Host) in(f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		// The thread enters h's namespace and is never let go: it ends with this goroutine,
+		// so no other goroutine ever runs in the wrong namespace.
+		runtime.LockOSThread()
+		ns, err := os.Open("/var/run/netns/" + h.Name)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("setns %s: %w", h.Name, err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
 }
 
 func (nt *Net) must(args ...string) {
@@ -124,6 +411,9 @@ func (nt *Net) remove() {
 	for _, h := range nt.hosts {
 		_ = run("ip", "netns", "del", h.Name)
 		_ = run("ip", "link", "del", h.veth)
+	}
+	if nt.sink {
+		_ = run("ip", "link", "del", nt.bridge+"s0")
 	}
 	_ = run("ip", "link", "del", nt.bridge)
 }
