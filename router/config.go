@@ -48,6 +48,12 @@ type Config struct {
 	// acks them (to re-send them after a move); a publish beyond it is refused with an error frame
 	// `overloaded` and not sent (a first one always fits). Default 4 MiB.
 	PendingBytes int
+	// DedupeIDs is the nodes' --dedupe-ids: how many publish ids a room remembers. After a leg to
+	// the owner broke, the router re-sends a publish the owner never answered only while the room
+	// still remembers its id: fewer than DedupeIDs messages since it was sent; an older one is
+	// answered with an error frame `owner_unavailable` instead, as it could be delivered twice.
+	// Set it as the nodes have it (or lower). Default 1000 (the nodes' default).
+	DedupeIDs int
 	// MaxMemory: while the process holds more than this many bytes, the router keeps (so takes)
 	// no more publishes: they are refused as past PendingBytes. 0 turns the guard off. Default 80%
 	// of the container's memory limit, or of the machine's memory.
@@ -67,7 +73,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
 		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second,
-		MaxAddrConns: 1000, PendingBytes: 4 << 20, MaxMemory: limit.DefaultMemoryLimit()}
+		MaxAddrConns: 1000, PendingBytes: 4 << 20, DedupeIDs: 1000, MaxMemory: limit.DefaultMemoryLimit()}
 }
 
 // Validate reports the first field that cannot work.
@@ -79,6 +85,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout, StatsInterval and RedialTimeout must be positive")
 	case c.PendingBytes <= 0:
 		return fmt.Errorf("router: PendingBytes must be positive, got %d", c.PendingBytes)
+	case c.DedupeIDs <= 0:
+		return fmt.Errorf("router: DedupeIDs must be positive (the nodes' --dedupe-ids), got %d", c.DedupeIDs)
 	case c.MaxAddrConns <= 0:
 		return fmt.Errorf("router: MaxAddrConns must be positive, got %d", c.MaxAddrConns)
 	case c.MaxRedirects < 0:

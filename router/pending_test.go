@@ -2,8 +2,11 @@ package router
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -28,13 +31,13 @@ func TestPendingPublishesAreBoundedInBytes(t *testing.T) {
 		metrics: &metrics{refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"reason"})}}
 	s := &session{rt: rt}
 	for i := range 3 { // 3 × 30 KiB fit in 100 KiB
-		if msg, refused := s.keep(publishFrame(t, "p"+string(rune('0'+i)), 30<<10)); refused != nil || msg == nil {
+		if refused := s.keep(websocket.TextMessage, publishFrame(t, "p"+string(rune('0'+i)), 30<<10)); refused != nil {
 			t.Fatalf("publish %d refused: %+v", i, refused)
 		}
 	}
-	msg, refused := s.keep(publishFrame(t, "p3", 30<<10))
-	if msg != nil || refused == nil || refused.Code != limit.CodeOverloaded || refused.ID != "p3" {
-		t.Fatalf("a publish past PendingBytes: sent %v, refusal %+v", msg != nil, refused)
+	refused := s.keep(websocket.TextMessage, publishFrame(t, "p3", 30<<10))
+	if refused == nil || refused.Code != limit.CodeOverloaded || refused.ID != "p3" {
+		t.Fatalf("a publish past PendingBytes: refusal %+v", refused)
 	}
 	if n := testutil.ToFloat64(rt.metrics.refused.WithLabelValues("overloaded")); n != 1 || len(s.pending) != 3 {
 		t.Fatalf("refusals counted %v, pending %d", n, len(s.pending))
@@ -44,7 +47,7 @@ func TestPendingPublishesAreBoundedInBytes(t *testing.T) {
 	other := &session{rt: rt}
 	kept := 0
 	for i := range 5 {
-		if _, refused := other.keep(publishFrame(t, "q"+string(rune('0'+i)), 30<<10)); refused == nil {
+		if refused := other.keep(websocket.TextMessage, publishFrame(t, "q"+string(rune('0'+i)), 30<<10)); refused == nil {
 			kept++
 		}
 	}
@@ -52,20 +55,46 @@ func TestPendingPublishesAreBoundedInBytes(t *testing.T) {
 		t.Fatalf("a second session kept %d publishes in what the router's budget had left, want 1", kept)
 	}
 
-	s.acked("p0")
-	if msg, refused := s.keep(publishFrame(t, "p4", 30<<10)); refused != nil || msg == nil {
+	s.answered("p0", false)
+	if refused := s.keep(websocket.TextMessage, publishFrame(t, "p4", 30<<10)); refused != nil {
 		t.Fatalf("a publish after an ack made room: %+v", refused)
 	}
-	// An id-less publish gets one from the router, but a refusal names none the client did not give.
-	if _, refused := s.keep([]byte(`{"type":"publish","data":"` + strings.Repeat("y", 60<<10) + `"}`)); refused == nil || refused.ID != "" {
+	// Binary and id-less publishes are kept and bounded alike; a refusal names no id.
+	if refused := s.keep(websocket.TextMessage, []byte(`{"type":"publish","data":"`+strings.Repeat("y", 60<<10)+`"}`)); refused == nil || refused.ID != "" {
 		t.Fatalf("an id-less publish past the bound: %+v", refused)
+	}
+	if refused := s.keep(websocket.BinaryMessage, make([]byte, 60<<10)); refused == nil || refused.ID != "" {
+		t.Fatalf("a binary publish past the bound: %+v", refused)
 	}
 	s.forgetPending()
 	other.forgetPending()
 	if got := rt.budget.Used(); got != 0 {
 		t.Fatalf("ended sessions still count %d bytes", got)
 	}
-	if _, bad := s.keep([]byte(`nope`)); bad != nil {
+	if bad := s.keep(websocket.TextMessage, []byte(`nope`)); bad != nil {
 		t.Fatalf("a bad frame is the owner's to answer: %+v", bad)
 	}
+}
+
+// The bound is in bytes only: many small publishes fit where the old count bound (4096) cut
+// them off, and none of them is sent unkept.
+func TestPendingHasNoCountBound(t *testing.T) {
+	cfg := DefaultConfig()
+	rt := &Router{cfg: cfg, budget: limit.NewBudget(0, nil),
+		metrics: &metrics{refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x"}, []string{"reason"})}}
+	s := &session{rt: rt}
+	for i := range 10_000 {
+		if refused := s.keep(websocket.TextMessage, []byte(`{"type":"publish","data":`+strconv.Itoa(i)+`}`)); refused != nil {
+			t.Fatalf("publish %d refused: %+v", i, refused)
+		}
+	}
+	if len(s.pending) != 10_000 || s.pendingCost > cfg.PendingBytes {
+		t.Fatalf("kept %d publishes costing %d", len(s.pending), s.pendingCost)
+	}
+	// Answers without an id take the oldest id-less publish, in order.
+	s.answered("", false)
+	if string(s.pending[0].frame) != `{"type":"publish","data":1}` {
+		t.Fatalf("after one id-less ack the oldest kept is %s", s.pending[0].frame)
+	}
+	s.forgetPending()
 }

@@ -1,9 +1,12 @@
 package router_test
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -196,5 +199,140 @@ func TestOwnerUnreachable(t *testing.T) {
 	}
 	if resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("error is not JSON: %q", resp.Header.Get("Content-Type"))
+	}
+}
+
+// TestPublishesSurviveADrain: a client behind the router publishes without pause — with ids,
+// without, and binary — while the room's owner drains (its legs close with 4001). Every
+// publish is answered once, with an ack, and delivered once to a subscriber behind the router:
+// the router re-sends what the old owner left unanswered, which it did not take.
+func TestPublishesSurviveADrain(t *testing.T) {
+	c := testcluster.New(t, testcluster.Config{Nodes: 2, Routers: 1, Node: func(nc *node.Config) {
+		nc.PublishRate, nc.PublishBurst = 1e6, 1e6
+	}})
+	rt := c.Member("r1")
+	const room = "drained"
+	o, ok := rt.Ring.Placement().Owner(room)
+	if !ok {
+		t.Fatal("no owner")
+	}
+	dial := func() *websocket.Conn {
+		ws, _, err := websocket.DefaultDialer.Dial("ws://"+rt.HTTP+"/v1/rooms/"+room+"/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws
+	}
+	sub, pub := dial(), dial()
+
+	const n = 3000 // paced at one a millisecond: the drain happens while they flow
+	inFlight := make(chan struct{}, 16)
+	halfway := make(chan struct{})
+	var wg sync.WaitGroup
+	var sendErr error
+	wg.Add(1)
+	go func() { // the publisher: at most 16 publishes unanswered at once
+		defer wg.Done()
+		for i := range n {
+			select {
+			case inFlight <- struct{}{}:
+			case <-time.After(20 * time.Second):
+				sendErr = fmt.Errorf("publish %d: no answers for 20 s", i)
+				return
+			}
+			var err error
+			switch i % 3 {
+			case 0:
+				err = pub.WriteJSON(map[string]any{"type": "publish", "id": fmt.Sprint("p", i), "data": i})
+			case 1:
+				err = pub.WriteJSON(map[string]any{"type": "publish", "data": i})
+			case 2:
+				err = pub.WriteMessage(websocket.BinaryMessage, binary.BigEndian.AppendUint64(nil, uint64(i)))
+			}
+			if err != nil {
+				sendErr = err
+				return
+			}
+			if i == n/3 {
+				close(halfway)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	answers := make(chan error, 1)
+	wg.Add(1)
+	go func() { // the publisher's reader: each publish answered once, with an ack
+		defer wg.Done()
+		acked, idless := map[string]bool{}, 0
+		for len(acked)+idless < n {
+			_ = pub.SetReadDeadline(time.Now().Add(20 * time.Second))
+			mt, b, err := pub.ReadMessage()
+			if err != nil {
+				answers <- fmt.Errorf("after %d acks with ids and %d without: %w", len(acked), idless, err)
+				return
+			}
+			if mt != websocket.TextMessage {
+				continue
+			}
+			var f protocol.Incoming
+			_ = json.Unmarshal(b, &f)
+			switch f.Type {
+			case protocol.TypeAck:
+			case protocol.TypeError:
+				answers <- fmt.Errorf("publish %q refused: %s", f.ID, b)
+				return
+			default:
+				continue
+			}
+			<-inFlight
+			if f.ID == "" {
+				idless++
+			} else if acked[f.ID] {
+				answers <- fmt.Errorf("publish %s acked twice", f.ID)
+				return
+			} else {
+				acked[f.ID] = true
+			}
+		}
+		if idless != 2*n/3 {
+			answers <- fmt.Errorf("%d acks without an id, want %d", idless, 2*n/3)
+			return
+		}
+		answers <- nil
+	}()
+
+	<-halfway
+	c.Drain(c.Member(o.ID))
+
+	got := make([]int, n)
+	for delivered := 0; delivered < n; {
+		_ = sub.SetReadDeadline(time.Now().Add(20 * time.Second))
+		mt, b, err := sub.ReadMessage()
+		if err != nil {
+			t.Fatalf("subscriber after %d messages: %v", delivered, err)
+		}
+		i := -1
+		if mt == websocket.BinaryMessage {
+			_, payload, _ := protocol.ParseBinary(b)
+			i = int(binary.BigEndian.Uint64(payload))
+		} else {
+			var f protocol.Incoming
+			if json.Unmarshal(b, &f) != nil || f.Type != protocol.TypeMessage || json.Unmarshal(f.Data, &i) != nil {
+				continue
+			}
+		}
+		if i < 0 || i >= n || got[i] > 0 {
+			t.Fatalf("message %d delivered twice (or unknown)", i)
+		}
+		got[i]++
+		delivered++
+	}
+	if err := <-answers; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if sendErr != nil {
+		t.Fatal(sendErr)
 	}
 }

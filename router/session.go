@@ -3,11 +3,10 @@ package router
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -33,8 +32,8 @@ import (
 // client and carries on, so the client sees the frames continue with no close, hole or
 // duplicate. To resume exactly, the session follows what it forwards: the client id and epoch
 // (welcome, reset) and the last seq (messages, gap). The new owner's welcome is swallowed. The
-// client's publishes that have no ack yet are kept (an id-less one is given an id first) and
-// re-sent on the new leg; the owner acks a repeated id once and delivers it once.
+// client's publishes that have no answer yet are kept and re-sent on the new leg when that
+// cannot double them (see settle); the owner acks a repeated id once and delivers it once.
 type session struct {
 	rt     *Router
 	room   string
@@ -48,11 +47,13 @@ type session struct {
 	ended    bool           // the session is over: no more pings
 	pinging  sync.WaitGroup // the ping timer's callback, while it runs
 
-	upMu         sync.Mutex // guards up, pending and pendingCost; held while writing upstream and while re-dialing
+	upMu         sync.Mutex // guards up, pending, pendingCost and doubt; held while writing upstream and while re-dialing
 	up           *websocket.Conn
 	owner        atomic.Pointer[string] // the node the owner leg is on, once welcomed
-	pending      []pendingPublish       // the client's unacked publishes, oldest first
+	pending      []pendingPublish       // the client's unanswered publishes, oldest first
 	pendingCost  int                    // what pending holds, as the router's budget counts it
+	doubt        bool                   // the owner refused a publish on this leg as moved (see settle)
+	seen         atomic.Uint64          // lastSeq, for the up pump
 	clientWrites sync.Mutex             // the down pump's writes to the client, and the up pump's refusals
 
 	// Down pump only.
@@ -62,19 +63,34 @@ type session struct {
 	clientID string
 	epoch    string
 	lastSeq  uint64
+	unsure   []pendingPublish // dropped by the last re-dial as not safe to re-send: the client is told
 }
 
+// pendingPublish is a frame of the client's that the owner has not answered yet. The owner
+// answers every frame a client sends exactly once (ack or error) and in the order sent, so an
+// answer with an id is the kept frame with that id, and one without is the oldest kept frame
+// without: a binary publish, a publish the client gave no id, or a bad frame.
+//
+// The router gives an id-less publish no id of its own. An id would be needed only where the
+// owner's answer is lost and the router cannot tell whether the owner took the publish — a leg
+// that broke, not one the owner closed (see settle) — and then only if the new owner remembers
+// what the old one took (replication on, same epoch). Every id the router made up would take a
+// place in the room's window of remembered ids (--dedupe-ids) for nothing in all other cases,
+// pushing out the ids clients chose to make their own retries safe. A client that wants its
+// publishes kept across such a break gives them ids (the Go and JavaScript clients always do);
+// one that does not is told when the router cannot know.
 type pendingPublish struct {
-	id    string
-	frame []byte
+	id       string // the client's id; "" for one answered in order
+	frame    []byte
+	binary   bool
+	seq      uint64 // the room's seq as this session had seen it when the frame was first sent
+	refused  bool   // the owner refused it as moved: it did not take it
+	harmless bool   // a frame no owner takes (bad_json, ...): re-sending it only repeats the error
 }
 
-// cost is what a kept publish holds: its frame, its id and its place in pending.
-func (p pendingPublish) cost() int { return cap(p.frame) + len(p.id) + 64 }
-
-// maxPending bounds the unacked publishes a session keeps for re-sending; Config.PendingBytes
-// bounds their bytes, and the router's memory budget all sessions' together.
-const maxPending = 4096
+// cost is what a kept publish holds: its frame, its id and its place in pending. The overhead
+// bounds how many PendingBytes can keep: there is no bound by count besides.
+func (p pendingPublish) cost() int { return cap(p.frame) + len(p.id) + 96 }
 
 // pumpEnd says how a pump ended: an error reading its source, or writing its destination.
 type pumpEnd struct {
@@ -256,6 +272,7 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 		mt, buf, err := readMessage(up)
 		if err != nil {
 			if s.shouldRedial(err) && s.redial(err) == nil {
+				s.tellUnsure()
 				continue
 			}
 			s.endBatch()
@@ -263,7 +280,9 @@ func (s *session) pumpDown(readWait time.Duration) pumpEnd {
 		}
 		_ = up.SetReadDeadline(time.Now().Add(readWait))
 		msg := buf.Bytes()
-		if !s.observe(mt, msg) {
+		forward := s.observe(mt, msg)
+		s.seen.Store(s.lastSeq)
+		if !forward {
 			release(buf)
 			continue
 		}
@@ -299,9 +318,11 @@ func (s *session) hook(up *websocket.Conn) {
 // endBatch sends what the down pump gathered. An error is kept: the next write returns it.
 func (s *session) endBatch() { _ = s.out.End() }
 
-// pumpUp forwards the client's frames to the owner, keeping publishes until they are acked.
-// It ends only when the client leg does: a failed write upstream means the owner leg is ending,
-// and the down pump re-dials or ends the session.
+// pumpUp forwards the client's frames to the owner, keeping them until they are answered. It
+// ends only when the client leg does. A failed write upstream ends the owner leg (a gorilla
+// connection takes no write after one fails, while its reads may go on): the down pump then
+// re-dials, and the frame, kept, goes to the next leg with the others (see settle), or the
+// session ends and the client is closed.
 func (s *session) pumpUp(readWait time.Duration) pumpEnd {
 	frames, bytes := s.rt.metrics.frames.WithLabelValues("up"), s.rt.metrics.bytes.WithLabelValues("up")
 	for {
@@ -312,15 +333,15 @@ func (s *session) pumpUp(readWait time.Duration) pumpEnd {
 		_ = s.client.SetReadDeadline(time.Now().Add(readWait))
 		msg := buf.Bytes()
 		s.upMu.Lock()
-		var refused *protocol.ErrorFrame
-		if mt == websocket.TextMessage {
-			msg, refused = s.keep(msg)
-		}
+		refused := s.keep(mt, msg)
 		if refused == nil {
 			_ = s.up.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
 			if err := s.up.WriteMessage(mt, msg); err == nil {
 				frames.Inc()
 				bytes.Add(float64(len(msg)))
+			} else {
+				s.logger().Debug("writing to the room's owner failed; re-dialing", "err", err)
+				_ = s.up.NetConn().Close()
 			}
 		}
 		s.upMu.Unlock()
@@ -351,43 +372,36 @@ func (s *session) forgetPending() {
 	s.pending, s.pendingCost = nil, 0
 }
 
-// keep records a publish as pending (giving it an id if it has none) and returns the frame to
-// send. Other frames pass as they are. A publish the router has no memory to keep — more than
-// PendingBytes kept for this client already, or the router's budget spent — is refused: it is
-// not sent, and keep returns the error frame `overloaded` to answer the client with (a publish
-// it could not re-send after a move would be lost). s.upMu is held.
-func (s *session) keep(msg []byte) ([]byte, *protocol.ErrorFrame) {
-	p, bad := protocol.ParsePublish(msg)
-	if bad != nil {
-		return msg, nil // the owner answers it with the same error frame
-	}
-	asked := p.ID // the id the client gave, if any, for a refusal
-	if p.ID == "" {
-		p.ID = newID()
-		if b, err := json.Marshal(p); err == nil {
-			msg = b
+// keep records a frame of the client's as pending until the owner answers it, for re-sending
+// after a move; the frame itself is sent as it came. A frame the router has no memory to keep —
+// more than PendingBytes kept for this client already (a first one always fits), or the
+// router's budget spent — is refused: it is not sent, and keep returns the error frame
+// `overloaded` to answer the client with (a frame it could not re-send after a move could be
+// lost). A bad frame whose error names an id is not kept: that answer needs no order. s.upMu is
+// held.
+func (s *session) keep(mt int, msg []byte) *protocol.ErrorFrame {
+	kept := pendingPublish{binary: mt == websocket.BinaryMessage, seq: s.seen.Load()}
+	if !kept.binary {
+		p, bad := protocol.ParsePublish(msg)
+		switch {
+		case bad == nil:
+			kept.id = p.ID
+		case bad.ID != "":
+			return nil // the owner answers it with the same error frame, naming its id
+		default:
+			kept.harmless = true
 		}
 	}
-	if len(s.pending) >= maxPending {
-		s.rt.metrics.refused.WithLabelValues("pending_full").Inc()
-		return msg, nil // not kept: a move now could lose it; the client's own retry is its guard
-	}
-	kept := pendingPublish{id: p.ID, frame: bytes.Clone(msg)}
+	kept.frame = bytes.Clone(msg)
 	cost := kept.cost()
 	if len(s.pending) > 0 && s.pendingCost+cost > s.rt.cfg.PendingBytes || s.rt.budget.Reserve(cost) != nil {
 		s.rt.metrics.refused.WithLabelValues(limit.CodeOverloaded).Inc()
-		return nil, &protocol.ErrorFrame{Type: protocol.TypeError, Code: limit.CodeOverloaded, ID: asked,
+		return &protocol.ErrorFrame{Type: protocol.TypeError, Code: limit.CodeOverloaded, ID: kept.id,
 			Error: "the router has too many of your publishes waiting for the room's owner to ack them (--pending-bytes), or is near its memory limit; the publish was not delivered, send it again later"}
 	}
 	s.pending = append(s.pending, kept)
 	s.pendingCost += cost
-	return msg, nil
-}
-
-func newID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return "r-" + hex.EncodeToString(b[:])
+	return nil
 }
 
 var (
@@ -434,40 +448,34 @@ func (s *session) observe(mt int, msg []byte) bool {
 	case protocol.TypeGap:
 		s.lastSeq = f.To
 	case protocol.TypeAck:
-		s.acked(f.ID)
+		s.answered(f.ID, false)
 	case protocol.TypeError:
-		if f.Code == protocol.CodeMoved && s.isPending(f.ID) {
-			return false // it will be re-sent on the next leg
-		}
-		if f.ID != "" {
-			// Refused (rate_limited, forbidden, ...): the owner has answered it, so a move
-			// must not re-send it; the client decides whether to try again.
-			s.acked(f.ID)
-		}
+		// Refused as moved: it is re-sent on the next leg, so the client is not told. Refused
+		// otherwise (rate_limited, forbidden, ...): the owner has answered it, so a move must not
+		// re-send it; the client decides whether to try again.
+		return !s.answered(f.ID, f.Code == protocol.CodeMoved)
 	}
 	return true
 }
 
-func (s *session) acked(id string) {
+// answered takes the owner's answer to the kept frame with id (the oldest without one for "").
+// It reports whether the frame stays kept: refused as moved, it is re-sent on the next leg.
+func (s *session) answered(id string, moved bool) bool {
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
-	for i, p := range s.pending {
-		if p.id == id {
-			s.pending = append(s.pending[:i], s.pending[i+1:]...)
-			s.pendingCost -= p.cost()
-			s.rt.budget.Release(p.cost())
-			return
+	for i := range s.pending {
+		p := &s.pending[i]
+		if p.id != id || p.refused {
+			continue
 		}
-	}
-}
-
-func (s *session) isPending(id string) bool {
-	s.upMu.Lock()
-	defer s.upMu.Unlock()
-	for _, p := range s.pending {
-		if p.id == id {
+		if moved {
+			p.refused, s.doubt = true, true
 			return true
 		}
+		s.rt.budget.Release(p.cost())
+		s.pendingCost -= p.cost()
+		s.pending = append(s.pending[:i], s.pending[i+1:]...)
+		return false
 	}
 	return false
 }
@@ -508,6 +516,10 @@ func (s *session) redial(cause error) error {
 	q.Set("since", strconv.FormatUint(s.lastSeq, 10))
 	q.Set("epoch", s.epoch)
 	q.Set("client", s.clientID)
+	// The owner's close frame comes after its answers to everything it took (it flushes them
+	// first, and takes no publish for the room after closing its connections): what it left
+	// unanswered, it did not take. A leg that broke without one leaves that unknown.
+	closed := ce != nil && (ce.Code == protocol.CloseMoved || ce.Code == websocket.CloseGoingAway)
 	ctx, cancel := context.WithTimeout(context.Background(), s.rt.cfg.RedialTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
@@ -522,7 +534,9 @@ func (s *session) redial(cause error) error {
 			c, _, err := s.rt.dial(dctx, target, q.Encode(), s.header)
 			dcancel()
 			if err == nil {
-				if err = s.adopt(c); err == nil {
+				err = s.adopt(c, closed)
+				closed = closed && !errors.Is(err, errResend)
+				if err == nil {
 					s.rt.metrics.redials.WithLabelValues("ok").Inc()
 					s.logger().Debug("re-dialed the room's owner", "cause", cause, "since", s.lastSeq, "took", time.Since(start))
 					return nil
@@ -542,21 +556,40 @@ func (s *session) redial(cause error) error {
 	}
 }
 
-// adopt makes c the owner leg: it reads and swallows c's welcome, re-sends the pending
-// publishes, and closes the old leg. s.upMu is held.
-func (s *session) adopt(c *websocket.Conn) error {
+// adopt makes c the owner leg: it reads and swallows c's welcome, re-sends the pending frames
+// that settle says are safe to, and closes the old leg. closed says whether the old leg ended
+// with the owner's close frame. s.upMu is held.
+func (s *session) adopt(c *websocket.Conn, closed bool) error {
 	_ = c.SetReadDeadline(time.Now().Add(s.rt.cfg.DialTimeout))
 	var w protocol.Welcome
 	if err := c.ReadJSON(&w); err != nil || w.Type != protocol.TypeWelcome {
 		c.Close()
 		return errors.New("no welcome from the new owner")
 	}
-	for _, p := range s.pending {
+	resend, unsure := s.settle(closed, w)
+	for _, p := range resend {
 		_ = c.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
-		if err := c.WriteMessage(websocket.TextMessage, p.frame); err != nil {
-			c.Close()
-			return err
+		mt := websocket.TextMessage
+		if p.binary {
+			mt = websocket.BinaryMessage
 		}
+		if err := c.WriteMessage(mt, p.frame); err != nil {
+			c.Close()
+			// pending is as it was and the next attempt settles it again, but that leg may
+			// have taken some of what it was sent: its end is not a close of the owner's.
+			return fmt.Errorf("%w: %w", errResend, err)
+		}
+	}
+	for _, p := range unsure {
+		s.rt.budget.Release(p.cost())
+		s.pendingCost -= p.cost()
+	}
+	for i := range resend {
+		resend[i].refused = false
+	}
+	s.pending, s.doubt, s.unsure = resend, false, unsure
+	if len(resend)+len(unsure) > 0 {
+		s.logger().Debug("re-sent the client's unanswered publishes to the room's new owner", "resent", len(resend), "in_doubt", len(unsure))
 	}
 	readWait := s.rt.cfg.PingInterval * 5 / 2
 	keepAlive(c, readWait, s.rt.cfg.WriteTimeout)
@@ -566,6 +599,47 @@ func (s *session) adopt(c *websocket.Conn) error {
 	old.Close()
 	return nil
 }
+
+// settle splits the pending frames, in order, into those the new owner w can be sent and those
+// that may be lost or doubled either way. A frame is re-sent when the old owner did not take it:
+// it refused it as moved, or it closed the leg (closed) without answering it — unless it had
+// refused an earlier publish as moved on that leg, as it may still take the next ones when the
+// room thaws in place. Otherwise a frame with an id is re-sent while the room still remembers
+// the ids of what it took since the frame was sent: fewer than Config.DedupeIDs messages later
+// (or the room lost that epoch: nothing of it can be doubled). The rest — a binary or id-less
+// publish on a leg that broke, or one so old that the room may have forgotten its id — the
+// client is told of (see tellUnsure). s.upMu is held.
+func (s *session) settle(closed bool, w protocol.Welcome) (resend, unsure []pendingPublish) {
+	for _, p := range s.pending {
+		switch {
+		case p.harmless, p.refused, closed && !s.doubt:
+			resend = append(resend, p)
+		case p.id != "" && (w.Epoch != s.epoch || w.Seq < p.seq+uint64(s.rt.cfg.DedupeIDs)):
+			resend = append(resend, p)
+		default:
+			unsure = append(unsure, p)
+		}
+	}
+	return resend, unsure
+}
+
+// tellUnsure answers, in order, the frames the last re-dial could not re-send: the old owner may
+// or may not have taken them. The error frame carries the publish's id ("" for a binary or an
+// id-less one, as the owner's own answers to those do).
+func (s *session) tellUnsure() {
+	for _, p := range s.unsure {
+		s.rt.metrics.refused.WithLabelValues("publish_in_doubt").Inc()
+		why := "the connection to the room's owner broke before it answered this publish, and the router cannot re-send it without risking a duplicate (it has no id); it may or may not have been delivered: give publishes an id to make this safe"
+		if p.id != "" {
+			why = "the connection to the room's owner broke before it answered this publish, and so many messages followed it that the room may no longer remember its id; the router did not re-send it: it may or may not have been delivered"
+		}
+		s.tell(&protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeUnavailable, ID: p.id, Error: why})
+	}
+	s.unsure = nil
+}
+
+// errResend: re-sending the pending frames to a new owner failed part way.
+var errResend = errors.New("re-sending the pending publishes failed")
 
 // dropOwnerLeg closes the owner leg's connection: the down pump's read fails and it re-dials the
 // room's owner, as after a crash. A session already re-dialing is left to it.

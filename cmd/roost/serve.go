@@ -272,6 +272,7 @@ func routerFlags(fs *flag.FlagSet) *router.Config {
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "longest a dial to the owner may take")
 	fs.DurationVar(&c.RedialTimeout, "redial-timeout", c.RedialTimeout, "how long to keep re-dialing a room's new owner after a move or an owner's loss before closing the client")
 	fs.IntVar(&c.PendingBytes, "pending-bytes", c.PendingBytes, "bytes of one client's unacked publishes the router keeps to re-send after a move (more: error frame 'overloaded')")
+	fs.IntVar(&c.DedupeIDs, "dedupe-ids", c.DedupeIDs, "the nodes' --dedupe-ids: after a broken owner leg, a publish is re-sent only while the room still remembers its id (older: error frame 'owner_unavailable')")
 	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the router keeps (so takes) no more publishes; 0: off; default 80% of the container's or machine's memory")
 	fs.Var((*mebibytes)(&c.MemoryBudget), "memory-budget-mib", "MiB all clients' unacked publishes may hold together (more: 'overloaded'); default 0: half of --max-memory-mib")
 	return &c
