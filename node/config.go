@@ -122,6 +122,14 @@ type Config struct {
 	// Quarantine is how long a node that woke from such a pause creates no room, while gossip
 	// brings its ring up to date. Default 3s.
 	Quarantine time.Duration
+	// MinorityHold: a node that loses touch with most of the cluster at once (a partition cut it
+	// off, or node-to-node calls are blocked) takes no writes for up to this long, unless enough
+	// nodes answer again sooner; the majority meanwhile serves its rooms (see package quorum).
+	// 0 turns the rule off: both sides of a partition take writes. Default 30s.
+	MinorityHold time.Duration
+	// HeartbeatInterval is how often a node calls every other node to know whether it still
+	// reaches them; one unheard for 4 intervals is out of reach. Default 250ms.
+	HeartbeatInterval time.Duration
 	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
 	StatsInterval time.Duration
 	// Auth checks client and stream-source tokens; nil runs the node open.
@@ -160,6 +168,8 @@ func DefaultConfig() Config {
 		PresenceAnnounceMax: 100,
 		PresenceInterval:    time.Second,
 		StatsInterval:       2 * time.Second,
+		MinorityHold:        30 * time.Second,
+		HeartbeatInterval:   250 * time.Millisecond,
 		StaleAfter:          time.Second,
 		Quarantine:          3 * time.Second,
 		HandoffTimeout:      5 * time.Second,
@@ -193,10 +203,14 @@ func (c Config) Validate() error {
 		{"HandoffTimeout", int64(c.HandoffTimeout)}, {"HandoffHold", int64(c.HandoffHold)},
 		{"ArriveTimeout", int64(c.ArriveTimeout)}, {"FenceWait", int64(c.FenceWait)},
 		{"StaleAfter", int64(c.StaleAfter)}, {"Quarantine", int64(c.Quarantine)},
+		{"HeartbeatInterval", int64(c.HeartbeatInterval)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
 		}
+	}
+	if c.MinorityHold < 0 {
+		return fmt.Errorf("node: MinorityHold must not be negative (0: off), got %s", c.MinorityHold)
 	}
 	if c.RoomCreateRate < 0 || c.RoomCreateRate > 0 && c.RoomCreateBurst <= 0 {
 		return fmt.Errorf("node: RoomCreateRate must not be negative (0: off) and RoomCreateBurst positive, got %g and %d", c.RoomCreateRate, c.RoomCreateBurst)
@@ -205,7 +219,7 @@ func (c Config) Validate() error {
 }
 
 // roomConfig is what the node's rooms and connections share.
-func (c Config) roomConfig(node string, gate room.Gate, m room.Metrics) *room.Config {
+func (c Config) roomConfig(node string, gate room.Gate, q room.Quorum, m room.Metrics) *room.Config {
 	return &room.Config{
 		Node:                node,
 		HistoryCount:        c.HistoryCount,
@@ -222,6 +236,7 @@ func (c Config) roomConfig(node string, gate room.Gate, m room.Metrics) *room.Co
 		WriteTimeout:        c.WriteTimeout,
 		PingInterval:        c.PingInterval,
 		Gate:                gate,
+		Quorum:              q,
 		Metrics:             m,
 	}
 }

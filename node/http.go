@@ -18,6 +18,7 @@ import (
 	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/node/handoff"
 	"github.com/roost-dev/roost/node/pause"
+	"github.com/roost-dev/roost/node/quorum"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
 	"golang.org/x/time/rate"
@@ -30,6 +31,8 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/rooms/{room}", n.handleResolve)
 	mux.HandleFunc("GET /v1/rooms/{room}/ws", n.handleWS)
 	mux.HandleFunc("POST "+handoff.Path, n.signed(n.mover.ServeHandoff))
+	mux.HandleFunc("POST "+handoff.FencePath("{room}"), n.signed(n.mover.ServeFence))
+	mux.HandleFunc("POST "+quorum.Path, n.signed(func(w http.ResponseWriter, _ *http.Request, _ []byte) { protocol.WriteJSON(w, struct{}{}) }))
 	mux.HandleFunc("POST "+handoff.ReleasePath("{room}"), n.signed(func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		n.mover.ServeRelease(w, r)
 	}))
@@ -325,9 +328,12 @@ func (n *Node) read(c *reader) {
 		if c.expired.Load() {
 			continue // its token has expired: nothing more is taken from it
 		}
-		if !c.conn.Closing() {
-			_ = c.extendRead(readWait)
+		if c.conn.Closing() {
+			// Sent on its way (a move, a refusal as moved): nothing more is taken from it, so
+			// every frame it sent after the one refused is unanswered and safe to send again.
+			continue
 		}
+		_ = c.extendRead(readWait)
 		switch mt {
 		case websocket.TextMessage:
 			n.handleText(c, data)

@@ -25,6 +25,9 @@ type metrics struct {
 	handoffs       *prometheus.CounterVec
 	handoffBytes   prometheus.Counter
 	handoffSeconds prometheus.Histogram
+	settled        *prometheus.CounterVec
+	fences         prometheus.Counter
+	leaseExpired   prometheus.Counter
 	ingestFrames   prometheus.Counter
 	ingestBytes    prometheus.Counter
 	ingestSources  prometheus.Gauge
@@ -65,6 +68,13 @@ func newMetrics(n *Node) *metrics {
 			Help: "Bytes of room state sent in hand-offs."}),
 		handoffSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "roost_handoff_duration_seconds",
 			Help: "Time of one hand-off batch, from freeze to acceptance.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
+		settled: f.NewCounterVec(prometheus.CounterOpts{Name: "roost_handoff_settled_total",
+			Help: "Parked rooms (a hand-off whose reply never came) settled with their receiver, by outcome: fenced (it never took the room; this copy goes on at a higher term), held (it holds the room; this copy closed), refounded (it is gone; this copy goes on in a new epoch)."},
+			[]string{"outcome"}),
+		fences: f.NewCounter(prometheus.CounterOpts{Name: "roost_handoff_fences_total",
+			Help: "Hand-off attempts this node promised a sender never to install (its reply was lost and it did not hold the room)."}),
+		leaseExpired: f.NewCounter(prometheus.CounterOpts{Name: "roost_lease_expired_total",
+			Help: "Rooms this node's ring gave to another node that stopped taking writes because the new owner stayed out of reach past the lease."}),
 		reclaimed: f.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_reclaimed_total",
 			Help: "Idle rooms reclaimed."}),
 		ingestFrames: f.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_frames_total",
@@ -84,6 +94,22 @@ func newMetrics(n *Node) *metrics {
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_rooms", Help: "Rooms held by this node."},
 		func() float64 { return float64(n.rooms.Len()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_minority",
+		Help: "1 while this node has lost touch with most of the cluster at once and takes no writes (--minority-hold)."},
+		func() float64 {
+			if n.quorum != nil && n.quorum.Minority() {
+				return 1
+			}
+			return 0
+		})
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_peers_reached",
+		Help: "Other nodes that answered this node's heartbeat within 4 intervals."},
+		func() float64 {
+			if n.quorum == nil {
+				return 0
+			}
+			return float64(n.quorum.Reached())
+		})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_connections", Help: "Open client connections."},
 		func() float64 { return float64(n.conns.Load()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_memory_budget_used_bytes",
@@ -100,6 +126,9 @@ func newMetrics(n *Node) *metrics {
 	}
 	for _, r := range []string{"ok", "refused", "failed"} {
 		m.handoffs.WithLabelValues(r)
+	}
+	for _, o := range []string{"fenced", "held", "refounded"} {
+		m.settled.WithLabelValues(o)
 	}
 	for _, h := range []string{"handoff", "fresh", "timeout"} {
 		m.roomsGained.WithLabelValues(h)

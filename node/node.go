@@ -21,6 +21,7 @@ import (
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/node/handoff"
 	"github.com/roost-dev/roost/node/pause"
+	"github.com/roost-dev/roost/node/quorum"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
@@ -64,6 +65,7 @@ type Node struct {
 	roomCfg  *room.Config
 	watchdog *pause.Watchdog
 	mover    *handoff.Mover
+	quorum   *quorum.Tracker
 	peers    *peer.Client // node-to-node calls, signed
 	metrics  *metrics
 	upgrader websocket.Upgrader
@@ -112,14 +114,17 @@ func New(cfg Config, r Ring) (*Node, error) {
 		Held: n.rooms.Len, Drop: n.dropAll, Pauses: n.metrics.pauses, Decision: n.metrics.pauseDecision,
 		Clock: cfg.clock,
 	})
-	n.roomCfg = cfg.roomConfig(n.id, n.watchdog, room.Metrics{
+	n.quorum = quorum.New(quorum.Config{Ring: r, Peers: n.peers, Interval: cfg.HeartbeatInterval, Hold: cfg.MinorityHold,
+		Log: n.log, Changed: n.minorityChanged})
+	n.roomCfg = cfg.roomConfig(n.id, n.watchdog, n.quorum, room.Metrics{
 		Messages: n.metrics.messages, Duplicates: n.metrics.dedup, Deliveries: n.metrics.deliveries,
 		SlowConsumers: n.metrics.drops.WithLabelValues("slow_consumer"), Overloaded: n.metrics.refused.WithLabelValues("overloaded"),
 	})
 	n.mover = handoff.New(handoff.Config{
 		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
 		Metrics: handoff.Metrics{Handoffs: n.metrics.handoffs, Bytes: n.metrics.handoffBytes, Seconds: n.metrics.handoffSeconds,
-			RoomsLost: n.metrics.roomsLost, RoomsGained: n.metrics.roomsGained},
+			RoomsLost: n.metrics.roomsLost, RoomsGained: n.metrics.roomsGained, Settled: n.metrics.settled,
+			Fences: n.metrics.fences, Expired: n.metrics.leaseExpired},
 		Timeout: cfg.HandoffTimeout, FenceWait: cfg.FenceWait, ArriveTimeout: cfg.ArriveTimeout,
 		Admit: n.admit, Done: n.ctx.Done(),
 	})
@@ -127,8 +132,9 @@ func New(cfg Config, r Ring) (*Node, error) {
 	// finding a room's previous owner depends on having seen the placement where it was.
 	changes, stopChanges := r.Subscribe()
 	n.mover.Remember(r.Placement())
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go func() { defer n.wg.Done(); n.watchdog.Run(n.ctx) }()
+	go func() { defer n.wg.Done(); n.quorum.Run(n.ctx) }()
 	go func() { defer n.wg.Done(); n.watchRing(n.ctx, changes, stopChanges) }()
 	go func() { defer n.wg.Done(); n.reclaimIdle(n.ctx) }()
 	go func() {
@@ -224,6 +230,18 @@ func (n *Node) watchRing(ctx context.Context, changes <-chan *ring.Placement, st
 	}
 }
 
+// minorityChanged hears the node fall into a minority or leave it. Falling in, every room is
+// demoted: if the partition heals with a copy of another epoch at its owner, that copy took the
+// writes this node could not, and wins.
+func (n *Node) minorityChanged(minority bool) {
+	if !minority {
+		return
+	}
+	for _, r := range n.rooms.All() {
+		r.Demote()
+	}
+}
+
 // reclaimIdle forgets rooms nobody has used for RoomIdle.
 func (n *Node) reclaimIdle(ctx context.Context) {
 	every := max(min(n.cfg.RoomIdle/4, 30*time.Second), 10*time.Millisecond)
@@ -247,7 +265,7 @@ func (n *Node) dropAll(paused time.Duration, why string) {
 	for _, r := range rooms {
 		o, _ := p.Owner(r.Name())
 		n.rooms.Remove(r)
-		r.Close(room.Moved(o, false))
+		r.Close(room.Moved(o, true)) // after what is queued: every ack the copy gave reaches its client
 		n.metrics.drops.WithLabelValues("stale_node").Inc()
 	}
 }

@@ -62,6 +62,9 @@ type Metrics struct {
 	Seconds     prometheus.Observer    // one batch, from freeze to acceptance
 	RoomsLost   prometheus.Counter     // rooms handed to another node
 	RoomsGained *prometheus.CounterVec // rooms started here, by how: handoff, fresh, timeout
+	Settled     *prometheus.CounterVec // parked rooms settled, by outcome: fenced, held, refounded
+	Fences      prometheus.Counter     // attempts fenced here for their senders
+	Expired     prometheus.Counter     // lost rooms whose lease ran out
 }
 
 // Config configures a Mover.
@@ -92,14 +95,65 @@ type Mover struct {
 	arrivals singleflight.Group // one acquisition per room at a time
 
 	mu      sync.Mutex
-	past    []*ring.Placement // the last few placements, to find a room's previous owners
-	alts    []*ring.Placement // the newest one's counterfactuals (see Remember)
-	changed time.Time         // when the placement version last changed
+	past    []*ring.Placement    // the last few placements, to find a room's previous owners
+	alts    []*ring.Placement    // the newest one's counterfactuals (see Remember)
+	changed time.Time            // when the placement version last changed
+	reached map[string]time.Time // per node: when a call to it last started that then succeeded
+
+	fenceMu sync.Mutex
+	fences  map[string]fence // attempts settled as never to be installed, by room (see ServeFence)
 }
+
+// fence is one hand-off attempt this node promised never to install.
+type fence struct {
+	epoch string
+	term  uint64 // the term the attempt would have been installed at
+	at    time.Time
+}
+
+// fenceFor is how long a fence is kept at least: far longer than a hand-off call can be delayed.
+const fenceFor = 10 * time.Minute
+
+// maxFences bounds the fences a node keeps; past it the oldest go first.
+const maxFences = 1 << 16
 
 // New makes a Mover. Call Remember with the current placement before serving.
 func New(cfg Config) *Mover {
-	return &Mover{cfg: cfg, self: cfg.Ring.ID()}
+	return &Mover{cfg: cfg, self: cfg.Ring.ID(), reached: map[string]time.Time{}, fences: map[string]fence{}}
+}
+
+// leaseOf is how long a room this node lost goes on sequencing after it last reached the room's
+// new owner: half the time that owner waits for a silent previous owner before it starts the
+// room afresh (ArriveTimeout), so the old copy has stopped before a new one can start, with
+// room for the two nodes to have seen the ring change at different moments.
+func (m *Mover) leaseOf() time.Duration { return m.cfg.ArriveTimeout / 2 }
+
+// leaseCap bounds a lost room's lease however often the new owner is reached: that owner gives
+// up on a previous owner that answers "busy" after 4 × ArriveTimeout (see arrive).
+func (m *Mover) leaseCap() time.Duration { return 2 * m.cfg.ArriveTimeout }
+
+// leaseUntil is when a room lost at lostAt to owner stops sequencing.
+func (m *Mover) leaseUntil(owner string, lostAt time.Time) time.Time {
+	m.mu.Lock()
+	from := m.reached[owner]
+	m.mu.Unlock()
+	if from.Before(lostAt) {
+		from = lostAt
+	}
+	until, limit := from.Add(m.leaseOf()), lostAt.Add(m.leaseCap())
+	if limit.Before(until) {
+		return limit
+	}
+	return until
+}
+
+// reach records a call to node, started at start, that succeeded.
+func (m *Mover) reach(node string, start time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if start.After(m.reached[node]) {
+		m.reached[node] = start
+	}
 }
 
 // pastPlacements is how many earlier placements are kept to find where a room was.

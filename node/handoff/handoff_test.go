@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,11 +70,18 @@ func (freshGate) NoteTakeover([]string)                 {}
 
 // member is one node as hand-offs see it: its ring, rooms and mover, serving peers on loopback.
 type member struct {
-	ring   *fakeRing
-	rooms  *room.Table
-	mover  *Mover
-	gained *prometheus.CounterVec
-	url    string
+	ring    *fakeRing
+	rooms   *room.Table
+	mover   *Mover
+	gained  *prometheus.CounterVec
+	settled *prometheus.CounterVec
+	url     string
+	// swallow, when set, makes the member handle a hand-off batch and then drop the
+	// connection without a reply, as a lost reply would; delay makes it drop the connection
+	// without handling the batch, as a call held up in the network would. The batch's body is
+	// kept in lost, to deliver late.
+	swallow, delay atomic.Bool
+	lost           chan []byte
 }
 
 func counter() prometheus.Counter { return prometheus.NewCounter(prometheus.CounterOpts{Name: "c"}) }
@@ -86,15 +94,17 @@ func roomConfig() *room.Config {
 }
 
 func newMember(t *testing.T, id string, fenceWait time.Duration) *member {
-	m := &member{ring: &fakeRing{id: id, subs: map[chan *ring.Placement]struct{}{}}, rooms: room.NewTable(),
-		gained: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "g"}, []string{"how"})}
+	m := &member{lost: make(chan []byte, 1), ring: &fakeRing{id: id, subs: map[chan *ring.Placement]struct{}{}}, rooms: room.NewTable(),
+		gained:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "g"}, []string{"how"}),
+		settled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "st"}, []string{"outcome"})}
 	done := make(chan struct{})
 	peers := peer.New([]byte("0123456789abcdef0123456789abcdef"), nil, 1<<24, nil)
 	m.mover = New(Config{
 		Ring: m.ring, Rooms: m.rooms, Room: roomConfig(), Peers: peers, Gate: freshGate{},
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Metrics: Metrics{Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "h"}, []string{"result"}),
-			Bytes: counter(), Seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "s"}), RoomsLost: counter(), RoomsGained: m.gained},
+			Bytes: counter(), Seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "s"}), RoomsLost: counter(), RoomsGained: m.gained,
+			Settled: m.settled, Fences: counter(), Expired: counter()},
 		Timeout: 5 * time.Second, FenceWait: fenceWait, ArriveTimeout: 5 * time.Second,
 		Admit: func() error { return nil }, Done: done,
 	})
@@ -109,7 +119,21 @@ func newMember(t *testing.T, id string, fenceWait time.Duration) *member {
 			h(w, r, body)
 		}
 	}
-	mux.HandleFunc("POST "+Path, verified(m.mover.ServeHandoff))
+	mux.HandleFunc("POST "+Path, verified(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if b, err := Decode(body); err != nil || b.Check || !m.swallow.Load() && !m.delay.Load() {
+			m.mover.ServeHandoff(w, r, body)
+			return
+		}
+		if !m.delay.Load() {
+			m.mover.ServeHandoff(httptest.NewRecorder(), r, body)
+		}
+		select {
+		case m.lost <- body:
+		default:
+		}
+		panic(http.ErrAbortHandler) // the reply never reaches the sender
+	}))
+	mux.HandleFunc("POST "+FencePath("{room}"), verified(m.mover.ServeFence))
 	mux.HandleFunc("POST "+ReleasePath("{room}"), verified(func(w http.ResponseWriter, r *http.Request, _ []byte) { m.mover.ServeRelease(w, r) }))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(func() { close(done); srv.Close(); peers.Close() })

@@ -41,24 +41,32 @@ func chunks[R any](rooms []R, size func(R) int) [][]R {
 }
 
 // Rebalance hands off every room the current placement gives to another node, one batch per
-// gainer, gainers in parallel. Rooms that could not be handed off stay (thawed) for the next
-// pass. A chunk not started when the placement changes is left to the pass the change brings.
+// gainer, gainers in parallel. Rooms that could not be handed off stay (thawed, within their
+// lease) for the next pass. A chunk not started when the placement changes is left to the pass
+// the change brings. Parked rooms are settled with their receiver first (see settle).
 func (m *Mover) Rebalance(ctx context.Context) {
 	if m.cfg.Gate.Stale() {
 		return // no state leaves a node that may be stale; the retry comes after the decision
 	}
 	p := m.cfg.Ring.Placement()
+	now := time.Now()
 	groups := map[string][]*room.Room{}
 	owners := map[string]ring.Member{}
+	var parked []*room.Room
 	for _, r := range m.cfg.Rooms.All() {
+		if _, _, _, ok := r.Parked(); ok {
+			parked = append(parked, r)
+			continue
+		}
 		o, ok := p.Owner(r.Name())
 		if !ok || o.ID == m.self {
-			if ok && r.Parked() {
-				// The ring gave it back before a hand-off settled. If the other node did take
-				// it, it pushes it back here and the newer copy wins (see supersede).
-				r.Unfreeze()
-			}
+			r.Regain()
 			continue
+		}
+		if r.Lease(m.leaseUntil(o.ID, r.Lost(now)), now) {
+			m.cfg.Metrics.Expired.Inc()
+			m.cfg.Log.Warn("room stops taking writes: its new owner has been out of reach past the lease, and may start it afresh",
+				"room", r.Name(), "owner", o.ID, "lease", m.leaseOf())
 		}
 		groups[o.ID] = append(groups[o.ID], r)
 		owners[o.ID] = o
@@ -68,30 +76,104 @@ func (m *Mover) Rebalance(ctx context.Context) {
 	// whole drain (10,000 rooms: a 2.3 s write pause for each instead of one chunk's time).
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, parallel)
+	run := func(f func()) {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			if m.cfg.Ring.Placement().Version() != p.Version() {
+				return // the owners moved again: the next pass works from the new placement
+			}
+			f()
+		})
+	}
+	for _, r := range parked {
+		run(func() { m.settle(ctx, p, r) })
+	}
 	for id, rooms := range groups {
 		for _, chunk := range chunks(rooms, (*room.Room).HistoryBytes) {
-			wg.Go(func() {
-				select {
-				case sem <- struct{}{}:
-				case <-ctx.Done():
-					return
-				}
-				defer func() { <-sem }()
-				if m.cfg.Ring.Placement().Version() != p.Version() {
-					return // the owners moved again: the next pass sends these where they go now
-				}
-				m.handOff(ctx, owners[id], p.Version(), chunk)
-			})
+			run(func() { m.handOff(ctx, owners[id], p.Version(), chunk) })
 		}
 	}
 	wg.Wait()
 }
 
-// Lost reports whether the node holds a room the current placement gives to another node.
+// settle resolves a parked room with the receiver of the hand-off whose reply never came. If
+// the receiver holds the room, its copy is the room (it may have taken writes) and this one
+// closes; if it fences the attempt, this copy goes on at a term above the fenced one (thawed
+// here, or handed off by the next pass); if the receiver is gone from the ring, its copy may
+// have taken writes nobody can get back, so this one goes on in a new epoch (clients that
+// resume get a reset rather than a fork). A receiver that cannot be reached leaves the room
+// parked for the next pass.
+func (m *Mover) settle(ctx context.Context, p *ring.Placement, r *room.Room) {
+	to, epoch, term, ok := r.Parked()
+	if !ok {
+		return
+	}
+	c, known := p.Member(to)
+	if !known || !c.Live() {
+		m.refound(r, to)
+		return
+	}
+	start := time.Now()
+	var reply Fenced
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	defer cancel()
+	body, _ := json.Marshal(Fence{Epoch: epoch, Term: term + 1})
+	out, err := m.cfg.Peers.Call(ctx, c.HTTPURL(), FencePath(r.Name()), "application/json", body)
+	if err == nil {
+		err = json.Unmarshal(out, &reply)
+	}
+	if err != nil {
+		m.cfg.Log.Warn("cannot settle a parked room with the node it was handed to; it stays frozen", "room", r.Name(), "peer", to, "err", err)
+		return
+	}
+	m.reach(to, start)
+	switch reply.Status {
+	case Settled:
+		if r.Settle(term + 2) {
+			m.cfg.Metrics.Settled.WithLabelValues("fenced").Inc()
+			m.cfg.Log.Info("parked room settled: the receiver never took it", "room", r.Name(), "peer", to, "term", term+2)
+		}
+	case Held:
+		o, _ := p.Owner(r.Name())
+		m.cfg.Rooms.Remove(r)
+		r.Close(room.Moved(o, true))
+		m.cfg.Metrics.Settled.WithLabelValues("held").Inc()
+		m.cfg.Log.Info("parked room settled: the receiver holds it, this copy closes", "room", r.Name(), "peer", to,
+			"epoch", reply.Epoch, "term", reply.Term, "seq", reply.Seq)
+	}
+}
+
+// refound puts a parked room whose receiver is gone in a new epoch: its clients are sent to
+// reconnect (4001 to the owner by this node's ring) and get a reset, and the room goes on with
+// its messages here until the next pass hands it to its owner.
+func (m *Mover) refound(r *room.Room, to string) {
+	st := r.Snapshot().Refound()
+	m.cfg.Rooms.Remove(r)
+	o, _, _ := m.owner(r.Name())
+	r.Close(room.Moved(o, true))
+	if _, err := m.cfg.Rooms.GetOrCreate(st.Room, func() (*room.Room, error) { return room.Restore(m.cfg.Room, st), nil }); err != nil {
+		m.cfg.Log.Warn("parked room lost", "room", st.Room, "err", err)
+		return
+	}
+	m.cfg.Metrics.Settled.WithLabelValues("refounded").Inc()
+	m.cfg.Log.Warn("parked room's receiver is gone; it goes on here in a new epoch (clients resuming get a reset)",
+		"room", st.Room, "peer", to, "epoch", st.Epoch)
+}
+
+// Lost reports whether the node holds a room the current placement gives to another node, or a
+// parked room to settle.
 func (m *Mover) Lost() bool {
 	p := m.cfg.Ring.Placement()
 	for _, r := range m.cfg.Rooms.All() {
 		if o, ok := p.Owner(r.Name()); ok && o.ID != m.self {
+			return true
+		}
+		if _, _, _, parked := r.Parked(); parked {
 			return true
 		}
 	}
@@ -116,10 +198,10 @@ func (m *Mover) handOff(ctx context.Context, to ring.Member, version string, roo
 	start := time.Now()
 	reply, size, err := m.send(ctx, to, batch)
 	if err != nil {
-		// The receiver may have installed the rooms before the call failed: keep them frozen,
-		// so a retry sends the very same state, which the receiver then accepts again.
+		// The receiver may have installed the rooms before the call failed: keep them frozen
+		// until that is settled with it (see settle).
 		for _, r := range frozen {
-			r.Park()
+			r.Park(to.ID)
 		}
 		m.cfg.Metrics.Handoffs.WithLabelValues("failed").Add(float64(len(frozen)))
 		m.cfg.Log.Warn("hand-off failed; its rooms stay frozen until a retry settles it", "peer", to.ID, "rooms", len(frozen), "err", err)
@@ -165,9 +247,13 @@ func (m *Mover) send(ctx context.Context, to ring.Member, b Batch) (Reply, int, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	defer cancel()
+	start := time.Now()
 	out, err := m.cfg.Peers.Call(ctx, to.HTTPURL(), Path, ContentType, body)
 	if err == nil {
 		err = json.Unmarshal(out, &reply)
+	}
+	if err == nil {
+		m.reach(to.ID, start)
 	}
 	return reply, len(body), err
 }

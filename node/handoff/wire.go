@@ -20,6 +20,31 @@ const (
 // JSON Release.
 func ReleasePath(room string) string { return "/internal/v1/rooms/" + room + "/release" }
 
+// FencePath is where the sender of a hand-off whose reply it never heard settles the attempt
+// with its receiver: it takes a JSON Fence and answers a JSON Fenced.
+func FencePath(room string) string { return "/internal/v1/rooms/" + room + "/fence" }
+
+// Fence asks a hand-off's receiver about an attempt whose outcome the sender does not know:
+// the room in Epoch, which the receiver would have installed at Term.
+type Fence struct {
+	Epoch string `json:"epoch"`
+	Term  uint64 `json:"term"`
+}
+
+// Fenced answers a Fence.
+type Fenced struct {
+	Status string `json:"status"` // held, fenced, busy
+	Epoch  string `json:"epoch,omitempty"`
+	Term   uint64 `json:"term,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
+}
+
+// Fence statuses (and Busy).
+const (
+	Held    = "held"   // the receiver holds the room (Epoch, Term, Seq say which copy): the sender's is older
+	Settled = "fenced" // the receiver does not hold it, and will never install that attempt
+)
+
 // Batch is one hand-off call: rooms from one node to their new owner.
 type Batch struct {
 	From string `json:"from"`

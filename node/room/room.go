@@ -51,7 +51,15 @@ type Config struct {
 	WriteTimeout time.Duration
 	PingInterval time.Duration
 	Gate         Gate
-	Metrics      Metrics
+	// Quorum says whether the node may sequence anything now (see Quorum). nil: always.
+	Quorum  Quorum
+	Metrics Metrics
+}
+
+// Quorum tells rooms whether the node may take writes: not while it has lost touch with most of
+// the cluster at once, when it is more likely cut off than its peers dead (see ring.Minority).
+type Quorum interface {
+	Writable() bool
 }
 
 // Gate tells rooms whether the node may serve: after a pause it may hold stale copies until its
@@ -92,7 +100,9 @@ type Room struct {
 	state      state
 	thaw       chan struct{} // closed when a freeze ends (thawed, or the room closed)
 	epoch      string
+	term       uint64 // grows on every change of owner (see ownership.go)
 	seq        uint64
+	own        ownership
 	hist       history
 	ids        dedupe
 	subs       map[*Conn]struct{}
@@ -110,6 +120,7 @@ func New(cfg *Config, name string) *Room {
 		name:       name,
 		cfg:        cfg,
 		epoch:      newEpoch(),
+		term:       1,
 		hist:       history{maxCount: cfg.HistoryCount, maxBytes: cfg.HistoryBytes, budget: cfg.Budget},
 		ids:        dedupe{max: cfg.DedupeIDs, budget: cfg.Budget},
 		subs:       map[*Conn]struct{}{},
@@ -229,7 +240,7 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 		return 0, ErrClosed
 	}
 	r.mu.Lock()
-	if !r.waitThawed() || r.cfg.Gate.Stale() {
+	if !r.waitWritable() || r.cfg.Gate.Stale() {
 		r.mu.Unlock()
 		return 0, ErrClosed
 	}
@@ -257,6 +268,7 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 		return 0, ErrOverloaded
 	}
 	r.seq = seq
+	r.own.demoted = false
 	r.hist.add(e)
 	if id != "" {
 		r.ids.remember(id, seq)
@@ -271,69 +283,73 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 	return seq, nil
 }
 
-// waitThawed holds a write while a hand-off is in flight: it returns true once the room is live,
-// false when it is closed or after HoldWrites. r.mu is held, and released while waiting.
-func (r *Room) waitThawed() bool {
-	if r.state == live {
+// waitWritable holds a write while the room may not sequence it: a hand-off is in flight, the
+// room's lease as a lost room ran out, or the node is in a minority (see ownership.go). It
+// returns true once the room may write, false when it is closed or after HoldWrites. r.mu is
+// held, and released while waiting.
+func (r *Room) waitWritable() bool {
+	now := time.Now()
+	if r.writable(now) {
 		return true
 	}
+	deadline := now.Add(r.cfg.HoldWrites)
 	t := time.NewTimer(r.cfg.HoldWrites)
 	defer t.Stop()
-	for r.state == frozen || r.state == parked {
-		ch := r.thaw
-		r.mu.Unlock()
-		select {
-		case <-ch:
-		case <-t.C:
-			r.mu.Lock()
+	for r.state != closed && !r.writable(now) {
+		if !now.Before(deadline) {
 			return false
 		}
+		var thaw chan struct{}
+		var poll <-chan time.Time
+		if r.state == frozen || r.state == parked {
+			thaw = r.thaw
+		} else {
+			// A lease or the quorum: they come back with time, not with an event of the room's.
+			poll = time.After(min(leasePoll, deadline.Sub(now)))
+		}
+		r.mu.Unlock()
+		select {
+		case <-thaw:
+		case <-poll:
+		case <-t.C:
+		}
 		r.mu.Lock()
+		now = time.Now()
 	}
-	return r.state == live
+	return r.state != closed && r.writable(now)
 }
 
-// Freeze stops sequencing for a hand-off. It reports false when the room is closed or another
-// hand-off holds it already. A parked room (an earlier attempt's outcome is unknown) is taken
-// over as it is: still frozen, so its state is the one that may already be at the receiver.
+// Freeze stops sequencing for a hand-off. It reports false when the room is closed, another
+// hand-off holds it already, or it is parked: an earlier attempt's outcome is unknown, and it
+// must be settled with that attempt's receiver first (see Settle).
 func (r *Room) Freeze() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	switch r.state {
-	case live:
-		r.state, r.thaw = frozen, make(chan struct{})
-		return true
-	case parked:
-		r.state = frozen
-		return true
-	default:
+	if r.state != live {
 		return false
 	}
+	r.state, r.thaw = frozen, make(chan struct{})
+	return true
 }
 
-// Park leaves the room frozen after a hand-off whose outcome is unknown (the call failed: the
-// receiver may or may not have installed it). Thawing could let two copies diverge, so the room
-// stays frozen until a retry settles it or the ring gives it back to this node.
-func (r *Room) Park() {
+// Park leaves the room frozen after a hand-off to to whose outcome is unknown (the call failed:
+// the receiver may or may not have installed it). Thawing could let two copies diverge, so the
+// room stays frozen until it is settled with to (see Settle).
+func (r *Room) Park(to string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.state == frozen {
 		r.state = parked
+		r.own.parkedWith = to
 	}
 }
 
-// Parked reports whether the room waits for a hand-off to be retried.
-func (r *Room) Parked() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.state == parked
-}
-
-// Unfreeze resumes a room whose hand-off did not happen; held writes go on.
+// Unfreeze resumes a room whose hand-off did not happen (the receiver refused, or answered that
+// it did not take it); held writes go on. A parked room is not thawed so: see Settle.
 func (r *Room) Unfreeze() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.state == frozen || r.state == parked {
+	if r.state == frozen {
 		r.state = live
 		close(r.thaw)
 	}
@@ -429,6 +445,7 @@ const overloadedSentence = "this node is near its memory limit (--memory-budget-
 type Stats struct {
 	Name  string `json:"room"`
 	Epoch string `json:"epoch"`
+	Term  uint64 `json:"term"`
 	Seq   uint64 `json:"seq"`
 	Conns int    `json:"conns"`
 	Count int    `json:"count"`
@@ -438,5 +455,5 @@ type Stats struct {
 func (r *Room) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Stats{Name: r.name, Epoch: r.epoch, Seq: r.seq, Conns: len(r.subs), Count: len(r.members)}
+	return Stats{Name: r.name, Epoch: r.epoch, Term: r.term, Seq: r.seq, Conns: len(r.subs), Count: len(r.members)}
 }

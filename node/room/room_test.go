@@ -143,22 +143,101 @@ func TestFrozenRoomHoldsWrites(t *testing.T) {
 			t.Fatalf("write held past HoldWrites: %v, want ErrClosed", err)
 		}
 	})
-	t.Run("parked: frozen until a retry takes it over", func(t *testing.T) {
+	t.Run("parked: frozen until settled, at a higher term", func(t *testing.T) {
 		r := New(cfg, "d")
 		r.Freeze()
-		r.Park()
-		if !r.Parked() || !r.Freeze() || r.Parked() {
-			t.Fatal("a parked room is taken over by the next freeze, as it is")
+		r.Park("n2")
+		to, _, term, ok := r.Parked()
+		if !ok || to != "n2" || term != 1 {
+			t.Fatalf("parked with %q at term %d (%v), want n2 at 1", to, term, ok)
 		}
-		r.Park()
+		if r.Freeze() {
+			t.Fatal("a parked room froze for another hand-off before it was settled")
+		}
 		r.Unfreeze()
-		if r.Parked() {
-			t.Fatal("still parked after the ring gave it back")
+		if _, _, _, ok := r.Parked(); !ok {
+			t.Fatal("Unfreeze thawed a parked room: only Settle may")
 		}
-		if seq, err := publish(r, "x"); err != nil || seq != 1 {
-			t.Fatalf("after unfreeze: %d %v", seq, err)
+		done := make(chan uint64)
+		go func() { seq, _ := publish(r, "x"); done <- seq }()
+		time.Sleep(20 * time.Millisecond)
+		if !r.Settle(3) {
+			t.Fatal("Settle refused a parked room")
+		}
+		if seq := <-done; seq != 1 || r.Term() != 3 {
+			t.Fatalf("after Settle(3): seq %d at term %d, want 1 at 3", seq, r.Term())
 		}
 	})
+}
+
+// A room its node's ring gives to another node writes on only while its lease holds; once the
+// ring gives it back, no lease bounds it.
+func TestLostRoomWritesWithinItsLease(t *testing.T) {
+	cfg, _ := testConfig()
+	cfg.HoldWrites = 100 * time.Millisecond
+	r := New(cfg, "a")
+	now := time.Now()
+	if at := r.Lost(now); !at.Equal(now) || !r.Lost(now.Add(time.Second)).Equal(now) {
+		t.Fatal("Lost does not keep the first time the room was lost")
+	}
+	if r.Lease(now.Add(time.Hour), now) {
+		t.Fatal("a lease an hour away reported as run out")
+	}
+	if seq, err := publish(r, "in lease"); err != nil || seq != 1 {
+		t.Fatalf("within the lease: %d %v", seq, err)
+	}
+	if !r.Lease(now, now) || r.Lease(now, now) {
+		t.Fatal("a lease run out is reported once")
+	}
+	if !r.LeaseExpired(time.Now()) {
+		t.Fatal("the lease did not expire")
+	}
+	if _, err := publish(r, "past lease"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("past the lease: %v, want ErrClosed after the hold", err)
+	}
+	done := make(chan uint64)
+	cfg.HoldWrites = 5 * time.Second
+	go func() { seq, _ := publish(r, "held"); done <- seq }()
+	time.Sleep(20 * time.Millisecond)
+	r.Regain()
+	select {
+	case seq := <-done:
+		if seq != 2 {
+			t.Fatalf("held write after the regain: seq %d, want 2", seq)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a held write did not go on once the ring gave the room back")
+	}
+}
+
+// quorum is a Quorum a test switches.
+type quorum struct{ ok atomic.Bool }
+
+func (q *quorum) Writable() bool { return q.ok.Load() }
+
+// In a minority the node sequences nothing; a write held meanwhile goes on when it is back, and
+// a room written since Demote is no longer demoted.
+func TestMinorityHoldsWrites(t *testing.T) {
+	cfg, _ := testConfig()
+	q := &quorum{}
+	cfg.Quorum = q
+	cfg.HoldWrites = 5 * time.Second
+	r := New(cfg, "a")
+	r.Demote()
+	done := make(chan uint64)
+	go func() { seq, _ := publish(r, "x"); done <- seq }()
+	select {
+	case seq := <-done:
+		t.Fatalf("sequenced in a minority (%d)", seq)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if !r.Demoted() {
+		t.Fatal("demoted mark lost without a write")
+	}
+	q.ok.Store(true)
+	if seq := <-done; seq != 1 || r.Demoted() {
+		t.Fatalf("after the quorum came back: seq %d, demoted %v", seq, r.Demoted())
+	}
 }
 
 // Woken from a pause, a room takes no write and no source until the watchdog has decided.

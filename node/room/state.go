@@ -15,6 +15,7 @@ import (
 type State struct {
 	Room    string    `json:"room"`
 	Epoch   string    `json:"epoch"`
+	Term    uint64    `json:"term"` // the sender's term; the receiver installs the next (see ownership.go)
 	Seq     uint64    `json:"seq"`
 	History []Message `json:"history,omitempty"`
 	IDs     []ID      `json:"ids,omitempty"` // oldest first
@@ -37,7 +38,7 @@ type ID struct {
 func (r *Room) Snapshot() State {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := State{Room: r.name, Epoch: r.epoch, Seq: r.seq, History: make([]Message, len(r.hist.entries))}
+	st := State{Room: r.name, Epoch: r.epoch, Term: r.term, Seq: r.seq, History: make([]Message, len(r.hist.entries))}
 	for i, e := range r.hist.entries {
 		st.History[i] = Message{Seq: e.seq, Binary: e.binary, Frame: e.frame}
 	}
@@ -61,11 +62,11 @@ func (r *Room) Position() (epoch string, seq uint64) {
 	return r.epoch, r.seq
 }
 
-// Restore makes a room from received state; its numbering goes on where it was. st must be
-// valid (see Validate).
+// Restore makes a room from received state; its numbering goes on where it was, at st's term
+// (a receiver passes the next term: see ownership.go). st must be valid (see Validate).
 func Restore(cfg *Config, st State) *Room {
 	r := New(cfg, st.Room)
-	r.epoch, r.seq = st.Epoch, st.Seq
+	r.epoch, r.term, r.seq = st.Epoch, max(st.Term, 1), st.Seq
 	for _, h := range st.History {
 		r.hist.add(newEntry(h.Seq, h.Binary, h.Frame))
 	}
