@@ -126,7 +126,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 			RoomsLost: n.metrics.roomsLost, RoomsGained: n.metrics.roomsGained, Settled: n.metrics.settled,
 			Fences: n.metrics.fences, Expired: n.metrics.leaseExpired},
 		Timeout: cfg.HandoffTimeout, FenceWait: cfg.FenceWait, ArriveTimeout: cfg.ArriveTimeout,
-		Admit: n.admit, Done: n.ctx.Done(),
+		Silent: n.quorum.Silent, Admit: n.admit, Done: n.ctx.Done(),
 	})
 	// Subscribe before reading the current placement, so none adopted in between is missed:
 	// finding a room's previous owner depends on having seen the placement where it was.

@@ -67,6 +67,9 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 			return r, nil
 		}
 		if !pending {
+			if err := m.awaitSilence(ctx, name, p); err != nil {
+				return nil, err
+			}
 			return m.create(name, "fresh")
 		}
 		if now := time.Now(); now.Sub(silentSince) > m.cfg.ArriveTimeout || now.After(hardCap) {
@@ -105,6 +108,44 @@ func (m *Mover) create(name, how string) (*room.Room, error) {
 		m.cfg.Log.Debug("room created", "room", name, "how", how)
 	}
 	return r, err
+}
+
+// awaitSilence waits, before room is started afresh, until every recent owner of it that the
+// ring no longer lists alive has stopped writing for sure, were it cut off rather than dead (see
+// Config.Silent). Detection usually takes longer than that, so this rarely waits at all.
+func (m *Mover) awaitSilence(ctx context.Context, name string, current *ring.Placement) error {
+	if m.cfg.Silent == nil {
+		return nil
+	}
+	m.mu.Lock()
+	past := append(append([]*ring.Placement(nil), m.past...), m.alts...)
+	m.mu.Unlock()
+	var until time.Time
+	for _, p := range past {
+		o, ok := p.Owner(name)
+		if !ok || o.ID == m.self {
+			continue
+		}
+		if c, ok := current.Member(o.ID); ok && c.Live() {
+			continue
+		}
+		if s := m.cfg.Silent(o.ID); s.After(until) {
+			until = s
+		}
+	}
+	d := time.Until(until)
+	if d <= 0 {
+		return nil
+	}
+	m.cfg.Log.Info("waiting for the room's dead owner to have stopped writing before starting it afresh", "room", name, "wait", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // settleWindow is how long after a placement change the ring counts as unsettled: views may

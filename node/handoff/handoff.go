@@ -80,6 +80,9 @@ type Config struct {
 	// to name it the owner; ArriveTimeout is how long a gained room waits for a silent previous
 	// owner before it starts afresh.
 	Timeout, FenceWait, ArriveTimeout time.Duration
+	// Silent is when a node, were it cut off, has stopped writing for sure (see quorum.Tracker);
+	// a room whose owner was declared dead starts afresh no sooner. nil: at once.
+	Silent func(node string) time.Time
 	// Admit is asked before a room is created afresh; an error refuses it (the node is closing,
 	// holds its maximum of rooms, or is near its memory limit).
 	Admit func() error

@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -179,4 +180,44 @@ func withHTTP(p *ring.Placement, id, addr string) *ring.Placement {
 		}
 	}
 	return ring.NewPlacement(ms, p.Config())
+}
+
+// A room whose owner the ring declared dead starts afresh only once that owner, were it cut
+// off rather than dead, has stopped writing for sure (its minority rule: Config.Silent).
+func TestFreshStartWaitsForTheDeadOwnersSilence(t *testing.T) {
+	a, b := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute)
+	before := placement([]*member{a, b})
+	name := ""
+	for i := 0; name == ""; i++ {
+		if o, _ := before.Owner(fmt.Sprint("r", i)); o.ID == "n2" {
+			name = fmt.Sprint("r", i)
+		}
+	}
+	silent := time.Now().Add(300 * time.Millisecond)
+	a.mover.cfg.Silent = func(id string) time.Time {
+		if id == "n2" {
+			return silent
+		}
+		return time.Time{}
+	}
+	ms := before.Members()
+	for i := range ms {
+		if ms[i].ID == "n2" {
+			ms[i].State = ring.StateDead
+		}
+	}
+	after := ring.NewPlacement(ms, before.Config())
+	a.mover.Remember(before)
+	a.ring.set(after)
+	a.mover.Remember(after)
+	got, err := a.mover.Acquire(t.Context(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Now().Before(silent) {
+		t.Fatal("started afresh before the dead owner had stopped writing for sure")
+	}
+	if got.Term() != 1 {
+		t.Fatalf("fresh room at term %d", got.Term())
+	}
 }

@@ -42,8 +42,8 @@ type Ring interface {
 type Config struct {
 	Ring  Ring
 	Peers *peer.Client
-	// Interval is how often every peer is called; a call waits up to 2 × Interval, and a peer
-	// that has not answered for Window (4 × Interval) is out of reach.
+	// Interval is how often every peer is called; a call waits up to Interval, and a peer that
+	// has not answered for Window (4 × Interval) is out of reach.
 	Interval time.Duration
 	// Hold bounds how long a minority takes no writes after its loss; 0 turns the rule off.
 	Hold time.Duration
@@ -80,6 +80,23 @@ func (t *Tracker) Reached() int { return int(t.reached.Load()) }
 // Window is how long a peer may go unheard before it counts as out of reach.
 func (t *Tracker) Window() time.Duration { return 4 * t.cfg.Interval }
 
+// Silent is when node id, if it is cut off from this node and the rest, has stopped taking
+// writes for sure: a round after it could last have heard from this node, plus its Window. A
+// node that gains the rooms of a peer declared dead starts them afresh no sooner (see handoff),
+// so the two never both write. Zero when this node never reached id.
+func (t *Tracker) Silent(id string) time.Time {
+	if t.cfg.Hold <= 0 {
+		return time.Time{} // the rule is off: a cut-off node goes on writing anyway
+	}
+	t.mu.Lock()
+	at, ok := t.peers[id]
+	t.mu.Unlock()
+	if !ok {
+		return time.Time{}
+	}
+	return at.Add(t.Window() + 2*t.cfg.Interval)
+}
+
 // Run calls the peers every Interval until ctx ends.
 func (t *Tracker) Run(ctx context.Context) {
 	if t.cfg.Hold <= 0 {
@@ -111,7 +128,7 @@ func (t *Tracker) round(ctx context.Context) {
 		t.mu.Unlock()
 		wg.Go(func() {
 			start := time.Now()
-			ctx, cancel := context.WithTimeout(ctx, 2*t.cfg.Interval)
+			ctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
 			defer cancel()
 			if _, err := t.cfg.Peers.Call(ctx, m.HTTPURL(), Path, "application/json", nil); err == nil {
 				t.heard(m.ID, start)
