@@ -368,24 +368,37 @@ func (h *Host) Dial(network, address string, timeout time.Duration) (c net.Conn,
 	return c, err
 }
 
-// in runs f on a thread inside h's network namespace: the sockets f makes belong there.
+// in runs f on a thread inside h's network namespace: the sockets f makes belong there. The
+// thread goes back to the test's namespace afterwards, rather than end: a thread that ends kills
+// the processes it started (proc sets Pdeathsig), and any thread may have started some.
 func (h *Host) in(f func() error) error {
 	done := make(chan error, 1)
 	go func() {
-		// The thread enters h's namespace and is never let go: it ends with this goroutine,
-		// so no other goroutine ever runs in the wrong namespace.
 		runtime.LockOSThread()
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer home.Close()
 		ns, err := os.Open("/var/run/netns/" + h.Name)
 		if err != nil {
+			runtime.UnlockOSThread()
 			done <- err
 			return
 		}
 		defer ns.Close()
 		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- fmt.Errorf("setns %s: %w", h.Name, err)
 			return
 		}
-		done <- f()
+		err = f()
+		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread stays locked and ends with this goroutine, never to run in the wrong namespace
+		done <- err
 	}()
 	return <-done
 }

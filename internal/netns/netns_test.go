@@ -114,12 +114,12 @@ func TestFilters(t *testing.T) {
 		start := time.Now()
 		if !sendUDP(t, b, u) {
 			lost++
-		} else if d := time.Since(start); d > 70*time.Millisecond && d < 400*time.Millisecond {
+		} else if time.Since(start) > 70*time.Millisecond {
 			slow++
 		}
 	}
 	if lost < 2 || lost > 20 || slow != 40-lost {
-		t.Fatalf("impaired: %d of 40 lost, %d of the rest late by about 100 ms", lost, slow)
+		t.Fatalf("impaired: %d of 40 lost, %d of the rest late by 70 ms or more", lost, slow)
 	}
 	// TCP too (a lost SYN costs the dial its second, so a few tries).
 	for _, to := range []*Host{b, c} {
