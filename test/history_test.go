@@ -43,7 +43,7 @@ func (h *history) add(r record) {
 // subscribe reads c's events until ctx ends, logging them as who's.
 func (h *history) subscribe(ctx context.Context, who, room string, c *client.Conn) {
 	w := c.Welcome()
-	epoch, node := w.Epoch, w.Node
+	epoch, node, last := w.Epoch, w.Node, w.Seq
 	h.add(record{at: time.Now(), kind: "welcome", who: who, room: room, node: node, epoch: epoch, seq: w.Seq})
 	for {
 		ev, err := c.Next(ctx)
@@ -54,17 +54,22 @@ func (h *history) subscribe(ctx context.Context, who, room string, c *client.Con
 		switch ev.Type {
 		case client.EventMessage:
 			r.kind, r.seq, r.id = "message", ev.Seq, ev.ID
+			last = ev.Seq
 		case client.EventReset:
 			epoch = ev.Epoch
 			r.kind, r.epoch, r.seq = "reset", ev.Epoch, ev.Seq
+			last = 0
 		case client.EventGap:
 			r.kind, r.from, r.seq = "gap", ev.From, ev.To
+			last = ev.To
 		case client.EventReconnected:
 			node = ev.Welcome.Node
 			if ev.Welcome.Epoch != epoch { // a reset event follows and says so
 				continue
 			}
-			r.kind, r.node, r.seq = "welcome", node, ev.Welcome.Seq
+			// The client resumed after the last seq it had: the replay from there follows,
+			// however far the room (the welcome's seq) has gone meanwhile.
+			r.kind, r.node, r.seq = "welcome", node, last
 		default:
 			continue
 		}
