@@ -43,12 +43,13 @@ clean:
 	rm -rf bin
 
 # The longer chaos soak: repeated kill -9 trials with real processes, the hand-off tests at full
-# size, and a 20 s partition in network namespaces (as root; skipped with a line otherwise).
-# Prints the measured figures (time to dead, to served, drain time, freeze per batch, heal time).
+# size, a 20 s partition and the fault suite (test/faults_test.go: 20 s of each fault) in network
+# namespaces (as root; skipped with a line otherwise). Prints the measured figures (time to dead,
+# to served, drain time, freeze per batch, heal time, the history checker's counts and overlap).
 chaos:
-	ROOST_KILL_TRIALS=20 ROOST_DRAIN_ROOMS=3000 ROOST_PARTITION_SECONDS=20 $(GO) test -count=1 -timeout 20m -v \
-		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing|PartitionHeals' ./test \
-		| grep -E '^(---|ok|FAIL)|kill -9|trials|drained|acked|served again|partition|majority'
+	ROOST_KILL_TRIALS=20 ROOST_DRAIN_ROOMS=3000 ROOST_PARTITION_SECONDS=20 ROOST_FAULT_SECONDS=20 $(GO) test -count=1 -timeout 30m -v \
+		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing|PartitionHeals|TestFault' ./test \
+		| grep -E '^(---|ok|FAIL)|kill -9|trials|drained|acked|served again|partition|majority|history|one copy|dropped|swallowed'
 
 # The stream test at full size (no -race), verbose: 10,000 frames of 1 B to 256 KiB to 50
 # subscribers, steady and through a drain of the owner. About 2 min and 1.2 GB of memory.
