@@ -25,6 +25,10 @@ type Config struct {
 	// DedupeIDs is how many recent publish ids each room remembers to acknowledge retries without
 	// delivering them twice. Default 1000.
 	DedupeIDs int
+	// DedupeClientIDs is how many of its own recent publish ids each of a room's latest
+	// publishers keeps remembered besides (so a busy room does not forget a quiet client's id
+	// before its retry arrives); 0: the room's window only. Default 32.
+	DedupeClientIDs int
 	// SendQueue is how many frames may wait for one slow connection before it is closed with 4008.
 	// Default 1024.
 	SendQueue int
@@ -152,6 +156,7 @@ func DefaultConfig() Config {
 		HistoryCount:        1000,
 		HistoryBytes:        4 << 20,
 		DedupeIDs:           1000,
+		DedupeClientIDs:     32,
 		SendQueue:           1024,
 		SendQueueBytes:      16 << 20,
 		WriteTimeout:        10 * time.Second,
@@ -209,6 +214,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
 		}
 	}
+	if c.DedupeClientIDs < 0 {
+		return fmt.Errorf("node: DedupeClientIDs must not be negative (0: off), got %d", c.DedupeClientIDs)
+	}
 	if c.MinorityHold < 0 {
 		return fmt.Errorf("node: MinorityHold must not be negative (0: off), got %s", c.MinorityHold)
 	}
@@ -225,6 +233,7 @@ func (c Config) roomConfig(node string, gate room.Gate, q room.Quorum, m room.Me
 		HistoryCount:        c.HistoryCount,
 		HistoryBytes:        c.HistoryBytes,
 		DedupeIDs:           c.DedupeIDs,
+		DedupeClientIDs:     c.DedupeClientIDs,
 		MaxConns:            c.MaxRoomConns,
 		MaxSources:          c.MaxRoomSources,
 		PresenceAnnounceMax: c.PresenceAnnounceMax,
@@ -251,5 +260,5 @@ func (c Config) memoryBudget() uint64 {
 
 // maxPeerBody bounds a node-to-node body: the largest hand-off batch.
 func (c Config) maxPeerBody() int64 {
-	return handoff.MaxBody(c.HistoryBytes, max(c.MaxFrame, int64(c.IngestMaxFrame)), c.DedupeIDs)
+	return handoff.MaxBody(c.HistoryBytes, max(c.MaxFrame, int64(c.IngestMaxFrame)), c.DedupeIDs+c.DedupeClientIDs*room.DedupeClients)
 }

@@ -325,6 +325,33 @@ func TestRepeatedIDIsAckedOnceDeliveredOnce(t *testing.T) {
 	}
 }
 
+// In a busy room the room's window of ids (--dedupe-ids) turns over faster than a reconnect;
+// the publisher's own window keeps its recent ids, so its retry after a reconnect is acked once
+// with its first seq and delivered once (issue 22, finding 9).
+func TestRetryAfterAReconnectInABusyRoomIsAckedOnce(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DedupeIDs = 10
+	n := startNode(t, "n1", cfg)
+	quiet := dial(t, n.addr, "busy", url.Values{"client": {"quiet"}})
+	quiet.publish("mine", 1)
+	first := quiet.waitFrames(protocol.TypeAck, 1)[0].Seq
+	quiet.ws.Close()
+	busy := dial(t, n.addr, "busy", url.Values{"client": {"busy"}})
+	for i := range 50 {
+		busy.publish(fmt.Sprint("b", i), i)
+	}
+	busy.waitFrames(protocol.TypeAck, 50)
+	watcher := dial(t, n.addr, "busy", nil) // live messages only, from here on
+	again := dial(t, n.addr, "busy", url.Values{"client": {"quiet"}})
+	again.publish("mine", 1)
+	if ack := again.waitFrames(protocol.TypeAck, 1)[0]; ack.Seq != first {
+		t.Fatalf("the retry was acked as seq %d, want its first seq %d", ack.Seq, first)
+	}
+	if msgs := watcher.before(again, "marker"); len(msgs) != 0 {
+		t.Fatalf("the retry was delivered again: %+v", msgs)
+	}
+}
+
 // dialNonReader connects a WebSocket client with a tiny receive buffer that never reads.
 func dialNonReader(t *testing.T, addr, room string) {
 	t.Helper()

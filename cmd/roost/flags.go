@@ -223,6 +223,7 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.IntVar(&c.HistoryCount, "history", c.HistoryCount, "messages each room keeps for resume")
 	fs.IntVar(&c.HistoryBytes, "history-bytes", c.HistoryBytes, "bytes each room keeps for resume")
 	fs.IntVar(&c.DedupeIDs, "dedupe-ids", c.DedupeIDs, "recent publish ids each room remembers to ack retries once")
+	fs.IntVar(&c.DedupeClientIDs, "dedupe-client-ids", c.DedupeClientIDs, "and, for each of a room's 256 latest publishers, its own latest ids (0: the room's window only)")
 	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "frames that may wait for one connection before it is dropped with 4008")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest a write to one client may take")
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often idle connections are pinged (silent for 2.5x: closed)")

@@ -114,17 +114,35 @@ func TestBudgetRefusesGrowthNotReplacement(t *testing.T) {
 func TestDedupeIsCounted(t *testing.T) {
 	b := limit.NewBudget(0, nil)
 	d := dedupe{max: 2, budget: b}
-	d.remember("aa", 1)
-	d.remember("bbb", 2)
+	d.remember("c", "aa", 1)
+	d.remember("c", "bbb", 2)
 	if got := b.Used(); got != int64(5+2*idCost) {
 		t.Fatalf("two ids count %d", got)
 	}
-	if g := d.growth("cccc"); g != 4-2 {
+	if g := d.growth("c", "cccc"); g != 4-2 {
 		t.Fatalf("growth of a third id over a maximum of two: %d", g)
 	}
-	d.remember("cccc", 3)
+	d.remember("c", "cccc", 3)
 	if got := b.Used(); got != int64(7+2*idCost) {
 		t.Fatalf("after forgetting the oldest, ids count %d", got)
+	}
+	d.clear()
+	if got := b.Used(); got != 0 {
+		t.Fatalf("cleared ids count %d", got)
+	}
+
+	// With a window per client, an id the room forgot but its client's window keeps is still
+	// counted, and counted once.
+	d = dedupe{max: 1, perClient: 2, budget: b}
+	d.remember("quiet", "q1", 1)
+	d.remember("busy", "b1", 2)
+	d.remember("busy", "b2", 3)
+	if got := b.Used(); got != int64(3*(2+idCost)) {
+		t.Fatalf("three ids, all kept by their clients' windows, count %d", got)
+	}
+	d.remember("busy", "b3", 4) // b1 leaves both windows
+	if got := b.Used(); got != int64(3*(2+idCost)) {
+		t.Fatalf("after b1 left both windows, ids count %d", got)
 	}
 	d.clear()
 	if got := b.Used(); got != 0 {

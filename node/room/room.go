@@ -38,6 +38,7 @@ type Config struct {
 	HistoryCount        int    // retained messages per room, at most
 	HistoryBytes        int    // retained bytes per room, at most (the newest message always stays)
 	DedupeIDs           int    // remembered publish ids per room
+	DedupeClientIDs     int    // and per recent publisher of a room (see dedupe)
 	MaxConns            int    // WebSocket connections per room
 	MaxSources          int    // TCP stream sources per room
 	PresenceAnnounceMax int    // presence is sent as events up to this many members, as summaries above
@@ -122,7 +123,7 @@ func New(cfg *Config, name string) *Room {
 		epoch:      newEpoch(),
 		term:       1,
 		hist:       history{maxCount: cfg.HistoryCount, maxBytes: cfg.HistoryBytes, budget: cfg.Budget},
-		ids:        dedupe{max: cfg.DedupeIDs, budget: cfg.Budget},
+		ids:        dedupe{max: cfg.DedupeIDs, perClient: cfg.DedupeClientIDs, budget: cfg.Budget},
 		subs:       map[*Conn]struct{}{},
 		sources:    map[*Source]struct{}{},
 		members:    map[string]int{},
@@ -256,7 +257,7 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 	}
 	seq := r.seq + 1
 	e := newEntry(seq, binary, encode(seq))
-	if grow := r.hist.growth(e.size(), e.cost()) + r.ids.growth(id); grow > 0 && !r.cfg.Budget.Fits(grow) {
+	if grow := r.hist.growth(e.size(), e.cost()) + r.ids.growth(client, id); grow > 0 && !r.cfg.Budget.Fits(grow) {
 		r.mu.Unlock()
 		if m := r.cfg.Metrics.Overloaded; m != nil {
 			m.Inc()
@@ -271,7 +272,7 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 	r.own.demoted = false
 	r.hist.add(e)
 	if id != "" {
-		r.ids.remember(id, seq)
+		r.ids.remember(client, id, seq)
 	}
 	r.lastActive = time.Now()
 	r.fanout(outFrame{msg: e})

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -88,9 +89,9 @@ func TestHistoryKeepsItsByteBoundButAlwaysTheNewest(t *testing.T) {
 
 func TestDedupeForgetsTheOldestID(t *testing.T) {
 	d := dedupe{max: 2}
-	d.remember("a", 1)
-	d.remember("b", 2)
-	d.remember("c", 3)
+	d.remember("c", "a", 1)
+	d.remember("c", "b", 2)
+	d.remember("c", "c", 3)
 	if _, ok := d.lookup("a"); ok {
 		t.Fatal("the oldest id is still remembered")
 	}
@@ -259,13 +260,52 @@ func TestStaleNodeServesNothing(t *testing.T) {
 	}
 }
 
+// Finding 9 of issue 22: in a busy room the room's window forgets a quiet client's id within a
+// fraction of a second; the client's own window keeps it, so its retry after a reconnect is
+// acked once. A publisher pushed out of the latest DedupeClients keeps only the room's window.
+func TestDedupeKeepsEachPublishersOwnIDs(t *testing.T) {
+	d := dedupe{max: 3, perClient: 2}
+	d.remember("quiet", "q1", 1)
+	for i := range 10 {
+		d.remember("busy", fmt.Sprint("b", i), uint64(2+i))
+	}
+	if seq, ok := d.lookup("q1"); !ok || seq != 1 {
+		t.Fatalf("the quiet client's id after 10 busy publishes: %d %v", seq, ok)
+	}
+	if _, ok := d.lookup("b5"); ok {
+		t.Fatal("an id out of both windows is still remembered")
+	}
+	if len(d.seqs) != 1+3 { // q1; b7, b8, b9 (the room's window holds the busy client's two too)
+		t.Fatalf("%d ids remembered, want 4", len(d.seqs))
+	}
+	for i := range DedupeClients {
+		d.remember(fmt.Sprint("c", i), fmt.Sprint("x", i), uint64(100+i))
+	}
+	if _, ok := d.lookup("q1"); ok {
+		t.Fatal("a publisher pushed out of the latest publishers kept its window")
+	}
+	// Handed off, both windows arrive as they were.
+	st := State{Room: "r", Epoch: "e", Seq: 1000, IDs: d.all()}
+	if err := st.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var again dedupe
+	again.max, again.perClient = 3, 2
+	for _, id := range st.IDs {
+		again.remember(id.Client, id.ID, id.Seq)
+	}
+	if len(again.seqs) != len(d.seqs) || again.recent.Len() != d.recent.Len() {
+		t.Fatalf("restored %d ids of %d clients, want %d of %d", len(again.seqs), again.recent.Len(), len(d.seqs), d.recent.Len())
+	}
+}
+
 func TestRestoreGoesOnWhereTheRoomWas(t *testing.T) {
 	cfg, _ := testConfig()
 	r := New(cfg, "lobby")
 	for range 3 {
 		publish(r, "m")
 	}
-	r.ids.remember("p1", 2)
+	r.ids.remember("c1", "p1", 2)
 	st := r.Snapshot()
 	if err := st.Validate(); err != nil {
 		t.Fatal(err)

@@ -28,10 +28,11 @@ type Message struct {
 	Frame  []byte `json:"frame"` // the wire frame, seq included
 }
 
-// ID is one remembered publish id and the seq it was given.
+// ID is one remembered publish id, the seq it was given and the client that sent it.
 type ID struct {
-	ID  string `json:"id"`
-	Seq uint64 `json:"seq"`
+	ID     string `json:"id"`
+	Seq    uint64 `json:"seq"`
+	Client string `json:"client,omitempty"`
 }
 
 // Snapshot copies the room's state. Taken of a frozen room, it is the whole room.
@@ -42,9 +43,7 @@ func (r *Room) Snapshot() State {
 	for i, e := range r.hist.entries {
 		st.History[i] = Message{Seq: e.seq, Binary: e.binary, Frame: e.frame}
 	}
-	for _, id := range r.ids.order {
-		st.IDs = append(st.IDs, ID{ID: id, Seq: r.ids.seqs[id]})
-	}
+	st.IDs = r.ids.all()
 	return st
 }
 
@@ -71,7 +70,7 @@ func Restore(cfg *Config, st State) *Room {
 		r.hist.add(newEntry(h.Seq, h.Binary, h.Frame))
 	}
 	for _, id := range st.IDs {
-		r.ids.remember(id.ID, id.Seq)
+		r.ids.remember(id.Client, id.ID, id.Seq)
 	}
 	return r
 }
@@ -116,7 +115,7 @@ func (st *State) Validate() error {
 	}
 	seen := make(map[string]struct{}, len(st.IDs))
 	for i, id := range st.IDs {
-		if id.Seq == 0 || id.Seq > st.Seq || id.ID == "" || len(id.ID) > protocol.MaxIDLen || (i > 0 && id.Seq <= st.IDs[i-1].Seq) {
+		if id.Seq == 0 || id.Seq > st.Seq || id.ID == "" || len(id.ID) > protocol.MaxIDLen || len(id.Client) > maxClient || (i > 0 && id.Seq <= st.IDs[i-1].Seq) {
 			return fmt.Errorf("remembered id %q is malformed", protocol.CloseReason(id.ID))
 		}
 		if _, dup := seen[id.ID]; dup {
