@@ -54,7 +54,16 @@ func netMember(t *testing.T, role, id string, host *netns.Host, addr, join strin
 		addr = host.Addr
 	}
 	return proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: role, ID: id, Join: join, Host: addr, Wrap: host.Command(),
-		Args: append([]string{"--log-level", "warn"}, extra...), HTTP: quickHTTP})
+		Args: append([]string{"--log-level", faultLogLevel()}, extra...), HTTP: quickHTTP})
+}
+
+// faultLogLevel is the --log-level of the members a fault test starts itself: warn, or
+// ROOST_FAULT_LOG_LEVEL (info shows every hand-off, for reading a failure).
+func faultLogLevel() string {
+	if l := os.Getenv("ROOST_FAULT_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }
 
 // faultLoad is the logged traffic of a fault test.
@@ -63,7 +72,27 @@ type faultLoad struct {
 	ctx     context.Context
 	stop    context.CancelFunc
 	clients sync.WaitGroup
+	tried   atomic.Int64 // fresh clients started
 	fresh   atomic.Int64 // fresh clients that got an ack
+	mu      sync.Mutex
+	failed  map[string]int // why fresh clients got no ack, while the traffic ran
+}
+
+// fail counts why a fresh client got no ack, unless the traffic was over.
+func (l *faultLoad) fail(err error) {
+	if l.ctx.Err() != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
+		l.failed = map[string]int{}
+	}
+	msg := err.Error()
+	if len(msg) > 120 {
+		msg = msg[:120]
+	}
+	l.failed[msg]++
 }
 
 // startLoad opens, in every room, a subscriber and a publisher through the router and the same
@@ -125,15 +154,19 @@ func startLoad(t *testing.T, rt *proc.Proc, rooms map[string]string, at func(roo
 					base, alt = at(room)
 				}
 				who := fmt.Sprintf("fresh-%d", i)
+				l.tried.Add(1)
 				l.clients.Go(func() {
 					ctx, cancel := context.WithTimeout(l.ctx, 5*time.Second)
 					defer cancel()
 					c, err := client.Dial(ctx, base, room, &client.Options{ClientID: who, Discard: true, Alternates: alt})
 					if err != nil {
+						l.fail(err)
 						return
 					}
 					defer c.Close()
-					if l.h.publish(ctx, who, room, c, who, 5*time.Second) == nil {
+					if err := l.h.publish(ctx, who, room, c, who, 5*time.Second); err != nil {
+						l.fail(err)
+					} else {
 						l.fresh.Add(1)
 					}
 				})
@@ -153,11 +186,16 @@ func (l *faultLoad) finish(t *testing.T, allowance time.Duration) verdict {
 	l.clients.Wait()
 	raw := l.h.check(0, time.Second)
 	v := l.h.check(allowance, time.Second)
-	t.Logf("history: %s; %d fresh clients acked; epochs of one room acked side by side for %s at most (allowed %s)",
-		v, l.fresh.Load(), raw.overlap, allowance)
+	t.Logf("history: %s; %d of %d fresh clients acked; epochs of one room acked side by side for %s at most (allowed %s)",
+		v, l.fresh.Load(), l.tried.Load(), raw.overlap, allowance)
 	for _, d := range v.details {
 		t.Logf("  %s", d)
 	}
+	l.mu.Lock()
+	for msg, n := range l.failed {
+		t.Logf("  %d fresh clients got no ack: %s", n, msg)
+	}
+	l.mu.Unlock()
 	if v.acks == 0 || v.deliveries == 0 {
 		t.Fatalf("the checker saw no traffic: %s", v)
 	}
