@@ -2,175 +2,20 @@ package router
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/protocol"
-	"github.com/roost-dev/roost/ring"
 )
 
 // These tests put a router on real sockets between a real client and scripted owners, where the
 // router's choices at a re-dial depend on exactly what the old owner answered and how its leg
 // ended, which a real node cannot be made to do on cue. The real-node counterpart is
 // TestPublishesSurviveADrain.
-
-// fakeRing is the membership of scripted owners: a placement the test swaps.
-type fakeRing struct {
-	p atomic.Pointer[ring.Placement]
-}
-
-func (f *fakeRing) ID() string                                         { return "r1" }
-func (f *fakeRing) Placement() *ring.Placement                         { return f.p.Load() }
-func (f *fakeRing) Ready() bool                                        { return true }
-func (f *fakeRing) UpdateMeta(context.Context, func(*ring.Meta)) error { return nil }
-func (f *fakeRing) Subscribe() (<-chan *ring.Placement, func())        { return nil, func() {} }
-func (f *fakeRing) place(owner *fakeOwner, others ...*fakeOwner) {
-	f.p.Store(placement(owner, others...))
-}
-func placement(owner *fakeOwner, others ...*fakeOwner) *ring.Placement { // owner placed, others known
-	ms := []ring.Member{owner.member(true)}
-	for _, o := range others {
-		ms = append(ms, o.member(false))
-	}
-	return ring.NewPlacement(ms, ring.DefaultPlacementConfig())
-}
-
-var _ Ring = (*fakeRing)(nil)
-var _ httpapi.Ring = (*fakeRing)(nil)
-
-// fakeOwner is a scripted room owner: it welcomes each leg with its epoch and seq and hands the
-// leg to the test, which reads what the router sends and answers, closes or cuts it.
-type fakeOwner struct {
-	name, epoch string
-	seq         uint64
-	noRead      bool // never read a leg: the router's writes to it block
-	srv         *httptest.Server
-	legs        chan *ownerLeg
-	done        chan struct{}
-}
-
-type ownerLeg struct {
-	ws     *websocket.Conn
-	frames chan upFrame // what the router sent, until the leg ends
-	write  sync.Mutex
-}
-
-type upFrame struct {
-	mt   int
-	data []byte
-}
-
-func newOwner(t *testing.T, name, epoch string, seq uint64, noRead bool) *fakeOwner {
-	o := &fakeOwner{name: name, epoch: epoch, seq: seq, noRead: noRead, legs: make(chan *ownerLeg, 8), done: make(chan struct{})}
-	var wg sync.WaitGroup
-	up := websocket.Upgrader{}
-	o.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		leg := &ownerLeg{ws: ws, frames: make(chan upFrame, 64)}
-		_ = ws.WriteJSON(protocol.Welcome{Type: protocol.TypeWelcome, Room: "r", Node: name, Client: "c1", Epoch: epoch, Seq: seq, Count: 1})
-		o.legs <- leg
-		wg.Add(1)
-		go func() { // owned by the owner: ends when the leg does, or at cleanup
-			defer wg.Done()
-			defer close(leg.frames)
-			if noRead {
-				<-o.done
-				return
-			}
-			for {
-				mt, b, err := ws.ReadMessage()
-				if err != nil {
-					return
-				}
-				leg.frames <- upFrame{mt, b}
-			}
-		}()
-	}))
-	t.Cleanup(func() {
-		close(o.done)
-		for {
-			select {
-			case leg := <-o.legs:
-				leg.ws.Close()
-				continue
-			default:
-			}
-			break
-		}
-		o.srv.CloseClientConnections()
-		o.srv.Close()
-		wg.Wait()
-	})
-	return o
-}
-
-func (o *fakeOwner) member(placed bool) ring.Member {
-	return ring.Member{ID: o.name, State: ring.StateAlive,
-		Meta: ring.Meta{Role: ring.RoleNode, HTTP: o.srv.Listener.Addr().String(), Draining: !placed}}
-}
-
-func (o *fakeOwner) leg(t *testing.T) *ownerLeg {
-	t.Helper()
-	select {
-	case l := <-o.legs:
-		t.Cleanup(func() { l.ws.Close() })
-		return l
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no leg reached owner %s", o.name)
-		return nil
-	}
-}
-
-// next is the next frame the router sent on the leg.
-func (l *ownerLeg) next(t *testing.T) upFrame {
-	t.Helper()
-	select {
-	case f, ok := <-l.frames:
-		if !ok {
-			t.Fatal("the leg ended")
-		}
-		return f
-	case <-time.After(5 * time.Second):
-		t.Fatal("nothing sent on the leg")
-		return upFrame{}
-	}
-}
-
-// quiet checks that the router sends nothing more on the leg for a moment.
-func (l *ownerLeg) quiet(t *testing.T) {
-	t.Helper()
-	select {
-	case f, ok := <-l.frames:
-		if ok {
-			t.Fatalf("the router sent %q, want nothing", f.data)
-		}
-	case <-time.After(200 * time.Millisecond):
-	}
-}
-
-func (l *ownerLeg) send(t *testing.T, v any) {
-	t.Helper()
-	l.write.Lock()
-	defer l.write.Unlock()
-	if err := l.ws.WriteJSON(v); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// cut ends the leg with no close frame, as a crash or a lost machine does.
-func (l *ownerLeg) cut() { _ = l.ws.NetConn().Close() }
 
 // startRouter runs a router on r's placement and dials a client through it.
 func startRouter(t *testing.T, cfg Config, r *fakeRing) *websocket.Conn {
@@ -222,18 +67,26 @@ func publishAll(t *testing.T, c *websocket.Conn, l *ownerLeg) {
 	}
 }
 
-// A leg the owner closed (4001) leaves nothing in doubt: what it did not answer, it did not
-// take. All three publishes go to the new owner as the client sent them (the id-less one with
-// no id of the router's), and its acks reach the client once each.
-func TestMovedLegResendsEveryUnansweredPublish(t *testing.T) {
+// publishedThenMoved starts a router whose room is on owner a, sends it publishAll, then moves
+// the room to owner b while a's leg still holds the three publishes unanswered. It returns the
+// client's connection, a's leg and b.
+func publishedThenMoved(t *testing.T) (*websocket.Conn, *ownerLeg, *fakeOwner) {
+	t.Helper()
 	a, b := newOwner(t, "a", "e1", 0, false), newOwner(t, "b", "e1", 0, false)
 	r := &fakeRing{}
 	r.place(a, b)
 	c := startRouter(t, DefaultConfig(), r)
 	la := a.leg(t)
 	publishAll(t, c, la)
-
 	r.place(b, a)
+	return c, la, b
+}
+
+// A leg the owner closed (4001) leaves nothing in doubt: what it did not answer, it did not
+// take. All three publishes go to the new owner as the client sent them (the id-less one with
+// no id of the router's), and its acks reach the client once each.
+func TestMovedLegResendsEveryUnansweredPublish(t *testing.T) {
+	c, la, b := publishedThenMoved(t)
 	la.write.Lock()
 	_ = la.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(protocol.CloseMoved, `{"node":"b","epoch":"e1","seq":0}`), time.Now().Add(time.Second))
 	la.write.Unlock()
@@ -258,14 +111,7 @@ func TestMovedLegResendsEveryUnansweredPublish(t *testing.T) {
 // room acks a repeated id once); the binary and the id-less ones are not, as that could deliver
 // them twice: the client is told of each, in order, with `owner_unavailable`.
 func TestBrokenLegResendsOnlyWhatHasAnID(t *testing.T) {
-	a, b := newOwner(t, "a", "e1", 0, false), newOwner(t, "b", "e1", 0, false)
-	r := &fakeRing{}
-	r.place(a, b)
-	c := startRouter(t, DefaultConfig(), r)
-	la := a.leg(t)
-	publishAll(t, c, la)
-
-	r.place(b, a)
+	c, la, b := publishedThenMoved(t)
 	la.cut()
 	lb := b.leg(t)
 	if got := lb.next(t); !bytes.Equal(got.data, withID) {
