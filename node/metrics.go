@@ -28,6 +28,9 @@ type metrics struct {
 	settled        *prometheus.CounterVec
 	fences         prometheus.Counter
 	leaseExpired   prometheus.Counter
+	replicaAppends prometheus.Counter
+	replicaSeeds   prometheus.Counter
+	replicaBatches prometheus.Counter
 	ingestFrames   prometheus.Counter
 	ingestBytes    prometheus.Counter
 	ingestSources  prometheus.Gauge
@@ -39,100 +42,83 @@ type metrics struct {
 func newMetrics(n *Node) *metrics {
 	reg := httpapi.NewRegistry(n.ring)
 	f := promauto.With(reg) // registers each metric as it is made
+	counter := func(name, help string) prometheus.Counter {
+		return f.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	// counterVec makes a counter with one label and creates each of its known values at 0, so
+	// a scrape shows them before they first happen.
+	counterVec := func(name, help, label string, values ...string) *prometheus.CounterVec {
+		c := f.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+		for _, v := range values {
+			c.WithLabelValues(v)
+		}
+		return c
+	}
+	gauge := func(name, help string, value func() float64) {
+		f.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, value)
+	}
 	m := &metrics{
-		reg: reg,
-		messages: f.NewCounter(prometheus.CounterOpts{Name: "roost_messages_total",
-			Help: "Messages sequenced by rooms on this node."}),
-		deliveries: f.NewCounter(prometheus.CounterOpts{Name: "roost_deliveries_total",
-			Help: "Room messages written to client connections."}),
-		dedup: f.NewCounter(prometheus.CounterOpts{Name: "roost_publish_duplicates_total",
-			Help: "Publishes acked again for a remembered id and not delivered twice."}),
-		drops: f.NewCounterVec(prometheus.CounterOpts{Name: "roost_drops_total",
-			Help: "Connections dropped or frames refused, by reason."}, []string{"reason"}),
-		connects: f.NewCounter(prometheus.CounterOpts{Name: "roost_connections_opened_total",
-			Help: "WebSocket connections accepted."}),
-		refused: f.NewCounterVec(prometheus.CounterOpts{Name: "roost_refused_total",
-			Help: "Requests refused, by reason."}, []string{"reason"}),
-		redirects: f.NewCounter(prometheus.CounterOpts{Name: "roost_redirects_total",
-			Help: "Requests redirected to another owner."}),
-		ringChanges: f.NewCounter(prometheus.CounterOpts{Name: "roost_ring_changes_total",
-			Help: "Placement versions adopted."}),
-		roomsLost: f.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_lost_total",
-			Help: "Rooms handed off to another node after a ring change."}),
-		roomsGained: f.NewCounterVec(prometheus.CounterOpts{Name: "roost_rooms_gained_total",
-			Help: "Rooms this node started serving: handoff (state received), fresh (no previous owner held it), timeout (the previous owner stayed silent: state lost)."},
-			[]string{"how"}),
-		handoffs: f.NewCounterVec(prometheus.CounterOpts{Name: "roost_handoffs_total",
-			Help: "Rooms sent to a new owner, by result (ok, refused, failed)."}, []string{"result"}),
-		handoffBytes: f.NewCounter(prometheus.CounterOpts{Name: "roost_handoff_bytes_total",
-			Help: "Bytes of room state sent in hand-offs."}),
+		reg:        reg,
+		messages:   counter("roost_messages_total", "Messages sequenced by rooms on this node."),
+		deliveries: counter("roost_deliveries_total", "Room messages written to client connections."),
+		dedup:      counter("roost_publish_duplicates_total", "Publishes acked again for a remembered id and not delivered twice."),
+		drops: counterVec("roost_drops_total", "Connections dropped or frames refused, by reason.", "reason",
+			"slow_consumer"),
+		connects: counter("roost_connections_opened_total", "WebSocket connections accepted."),
+		refused: counterVec("roost_refused_total", "Requests refused, by reason.", "reason",
+			"overloaded", "ingest_overloaded", "memory"),
+		redirects:   counter("roost_redirects_total", "Requests redirected to another owner."),
+		ringChanges: counter("roost_ring_changes_total", "Placement versions adopted."),
+		roomsLost:   counter("roost_rooms_lost_total", "Rooms handed off to another node after a ring change."),
+		roomsGained: counterVec("roost_rooms_gained_total",
+			"Rooms this node started serving: handoff (state received), fresh (no previous owner held it), timeout (the previous owner stayed silent: state lost).",
+			"how", "handoff", "fresh", "timeout"),
+		handoffs: counterVec("roost_handoffs_total", "Rooms sent to a new owner, by result (ok, refused, failed).", "result",
+			"ok", "refused", "failed"),
+		handoffBytes: counter("roost_handoff_bytes_total", "Bytes of room state sent in hand-offs."),
 		handoffSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "roost_handoff_duration_seconds",
 			Help: "Time of one hand-off batch, from freeze to acceptance.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
-		settled: f.NewCounterVec(prometheus.CounterOpts{Name: "roost_handoff_settled_total",
-			Help: "Parked rooms (a hand-off whose reply never came) settled with their receiver, by outcome: fenced (it never took the room; this copy goes on at a higher term), held (it holds the room; this copy closed), refounded (it is gone; this copy goes on in a new epoch)."},
-			[]string{"outcome"}),
-		fences: f.NewCounter(prometheus.CounterOpts{Name: "roost_handoff_fences_total",
-			Help: "Hand-off attempts this node promised a sender never to install (its reply was lost and it did not hold the room)."}),
-		leaseExpired: f.NewCounter(prometheus.CounterOpts{Name: "roost_lease_expired_total",
-			Help: "Rooms this node's ring gave to another node that stopped taking writes because the new owner stayed out of reach past the lease."}),
-		reclaimed: f.NewCounter(prometheus.CounterOpts{Name: "roost_rooms_reclaimed_total",
-			Help: "Idle rooms reclaimed."}),
-		ingestFrames: f.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_frames_total",
-			Help: "Frames TCP stream sources put into rooms."}),
-		ingestBytes: f.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_bytes_total",
-			Help: "Payload bytes TCP stream sources put into rooms."}),
-		ingestSources: f.NewGauge(prometheus.GaugeOpts{Name: "roost_ingest_sources",
-			Help: "Connected TCP stream sources."}),
-		pauses: f.NewCounterVec(prometheus.CounterOpts{Name: "roost_pauses_total",
-			Help: "Pauses longer than --stale-after this node woke from holding rooms, by outcome: kept (no peer took over) or dropped."},
-			[]string{"outcome"}),
+		settled: counterVec("roost_handoff_settled_total",
+			"Parked rooms (a hand-off whose reply never came) settled with their receiver, by outcome: fenced (it never took the room; this copy goes on at a higher term), held (it holds the room; this copy closed), refounded (it is gone; this copy goes on in a new epoch).",
+			"outcome", "fenced", "held", "refounded"),
+		fences: counter("roost_handoff_fences_total",
+			"Hand-off attempts this node promised a sender never to install (its reply was lost and it did not hold the room)."),
+		leaseExpired: counter("roost_lease_expired_total",
+			"Rooms this node's ring gave to another node that stopped taking writes because the new owner stayed out of reach past the lease."),
+		reclaimed:     counter("roost_rooms_reclaimed_total", "Idle rooms reclaimed."),
+		ingestFrames:  counter("roost_ingest_frames_total", "Frames TCP stream sources put into rooms."),
+		ingestBytes:   counter("roost_ingest_bytes_total", "Payload bytes TCP stream sources put into rooms."),
+		ingestSources: f.NewGauge(prometheus.GaugeOpts{Name: "roost_ingest_sources", Help: "Connected TCP stream sources."}),
+		pauses: counterVec("roost_pauses_total",
+			"Pauses longer than --stale-after this node woke from holding rooms, by outcome: kept (no peer took over) or dropped.",
+			"outcome"),
 		pauseDecision: f.NewHistogram(prometheus.HistogramOpts{Name: "roost_pause_decision_seconds",
 			Help:    "Time from waking from a pause to deciding whether to keep the rooms; the node serves no room meanwhile.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 1.5, 14)}),
-		ingestThrottle: f.NewCounter(prometheus.CounterOpts{Name: "roost_ingest_throttled_seconds_total",
-			Help: "Time stream sources were held back by --ingest-rate."}),
+		ingestThrottle: counter("roost_ingest_throttled_seconds_total", "Time stream sources were held back by --ingest-rate."),
 	}
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_rooms", Help: "Rooms held by this node."},
-		func() float64 { return float64(n.rooms.Len()) })
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_minority",
-		Help: "1 while this node has lost touch with most of the cluster at once and takes no writes (--minority-hold)."},
+	gauge("roost_rooms", "Rooms held by this node.", func() float64 { return float64(n.rooms.Len()) })
+	gauge("roost_minority",
+		"1 while this node has lost touch with most of the cluster at once and takes no writes (--minority-hold).",
 		func() float64 {
 			if n.quorum != nil && n.quorum.Minority() {
 				return 1
 			}
 			return 0
 		})
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_peers_reached",
-		Help: "Other nodes that answered this node's heartbeat within 4 intervals."},
+	gauge("roost_peers_reached", "Other nodes that answered this node's heartbeat within 4 intervals.",
 		func() float64 {
 			if n.quorum == nil {
 				return 0
 			}
 			return float64(n.quorum.Reached())
 		})
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_connections", Help: "Open client connections."},
-		func() float64 { return float64(n.conns.Load()) })
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_memory_budget_used_bytes",
-		Help: "Memory the node keeps for its clients, as its budget counts it: room history, queued messages, remembered ids."},
+	gauge("roost_connections", "Open client connections.", func() float64 { return float64(n.conns.Load()) })
+	gauge("roost_memory_budget_used_bytes",
+		"Memory the node keeps for its clients, as its budget counts it: room history, queued messages, remembered ids.",
 		func() float64 { return float64(n.budget().Used()) })
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_memory_budget_bytes",
-		Help: "The node's memory budget (--memory-budget-mib); 0: unbounded."},
+	gauge("roost_memory_budget_bytes", "The node's memory budget (--memory-budget-mib); 0: unbounded.",
 		func() float64 { return float64(n.budget().Limit()) })
-	for _, r := range []string{"overloaded", "ingest_overloaded", "memory"} {
-		m.refused.WithLabelValues(r)
-	}
-	for _, r := range []string{"slow_consumer"} {
-		m.drops.WithLabelValues(r)
-	}
-	for _, r := range []string{"ok", "refused", "failed"} {
-		m.handoffs.WithLabelValues(r)
-	}
-	for _, o := range []string{"fenced", "held", "refounded"} {
-		m.settled.WithLabelValues(o)
-	}
-	for _, h := range []string{"handoff", "fresh", "timeout"} {
-		m.roomsGained.WithLabelValues(h)
-	}
 	return m
 }
 
