@@ -15,6 +15,27 @@ import (
 	"github.com/roost-dev/roost/protocol"
 )
 
+// baseline is the whole server: its rooms by name, and how many frames may wait per connection.
+type baseline struct {
+	upgrader websocket.Upgrader
+	queue    int
+	mu       sync.Mutex
+	rooms    map[string]*baselineRoom
+}
+
+// baselineRoom is one room: the seq of its last message and its members.
+type baselineRoom struct {
+	mu   sync.Mutex
+	seq  uint64
+	subs map[*baselineConn]struct{}
+}
+
+// baselineConn is one member: its socket and the queue its writer goroutine drains.
+type baselineConn struct {
+	ws   *websocket.Conn
+	send chan *websocket.PreparedMessage
+}
+
 // runBaseline serves the minimal broadcast server that roost bench measures roost against,
 // in the same run, with the same clients: rooms in one map, one writer goroutine per connection
 // fed by a channel, every message encoded once (with roost's own encoder) and written to every
@@ -44,24 +65,6 @@ func runBaseline(ctx context.Context, args []string) error {
 		return err
 	}
 	return nil
-}
-
-type baseline struct {
-	upgrader websocket.Upgrader
-	queue    int
-	mu       sync.Mutex
-	rooms    map[string]*baselineRoom
-}
-
-type baselineRoom struct {
-	mu   sync.Mutex
-	seq  uint64
-	subs map[*baselineConn]struct{}
-}
-
-type baselineConn struct {
-	ws   *websocket.Conn
-	send chan *websocket.PreparedMessage
 }
 
 func (b *baseline) room(name string) *baselineRoom {

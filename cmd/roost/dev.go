@@ -14,6 +14,9 @@ import (
 	"github.com/roost-dev/roost/protocol"
 )
 
+// runDev is `roost dev`: a whole cluster in this one process for trying roost out — --nodes
+// nodes and a router on 127.0.0.1, optionally a demo source streaming into a room — running
+// until ctx ends, then shut down in reverse order.
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("roost dev", flag.ContinueOnError)
 	httpAddr := fs.String("http", "127.0.0.1:8080", "host:port of the router (roost ctl's default --addr)")
