@@ -35,13 +35,20 @@ type StreamOptions struct {
 	// HTTPClient makes the resolve requests (TLS settings for https:// members). Nil:
 	// http.DefaultClient.
 	HTTPClient *http.Client
+	// Source names this source in the room (unique among the room's sources, stable across
+	// restarts of the process that feeds it). Named, the source learns at every connect how many
+	// of its frames the room holds ("OK <seq> <held>") and resends exactly those past it: after
+	// a crash of the room's owner as after a move, nothing the room acknowledged is lost and
+	// nothing is doubled (with the cluster's --room-replicas on).
+	Source string
 }
 
 // Stream is a TCP stream source for one room: every frame Send gives becomes one binary room
 // message. When the room moves, the node answers MOVED with the count of this connection's
 // frames it took in; the Stream connects to the new owner and resends the rest, so nothing is
-// lost or doubled. If the owner crashes instead, frames in flight are lost (the room restarts
-// with a new epoch there anyway) and the Stream carries on at the new owner.
+// lost or doubled. If the owner crashes instead, an unnamed Stream carries on at the new owner
+// and the frames in flight are lost; a named one (StreamOptions.Source) hears from the new owner
+// how many of its frames the room holds and resends the rest.
 type Stream struct {
 	base, room string
 	opts       StreamOptions
@@ -56,6 +63,11 @@ type Stream struct {
 
 	frames, bytes uint64
 	moves         int
+
+	// Named sources number their frames: next is the number the next frame kept gets (the
+	// room held next-1 frames of this source when the stream opened, plus those sent since),
+	// held what the room said it holds at the last connect.
+	next, held uint64
 }
 
 // streamEnd is how a connection ended: the node's last line (MOVED or ERR), or none.
@@ -109,10 +121,14 @@ func (s *Stream) connect(ctx context.Context, addr string) error {
 		if tc, ok := conn.(*net.TCPConn); ok {
 			_ = tc.SetWriteBuffer(1 << 20) // bounds what is in flight, with the node's buffer
 		}
-		hello, _ := json.Marshal(map[string]string{"room": s.room, "token": s.opts.Token})
-		if s.opts.Token == "" {
-			hello, _ = json.Marshal(map[string]string{"room": s.room})
+		h := map[string]string{"room": s.room}
+		if s.opts.Token != "" {
+			h["token"] = s.opts.Token
 		}
+		if s.opts.Source != "" {
+			h["source"] = s.opts.Source
+		}
+		hello, _ := json.Marshal(h)
 		deadline, _ := ctx.Deadline()
 		_ = conn.SetDeadline(deadline)
 		br := bufio.NewReader(conn)
@@ -128,7 +144,20 @@ func (s *Stream) connect(ctx context.Context, addr string) error {
 		switch {
 		case len(f) >= 1 && f[0] == "OK":
 			_ = conn.SetDeadline(time.Time{})
-			s.conn, s.window, s.windowBytes, s.dropped = conn, nil, 0, 0
+			if s.opts.Source != "" {
+				held, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+				if len(f) != 3 || err != nil {
+					conn.Close()
+					return fmt.Errorf("roost: stream %s: the node does not count named sources (answered %q)", addr, strings.TrimSpace(line))
+				}
+				s.held = held
+				if s.next == 0 {
+					s.next = held + 1
+				}
+				s.conn = conn
+			} else {
+				s.conn, s.window, s.windowBytes, s.dropped = conn, nil, 0, 0
+			}
 			s.ends = make(chan streamEnd, 1)
 			s.reader.Add(1)
 			go s.readEnd(br, s.ends)
@@ -196,6 +225,7 @@ func (s *Stream) write(frame []byte) error {
 }
 
 func (s *Stream) keep(frame []byte) {
+	s.next++
 	s.window = append(s.window, frame)
 	s.windowBytes += len(frame)
 	for s.windowBytes > s.opts.Window && len(s.window) > 1 {
@@ -230,7 +260,9 @@ func (s *Stream) follow(ctx context.Context, end streamEnd) error {
 	s.moves++
 	unsent := s.window
 	addr := ""
-	if len(f) == 4 && f[0] == "MOVED" {
+	if len(f) == 4 && f[0] == "MOVED" && s.opts.Source != "" {
+		addr = f[1] // what to resend, the new owner says (held)
+	} else if len(f) == 4 && f[0] == "MOVED" {
 		accepted, err := strconv.ParseUint(f[3], 10, 64)
 		if err != nil {
 			return fmt.Errorf("roost: stream: bad MOVED answer %q", line)
@@ -251,6 +283,19 @@ func (s *Stream) follow(ctx context.Context, end streamEnd) error {
 		}
 		addr = ""
 		time.Sleep(100 * time.Millisecond)
+	}
+	if s.opts.Source != "" {
+		// The room says how many of this source's frames it holds, moved or crashed alike.
+		first := s.next - uint64(len(s.window))
+		if s.held+1 < first {
+			return fmt.Errorf("roost: stream: the room holds %d frames of source %q but frames from %d on are no longer kept to resend; raise StreamOptions.Window", s.held, s.opts.Source, s.held+1)
+		}
+		for _, fr := range s.window[min(s.held+1-first, uint64(len(s.window))):] {
+			if err := s.write(fr); err != nil {
+				return nil // the new connection ended too: Send goes round again
+			}
+		}
+		return nil
 	}
 	// All of them count as this connection's frames before any is written, so if it ends too,
 	// its MOVED count says again exactly which to resend.

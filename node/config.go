@@ -126,6 +126,13 @@ type Config struct {
 	// Quarantine is how long a node that woke from such a pause creates no room, while gossip
 	// brings its ring up to date. Default 3s.
 	Quarantine time.Duration
+	// RoomReplicas is how many nodes besides its owner keep each room (its heirs: see package
+	// replica); a message is acked once they hold it, and a crash of the owner loses nothing
+	// acknowledged. 0 turns replication off (a crash resets its rooms). Default 1.
+	RoomReplicas int
+	// ReplicaTimeout is how long a replica whose stream broke still holds back its rooms' acks,
+	// before they go on without it (the rooms counted under-replicated). Default 5s.
+	ReplicaTimeout time.Duration
 	// MinorityHold: a node that loses touch with most of the cluster at once (a partition cut it
 	// off, or node-to-node calls are blocked) takes no writes for up to this long, unless enough
 	// nodes answer again sooner; the majority meanwhile serves its rooms (see package quorum).
@@ -174,6 +181,8 @@ func DefaultConfig() Config {
 		PresenceInterval:    time.Second,
 		StatsInterval:       2 * time.Second,
 		MinorityHold:        30 * time.Second,
+		RoomReplicas:        1,
+		ReplicaTimeout:      5 * time.Second,
 		HeartbeatInterval:   250 * time.Millisecond,
 		StaleAfter:          time.Second,
 		Quarantine:          3 * time.Second,
@@ -208,11 +217,14 @@ func (c Config) Validate() error {
 		{"HandoffTimeout", int64(c.HandoffTimeout)}, {"HandoffHold", int64(c.HandoffHold)},
 		{"ArriveTimeout", int64(c.ArriveTimeout)}, {"FenceWait", int64(c.FenceWait)},
 		{"StaleAfter", int64(c.StaleAfter)}, {"Quarantine", int64(c.Quarantine)},
-		{"HeartbeatInterval", int64(c.HeartbeatInterval)},
+		{"HeartbeatInterval", int64(c.HeartbeatInterval)}, {"ReplicaTimeout", int64(c.ReplicaTimeout)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
 		}
+	}
+	if c.RoomReplicas < 0 {
+		return fmt.Errorf("node: RoomReplicas must not be negative (0: off), got %d", c.RoomReplicas)
 	}
 	if c.DedupeClientIDs < 0 {
 		return fmt.Errorf("node: DedupeClientIDs must not be negative (0: off), got %d", c.DedupeClientIDs)
@@ -258,7 +270,7 @@ func (c Config) memoryBudget() uint64 {
 	return limit.DefaultBudget(c.MaxMemory)
 }
 
-// maxPeerBody bounds a node-to-node body: the largest hand-off batch.
-func (c Config) maxPeerBody() int64 {
+// MaxPeerBody bounds a node-to-node body: the largest hand-off batch.
+func (c Config) MaxPeerBody() int64 {
 	return handoff.MaxBody(c.HistoryBytes, max(c.MaxFrame, int64(c.IngestMaxFrame)), c.DedupeIDs+c.DedupeClientIDs*room.DedupeClients)
 }

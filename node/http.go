@@ -19,6 +19,7 @@ import (
 	"github.com/roost-dev/roost/node/handoff"
 	"github.com/roost-dev/roost/node/pause"
 	"github.com/roost-dev/roost/node/quorum"
+	"github.com/roost-dev/roost/node/replica"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
 	"golang.org/x/time/rate"
@@ -32,6 +33,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/rooms/{room}/ws", n.handleWS)
 	mux.HandleFunc("POST "+handoff.Path, n.signed(n.mover.ServeHandoff))
 	mux.HandleFunc("POST "+handoff.FencePath("{room}"), n.signed(n.mover.ServeFence))
+	mux.HandleFunc("GET "+replica.Path, n.serveReplication)
 	mux.HandleFunc("POST "+quorum.Path, n.signed(func(w http.ResponseWriter, _ *http.Request, _ []byte) { protocol.WriteJSON(w, struct{}{}) }))
 	mux.HandleFunc("POST "+handoff.ReleasePath("{room}"), n.signed(func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		n.mover.ServeRelease(w, r)
@@ -399,4 +401,18 @@ func (n *Node) allowPublish(c *reader, id string) bool {
 	c.conn.SendJSON(protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeRateLimited, ID: id,
 		Error: "publishing faster than this node allows (--publish-rate); the publish was not delivered, send it again later"})
 	return false
+}
+
+// serveReplication serves a room owner's replication stream, once its signature holds.
+func (n *Node) serveReplication(w http.ResponseWriter, r *http.Request) {
+	if n.replicas == nil {
+		protocol.WriteError(w, http.StatusNotFound, protocol.CodeNotFound, "this node keeps no replicas (--room-replicas 0)")
+		return
+	}
+	if err := n.peers.CheckStream(r, n.selfHTTP()); err != nil {
+		n.metrics.refused.WithLabelValues("peer_auth").Inc()
+		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
+		return
+	}
+	n.replicas.Store().ServeStream(w, r)
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/limit"
@@ -28,6 +29,9 @@ const maxHandshake = 4096
 type handshake struct {
 	Room  string `json:"room"`
 	Token string `json:"token,omitempty"`
+	// Source names the source, so that after its room's owner crashes it can ask the new
+	// owner how many of its frames the room holds and resend exactly the rest.
+	Source string `json:"source,omitempty"`
 }
 
 // ServeTCP accepts stream sources on ln until the node is closed.
@@ -168,7 +172,11 @@ func (n *Node) serveSource(c net.Conn) {
 		})
 		defer expiry.Stop()
 	}
-	reply("OK " + strconv.FormatUint(seq, 10))
+	if h.Source != "" {
+		reply("OK " + strconv.FormatUint(seq, 10) + " " + strconv.FormatUint(rm.Fed(h.Source), 10))
+	} else {
+		reply("OK " + strconv.FormatUint(seq, 10))
+	}
 	n.log.Debug("stream source connected", "room", h.Room, "peer", c.RemoteAddr().String())
 	n.metrics.ingestSources.Inc()
 	defer n.metrics.ingestSources.Dec()
@@ -198,7 +206,7 @@ func (n *Node) serveSource(c net.Conn) {
 			}
 			break
 		}
-		if err := n.publishFrame(rm, s, frame); err != nil {
+		if err := n.publishFrame(rm, s, h.Source, frame); err != nil {
 			if errors.Is(err, room.ErrOverloaded) {
 				refuse(limit.CodeOverloaded, fmt.Sprintf("this node is near its memory limit (--memory-budget-mib, --max-memory-mib) and took %d frames of this connection; the next one was not; send it and the rest again later", accepted))
 				return
@@ -228,10 +236,15 @@ const overloadHold = time.Second
 
 // publishFrame puts a source's frame into its room, holding it a moment while the memory budget
 // refuses it: a burst that fills the budget often finds room again as queues drain.
-func (n *Node) publishFrame(rm *room.Room, s *room.Source, frame []byte) error {
+func (n *Node) publishFrame(rm *room.Room, s *room.Source, source string, frame []byte) error {
 	deadline := time.Now().Add(overloadHold)
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
-		_, err := rm.PublishBinary(n.ctx, nil, frame)
+		var err error
+		if source != "" {
+			_, err = rm.PublishSourced(n.ctx, source, frame)
+		} else {
+			_, err = rm.PublishBinary(n.ctx, nil, frame)
+		}
 		if !errors.Is(err, room.ErrOverloaded) || time.Now().Add(wait).After(deadline) || s.Farewell() != nil {
 			return err
 		}
@@ -293,6 +306,9 @@ func parseHandshake(line []byte) (h handshake, code, msg string) {
 	}
 	if err := protocol.ValidRoom(h.Room); err != nil {
 		return h, protocol.CodeBadRoom, oneLine(err.Error())
+	}
+	if len(h.Source) > protocol.MaxIDLen || strings.ContainsFunc(h.Source, unicode.IsControl) {
+		return h, "bad_handshake", fmt.Sprintf(`"source" must be at most %d bytes, with no control characters`, protocol.MaxIDLen)
 	}
 	return h, "", ""
 }

@@ -28,9 +28,6 @@ type metrics struct {
 	settled        *prometheus.CounterVec
 	fences         prometheus.Counter
 	leaseExpired   prometheus.Counter
-	replicaAppends prometheus.Counter
-	replicaSeeds   prometheus.Counter
-	replicaBatches prometheus.Counter
 	ingestFrames   prometheus.Counter
 	ingestBytes    prometheus.Counter
 	ingestSources  prometheus.Gauge
@@ -71,8 +68,8 @@ func newMetrics(n *Node) *metrics {
 		ringChanges: counter("roost_ring_changes_total", "Placement versions adopted."),
 		roomsLost:   counter("roost_rooms_lost_total", "Rooms handed off to another node after a ring change."),
 		roomsGained: counterVec("roost_rooms_gained_total",
-			"Rooms this node started serving: handoff (state received), fresh (no previous owner held it), timeout (the previous owner stayed silent: state lost).",
-			"how", "handoff", "fresh", "timeout"),
+			"Rooms this node started serving: handoff (state received), fresh (no previous owner held it), timeout (the previous owner stayed silent: state lost), replica (a replica copy promoted after its owner died).",
+			"how", "handoff", "fresh", "timeout", "replica"),
 		handoffs: counterVec("roost_handoffs_total", "Rooms sent to a new owner, by result (ok, refused, failed).", "result",
 			"ok", "refused", "failed"),
 		handoffBytes: counter("roost_handoff_bytes_total", "Bytes of room state sent in hand-offs."),

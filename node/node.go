@@ -22,6 +22,7 @@ import (
 	"github.com/roost-dev/roost/node/handoff"
 	"github.com/roost-dev/roost/node/pause"
 	"github.com/roost-dev/roost/node/quorum"
+	"github.com/roost-dev/roost/node/replica"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
@@ -66,7 +67,8 @@ type Node struct {
 	watchdog *pause.Watchdog
 	mover    *handoff.Mover
 	quorum   *quorum.Tracker
-	peers    *peer.Client // node-to-node calls, signed
+	replicas *replica.Replicator // nil: replication off
+	peers    *peer.Client        // node-to-node calls, signed
 	metrics  *metrics
 	upgrader websocket.Upgrader
 	conns    atomic.Int64
@@ -102,7 +104,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 		upgrader: httpapi.NewUpgrader(),
 		perAddr:  limit.NewPerAddr(cfg.MaxAddrConns),
 		memory:   limit.NewMemory(cfg.MaxMemory),
-		peers:    peer.New(cfg.PeerKey, cfg.PeerAcceptKeys, cfg.maxPeerBody(), cfg.PeerTLS),
+		peers:    peer.New(cfg.PeerKey, cfg.PeerAcceptKeys, cfg.MaxPeerBody(), cfg.PeerTLS),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.metrics = newMetrics(n)
@@ -120,27 +122,48 @@ func New(cfg Config, r Ring) (*Node, error) {
 		Messages: n.metrics.messages, Duplicates: n.metrics.dedup, Deliveries: n.metrics.deliveries,
 		SlowConsumers: n.metrics.drops.WithLabelValues("slow_consumer"), Overloaded: n.metrics.refused.WithLabelValues("overloaded"),
 	})
+	var promote func(context.Context, string) (*room.Room, error)
+	arrived := func(string) {}
+	if cfg.RoomReplicas > 0 {
+		n.replicas = replica.New(n.ctx, replica.Config{Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog,
+			Replicas: cfg.RoomReplicas, ReplicaTimeout: cfg.ReplicaTimeout, DialTimeout: cfg.HandoffTimeout, WriteTimeout: cfg.WriteTimeout,
+			MaxFrame: cfg.MaxPeerBody(), Log: n.log, Install: n.install, Writable: n.quorum.Writable, Silent: n.quorum.Silent,
+			Metrics: n.replicationMetrics()})
+		n.roomCfg.Replicator = n.replicas
+		promote, arrived = n.replicas.Promote, n.replicas.Store().Drop
+	}
 	n.mover = handoff.New(handoff.Config{
 		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
 		Metrics: handoff.Metrics{Handoffs: n.metrics.handoffs, Bytes: n.metrics.handoffBytes, Seconds: n.metrics.handoffSeconds,
 			RoomsLost: n.metrics.roomsLost, RoomsGained: n.metrics.roomsGained, Settled: n.metrics.settled,
 			Fences: n.metrics.fences, Expired: n.metrics.leaseExpired},
 		Timeout: cfg.HandoffTimeout, FenceWait: cfg.FenceWait, ArriveTimeout: cfg.ArriveTimeout,
-		Silent: n.quorum.Silent, Admit: n.admit, Done: n.ctx.Done(),
+		Silent: n.quorum.Silent, Promote: promote, Arrived: arrived, Admit: n.admit, Done: n.ctx.Done(),
 	})
 	// Subscribe before reading the current placement, so none adopted in between is missed:
 	// finding a room's previous owner depends on having seen the placement where it was.
 	changes, stopChanges := r.Subscribe()
 	n.mover.Remember(r.Placement())
 	n.wg.Add(5)
+	if n.replicas != nil {
+		n.wg.Go(func() { n.replicas.Run(n.ctx) })
+	}
 	go func() { defer n.wg.Done(); n.watchdog.Run(n.ctx) }()
 	go func() { defer n.wg.Done(); n.quorum.Run(n.ctx) }()
 	go func() { defer n.wg.Done(); n.watchRing(n.ctx, changes, stopChanges) }()
 	go func() { defer n.wg.Done(); n.reclaimIdle(n.ctx) }()
 	go func() {
 		defer n.wg.Done()
+		if cfg.RoomReplicas > 0 { // at once: /v1/cluster says room_replicas from the start
+			ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+			_ = r.UpdateMeta(ctx, func(m *ring.Meta) { m.Replicas = cfg.RoomReplicas })
+			cancel()
+		}
 		httpapi.GossipStats(n.ctx, r, cfg.StatsInterval, n.log, func(m *ring.Meta) {
-			m.Rooms, m.Conns = n.rooms.Len(), int(n.conns.Load())
+			m.Rooms, m.Conns, m.Replicas = n.rooms.Len(), int(n.conns.Load()), cfg.RoomReplicas
+			if n.replicas != nil {
+				m.Under = n.replicas.UnderReplicated()
+			}
 		})
 	}()
 	return n, nil
@@ -221,6 +244,9 @@ func (n *Node) watchRing(ctx context.Context, changes <-chan *ring.Placement, st
 		case p := <-changes:
 			n.metrics.ringChanges.Inc()
 			n.mover.Remember(p)
+			if n.replicas != nil {
+				n.replicas.Wake() // promote the rooms of a dead owner, seed the new replicas
+			}
 			n.mover.Rebalance(ctx)
 		case <-retry.C:
 			if n.mover.Lost() {
@@ -228,6 +254,12 @@ func (n *Node) watchRing(ctx context.Context, changes <-chan *ring.Placement, st
 			}
 		}
 	}
+}
+
+// install puts a room promoted from its replica in the table; false if one is there already.
+func (n *Node) install(r *room.Room) bool {
+	got, err := n.rooms.GetOrCreate(r.Name(), func() (*room.Room, error) { return r, nil })
+	return err == nil && got == r
 }
 
 // minorityChanged hears the node fall into a minority or leave it. Falling in, every room is
@@ -314,14 +346,16 @@ func (n *Node) HasRoom(name string) bool { return n.rooms.Get(name) != nil }
 // the body is read), with its body read within peer.Serve's bounds on size, time and calls in
 // flight. Calls are signed for the host:port this node advertises; refusals are counted.
 func (n *Node) signed(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
-	self := func() string {
-		if s, ok := n.ring.(interface{ Self() ring.Member }); ok {
-			return s.Self().HTTP
-		}
-		m, _ := n.ring.Placement().Member(n.id)
-		return m.HTTP
+	return n.peers.Serve(n.selfHTTP, func(reason string) { n.metrics.refused.WithLabelValues(reason).Inc() }, h)
+}
+
+// selfHTTP is the host:port this node advertises, which peers sign their calls for.
+func (n *Node) selfHTTP() string {
+	if s, ok := n.ring.(interface{ Self() ring.Member }); ok {
+		return s.Self().HTTP
 	}
-	return n.peers.Serve(self, func(reason string) { n.metrics.refused.WithLabelValues(reason).Inc() }, h)
+	m, _ := n.ring.Placement().Member(n.id)
+	return m.HTTP
 }
 
 func newClientID() string {

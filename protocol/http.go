@@ -61,6 +61,8 @@ type Cluster struct {
 	Ring       string         `json:"ring"`
 	Partitions int            `json:"partitions"`
 	Rooms      map[string]int `json:"rooms"` // rooms held per node id, as last gossiped
+	// RoomReplicas is the nodes' --room-replicas (the largest, should they differ).
+	RoomReplicas int `json:"room_replicas"`
 }
 
 // Member is one member in Cluster.
@@ -73,4 +75,6 @@ type Member struct {
 	Gossip string `json:"gossip"`
 	Rooms  int    `json:"rooms"`
 	Conns  int    `json:"conns"`
+	// UnderReplicated (nodes only) counts the node's rooms with fewer live copies than asked.
+	UnderReplicated *int `json:"under_replicated,omitempty"`
 }

@@ -38,6 +38,10 @@ type Meta struct {
 	Leaving bool `json:"l,omitempty"`
 	Rooms   int  `json:"n,omitempty"` // rooms held, refreshed now and then; for operators only
 	Conns   int  `json:"c,omitempty"` // client connections held, likewise
+	// Replicas is a node's --room-replicas; Under its rooms with fewer replicas than that, as
+	// last counted (for operators).
+	Replicas int `json:"p,omitempty"`
+	Under    int `json:"u,omitempty"`
 }
 
 // maxMetaSize is memberlist's limit on node metadata.

@@ -24,6 +24,8 @@ type Ring struct {
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
 	self string
+	// gossipAddr is the host:port others reach this member's gossip on.
+	gossipAddr string
 
 	metaMu sync.Mutex // serialises changes of the local metadata
 	meta   atomic.Pointer[Meta]
@@ -137,8 +139,9 @@ func New(cfg Config) (*Ring, error) {
 		return nil, fmt.Errorf("ring: start gossip on %s: %w", cfg.Gossip, err)
 	}
 	local := r.ml.LocalNode()
-	r.log.Info("gossip started", "role", cfg.Role, "gossip", net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port))),
-		"http", meta.HTTP, "tcp", meta.TCP)
+	// Read once, now: memberlist rewrites its local node when the metadata changes.
+	r.gossipAddr = net.JoinHostPort(local.Addr.String(), strconv.Itoa(int(local.Port)))
+	r.log.Info("gossip started", "role", cfg.Role, "gossip", r.gossipAddr, "http", meta.HTTP, "tcp", meta.TCP)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -165,10 +168,7 @@ func (r *Ring) Self() Member {
 }
 
 // GossipAddr is the host:port others reach this member's gossip on.
-func (r *Ring) GossipAddr() string {
-	n := r.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (r *Ring) GossipAddr() string { return r.gossipAddr }
 
 // Placement is the current placement snapshot. It never blocks.
 func (r *Ring) Placement() *Placement { return r.placement.Load() }

@@ -178,9 +178,11 @@ func (r *chaosRoom) publishUntil(t *testing.T, id string, d time.Duration) time.
 }
 
 // TestKillOwnerMidTraffic: kill -9 a node process while rooms on every node are in use through
-// a router. The dead node's rooms are served again by their new owners within a bound (measured
-// detection time ~1.5 s, see TestKillNineIsDetected, plus slack); rooms on the other nodes see no
-// interruption at all: their subscribers' connections never end and their sequences have no hole.
+// a router. The dead node's rooms are served again by their heirs within a bound (measured
+// detection time ~1.5 s, see TestKillNineIsDetected, plus slack), in the same epoch: their
+// subscribers see no reset; rooms on the other nodes see no interruption beyond acks held until
+// the ring declares the dead node gone (where it held their replica): their subscribers'
+// connections never end and their sequences have no hole.
 func TestKillOwnerMidTraffic(t *testing.T) {
 	nodes, rt := startProcClusterWithRouter(t, 3)
 	rooms := openChaosRooms(t, rt.URL(), roomsByOwner(t, rt, "chaos-", 3, "n1", "n2", "n3"))
@@ -199,7 +201,9 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 			if r.owner == victim.ID && time.Since(start) > bound {
 				t.Errorf("%s (on the killed node) served again only after %s", r.name, time.Since(start))
 			}
-			if r.owner != victim.ID && took > time.Second {
+			// A room on a live node whose replica was on the killed node holds its acks
+			// until the ring declares that node dead (then goes on with a new replica).
+			if r.owner != victim.ID && took > bound {
 				t.Errorf("%s (on a live node) stalled %s", r.name, took)
 			}
 		})
@@ -207,8 +211,8 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 	wg.Wait()
 	t.Logf("rooms of the killed node served again within %s of the kill", time.Since(start).Round(time.Millisecond))
 	// Subscribers of the killed node's rooms (through the router, which re-dials the new owner
-	// for them): the message before, then a reset (the room's state died with its owner: no
-	// replica yet), then the message after.
+	// for them): the message before, then the message after, and nothing between: the heir
+	// held the room's replica and serves it in the same epoch.
 	for _, r := range rooms {
 		if r.owner != victim.ID {
 			continue
@@ -223,8 +227,8 @@ func TestKillOwnerMidTraffic(t *testing.T) {
 			}
 			seen = append(seen, string(ev.Type)+" "+ev.ID)
 		}
-		if seen[0] != "message "+r.name+"-before" || !slices.Contains(seen, "reset ") {
-			t.Fatalf("%s (killed owner): subscriber saw %v, want the message before, a reset, the message after", r.name, seen)
+		if !slices.Equal(seen, []string{"message " + r.name + "-before", "message " + r.name + "-after"}) {
+			t.Fatalf("%s (killed owner): subscriber saw %v, want the message before, then the message after", r.name, seen)
 		}
 	}
 	// Subscribers of rooms on live nodes: both messages, in order, and no reconnect.

@@ -104,7 +104,7 @@ func TestHostilePeerUploads(t *testing.T) {
 		// length of the body budget, 4 × the largest hand-off body, and a slot of MaxInFlight.
 		const calls, each = 80, 1 << 20
 		cfg := node.DefaultConfig()
-		maxBody := handoff.MaxBody(cfg.HistoryBytes, max(cfg.MaxFrame, int64(cfg.IngestMaxFrame)), cfg.DedupeIDs)
+		maxBody := cfg.MaxPeerBody()
 		budget := min(int64(peer.MaxInFlight), 4*maxBody/each)
 		base := heap(t, n1)
 		var peak atomic.Int64

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -324,12 +326,13 @@ func ctlStatus(ctx context.Context, args []string) error {
 func ctlStream(ctx context.Context, args []string) error {
 	fs, c := newCtlFlags("stream")
 	frameSize := fs.Int("frame-size", 64<<10, "bytes per frame (at most the node's --ingest-max-frame)")
+	source := fs.String("source", "", "this source's name in the room, so that after a crash of the room's owner it resends exactly what the room does not hold (default: a name of its own for this run)")
 	pos, err := parseMixed(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) < 1 || len(pos) > 2 {
-		return errors.New("usage: roost ctl stream ROOM [FILE|-] [--frame-size N]")
+		return errors.New("usage: roost ctl stream ROOM [FILE|-] [--frame-size N] [--source NAME]")
 	}
 	if *frameSize < 1 || *frameSize > 1<<30 {
 		return fmt.Errorf("--frame-size %d: use 1 byte to 1 GiB", *frameSize)
@@ -347,7 +350,13 @@ func ctlStream(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	src, err := client.OpenStream(ctx, c.addr, pos[0], &client.StreamOptions{Token: c.token, MaxFrame: *frameSize, DialTimeout: c.timeout, HTTPClient: hc})
+	if *source == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		*source = "ctl-" + hex.EncodeToString(b[:])
+	}
+	src, err := client.OpenStream(ctx, c.addr, pos[0], &client.StreamOptions{Token: c.token, MaxFrame: *frameSize, DialTimeout: c.timeout,
+		HTTPClient: hc, Source: *source})
 	if err != nil {
 		return err
 	}

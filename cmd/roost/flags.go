@@ -238,6 +238,8 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.DurationVar(&c.FenceWait, "fence-wait", c.FenceWait, "how long a hand-off receiver waits for its ring to name it the owner")
 	fs.DurationVar(&c.StaleAfter, "stale-after", c.StaleAfter, "a node paused this long asks its peers whether its rooms were taken over, and drops them if so (keep it below the failure-detection time: probe interval × (1 + suspicion mult))")
 	fs.DurationVar(&c.Quarantine, "quarantine", c.Quarantine, "after such a pause, how long the node creates no room")
+	fs.IntVar(&c.RoomReplicas, "room-replicas", c.RoomReplicas, "nodes besides its owner that keep each room (its heirs); a message is acked once they hold it, so a crash loses nothing acknowledged (0: off)")
+	fs.DurationVar(&c.ReplicaTimeout, "replica-timeout", c.ReplicaTimeout, "how long a replica that stopped answering holds back its rooms' acks before they go on without it")
 	fs.DurationVar(&c.MinorityHold, "minority-hold", c.MinorityHold, "a node that loses touch with most of the cluster at once takes no writes for up to this long (0: off, both sides of a partition write)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "how often a node calls every other node to know it still reaches them (unheard for 4 intervals: out of reach)")
 	fs.IntVar(&c.IngestMaxFrame, "ingest-max-frame", c.IngestMaxFrame, "largest frame a TCP stream source may send, bytes")

@@ -401,3 +401,34 @@ func ReadLimited(r io.Reader, limit int64) ([]byte, error) {
 	}
 	return b, err
 }
+
+// Stream is the signature header of a long-lived call (a WebSocket a peer keeps open, without a
+// body) to uri at host, for the receiver to check with CheckStream. Empty when calls go unsigned.
+func (c *Client) Stream(host, uri string) http.Header {
+	h := http.Header{}
+	if len(c.key) > 0 {
+		h.Set(SignatureHeader, Sign(c.key, Claim{Method: http.MethodGet, Host: host, URI: uri, Time: c.now()}))
+	}
+	return h
+}
+
+// CheckStream checks the signature of a long-lived call from its headers, for the receiver self;
+// such a call has no body, and takes no slot of Serve's (it is bounded by the peers there are).
+func (c *Client) CheckStream(r *http.Request, self string) error {
+	if len(c.key) == 0 {
+		return nil
+	}
+	s, err := c.check(r, self)
+	if err == nil && s.length != 0 {
+		err = ErrBadBody
+	}
+	return err
+}
+
+// TLS is the configuration calls to peers that serve TLS use.
+func (c *Client) TLS() *tls.Config {
+	if t, ok := c.http.Transport.(*http.Transport); ok {
+		return t.TLSClientConfig
+	}
+	return nil
+}

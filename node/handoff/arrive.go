@@ -41,6 +41,15 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 		if !ok || o.ID != m.self {
 			return nil, ErrNotOwner
 		}
+		if m.cfg.Promote != nil {
+			r, err := m.cfg.Promote(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			if r != nil {
+				return r, nil // a replica of a room whose owner died: served at once, same epoch
+			}
+		}
 		pending, heard := false, false
 		var silent []string
 		asked := m.holders(name, p)
@@ -55,8 +64,9 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 				pending, heard = true, true
 			case reply.Status == Owner:
 				return nil, &HeldError{To: c}
-			case reply.Status == Moved && reply.To != m.self:
-				// Handed to a third node, whose ring will send it here: not "nobody holds it".
+			case reply.Status == Moved:
+				// Handed to a third node, whose ring will send it here, or to this one, which
+				// may have handed it on already: not "nobody holds it". Ask again.
 				pending, heard = true, true
 			}
 		}

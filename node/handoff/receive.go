@@ -61,6 +61,9 @@ func (m *Mover) ServeHandoff(w http.ResponseWriter, r *http.Request, body []byte
 		case err != nil:
 			reply.Refused = append(reply.Refused, st.Room)
 		case installed:
+			if m.cfg.Arrived != nil {
+				m.cfg.Arrived(st.Room)
+			}
 			reply.Accepted = append(reply.Accepted, st.Room)
 			m.cfg.Metrics.RoomsGained.WithLabelValues("handoff").Inc()
 			m.cfg.Log.Info("room arrived", "room", st.Room, "from", b.From, "epoch", st.Epoch, "seq", st.Seq)

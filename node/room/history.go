@@ -134,6 +134,15 @@ func (h *history) first() uint64 {
 	return h.entries[0].seq
 }
 
+// between returns the retained entries with since < seq <= upTo.
+func (h *history) between(since, upTo uint64) []*entry {
+	out := h.after(since)
+	for len(out) > 0 && out[len(out)-1].seq > upTo {
+		out = out[:len(out)-1]
+	}
+	return out
+}
+
 // after returns the retained entries with seq > since.
 func (h *history) after(since uint64) []*entry {
 	if len(h.entries) == 0 {

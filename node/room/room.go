@@ -53,8 +53,11 @@ type Config struct {
 	PingInterval time.Duration
 	Gate         Gate
 	// Quorum says whether the node may sequence anything now (see Quorum). nil: always.
-	Quorum  Quorum
-	Metrics Metrics
+	Quorum Quorum
+	// Replicator holds each message until the room's replicas have it (see commit.go). nil:
+	// messages commit as they are sequenced.
+	Replicator Replicator
+	Metrics    Metrics
 }
 
 // Quorum tells rooms whether the node may take writes: not while it has lost touch with most of
@@ -102,12 +105,15 @@ type Room struct {
 	thaw       chan struct{} // closed when a freeze ends (thawed, or the room closed)
 	epoch      string
 	term       uint64 // grows on every change of owner (see ownership.go)
-	seq        uint64
+	seq        uint64 // the newest seq given
+	committed  uint64 // the newest seq delivered and acked (see commit.go)
+	held       []pending
 	own        ownership
 	hist       history
 	ids        dedupe
 	subs       map[*Conn]struct{}
 	sources    map[*Source]struct{} // TCP stream sources
+	fed        map[string]uint64    // frames held of each named stream source (see Fed)
 	members    map[string]int       // presence: client id → open connections
 	joined     map[string]struct{}
 	left       map[string]struct{}
@@ -166,24 +172,24 @@ func (r *Room) Join(c *Conn, res Resume) error {
 	r.addMember(c.client) // before c is a subscriber: its own join reaches the others only
 	r.subs[c] = struct{}{}
 	c.sendJSON(protocol.Welcome{Type: protocol.TypeWelcome, Room: r.name, Node: r.cfg.Node, Client: c.client,
-		Epoch: r.epoch, Seq: r.seq, Count: len(r.members)})
+		Epoch: r.epoch, Seq: r.committed, Count: len(r.members)})
 
 	if res.HasSince || res.Epoch != "" {
 		since := res.Since
-		if (res.Epoch != "" && res.Epoch != r.epoch) || since > r.seq {
+		if (res.Epoch != "" && res.Epoch != r.epoch) || since > r.committed {
 			// The numbering the client knows is gone: say so, then continue as from the start
 			// of this epoch.
-			c.sendJSON(protocol.Reset{Type: protocol.TypeReset, Epoch: r.epoch, Seq: r.seq})
+			c.sendJSON(protocol.Reset{Type: protocol.TypeReset, Epoch: r.epoch, Seq: r.committed})
 			since = 0
 		}
-		if first := r.hist.first(); since < r.seq && (first == 0 || since+1 < first) {
-			to := r.seq
+		if first := r.hist.first(); since < r.committed && (first == 0 || since+1 < first) {
+			to := r.committed
 			if first != 0 {
 				to = first - 1
 			}
 			c.sendJSON(protocol.Gap{Type: protocol.TypeGap, From: since + 1, To: to})
 		}
-		if owed := r.hist.after(since); len(owed) > 0 {
+		if owed := r.hist.between(since, r.committed); len(owed) > 0 {
 			c.send(outFrame{replay: slices.Clone(owed)})
 		}
 	}
@@ -215,8 +221,17 @@ func (r *Room) Publish(ctx context.Context, c *Conn, id string, data []byte) err
 	_, err := r.sequence(ctx, c, c.client, id, func(seq uint64) []byte {
 		b := make([]byte, 0, 64+len(data)+len(c.client)+len(id))
 		return protocol.AppendMessage(b, seq, c.client, id, data)
-	}, false)
+	}, false, "")
 	return err
+}
+
+// PublishSourced sequences one frame of the named stream source source, counting it among the
+// frames the room holds of that source (see Fed).
+func (r *Room) PublishSourced(ctx context.Context, source string, frame []byte) (uint64, error) {
+	return r.sequence(ctx, nil, "", "", func(seq uint64) []byte {
+		binary.BigEndian.PutUint64(frame, seq)
+		return frame
+	}, true, source)
 }
 
 // PublishBinary sequences one binary message. frame is the whole wire frame with its first 8
@@ -231,12 +246,12 @@ func (r *Room) PublishBinary(ctx context.Context, from *Conn, frame []byte) (uin
 	return r.sequence(ctx, from, client, "", func(seq uint64) []byte {
 		binary.BigEndian.PutUint64(frame, seq)
 		return frame
-	}, true)
+	}, true, "")
 }
 
 // sequence gives the next seq to a message, encodes it once (encode builds its wire frame),
 // keeps it in history, queues it to every subscriber, and acks it to from when there is one.
-func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, encode func(seq uint64) []byte, binary bool) (uint64, error) {
+func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, encode func(seq uint64) []byte, binary bool, source string) (uint64, error) {
 	if r.cfg.Gate.AwaitFresh(ctx) != nil {
 		return 0, ErrClosed
 	}
@@ -247,11 +262,11 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 	}
 	if id != "" {
 		if seq, ok := r.ids.lookup(id); ok {
+			if from != nil {
+				r.ackWhenCommitted(from, id, seq)
+			}
 			r.mu.Unlock()
 			r.cfg.Metrics.Duplicates.Inc()
-			if from != nil {
-				from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
-			}
 			return seq, nil
 		}
 	}
@@ -274,11 +289,11 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 	if id != "" {
 		r.ids.remember(client, id, seq)
 	}
-	r.lastActive = time.Now()
-	r.fanout(outFrame{msg: e})
-	if from != nil {
-		from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
+	if source != "" {
+		r.feed(source)
 	}
+	r.lastActive = time.Now()
+	r.commitOrHold(e, from, client, id, source)
 	r.mu.Unlock()
 	r.cfg.Metrics.Messages.Inc()
 	return seq, nil
@@ -379,6 +394,8 @@ func (r *Room) Close(f Farewell) {
 	}
 	r.state = closed
 	r.forget()
+	clear(r.held)
+	r.held = nil
 	if r.timer != nil {
 		r.timer.Stop()
 		r.timer = nil
@@ -407,7 +424,7 @@ func (r *Room) AddSource(s *Source) (uint64, error) {
 	}
 	r.sources[s] = struct{}{}
 	r.lastActive = time.Now()
-	return r.seq, nil
+	return r.committed, nil
 }
 
 // RemoveSource unregisters s.
@@ -456,5 +473,5 @@ type Stats struct {
 func (r *Room) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Stats{Name: r.name, Epoch: r.epoch, Term: r.term, Seq: r.seq, Conns: len(r.subs), Count: len(r.members)}
+	return Stats{Name: r.name, Epoch: r.epoch, Term: r.term, Seq: r.committed, Conns: len(r.subs), Count: len(r.members)}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -393,4 +394,74 @@ func TestIdleRoomIsReclaimedOnce(t *testing.T) {
 	if _, err := publish(r, "x"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("write to a reclaimed room: %v", err)
 	}
+}
+
+// replicator is a Replicator a test drives: it holds every message until the test commits it.
+type replicator struct{ appended []Append }
+
+func (f *replicator) Append(_ *Room, a Append, _ func() State) bool {
+	f.appended = append(f.appended, a)
+	return true
+}
+
+// queued is what waits in c's queue: welcome and ack frames by type, messages by seq.
+func queued(c *Conn) (types []string, seqs []uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, f := range c.queue {
+		switch {
+		case f.msg != nil:
+			seqs = append(seqs, f.msg.seq)
+		case f.text != nil:
+			var in protocol.Incoming
+			_ = json.Unmarshal(f.text, &in)
+			types = append(types, fmt.Sprintf("%s:%d", in.Type, in.Seq))
+		}
+	}
+	return types, seqs
+}
+
+// With a replicator, a message is sequenced at once but delivered and acked only once its
+// replicas hold it, in seq order; a client joining meanwhile is welcomed at the committed seq;
+// a retried id is acked only once its message commits.
+func TestMessagesCommitOnceReplicated(t *testing.T) {
+	cfg, _ := testConfig()
+	rep := &replicator{}
+	cfg.Replicator = rep
+	r := New(cfg, "a")
+	pub := &Conn{cfg: cfg, writer: true, client: "p"}
+	if err := r.Join(pub, Resume{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := r.Publish(t.Context(), pub, fmt.Sprint("m", i), []byte(`1`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rep.appended) != 3 || rep.appended[2].Msg.Seq != 3 || rep.appended[2].ID != "m2" || rep.appended[2].Client != "p" {
+		t.Fatalf("appended %+v", rep.appended)
+	}
+	if types, seqs := queued(pub); len(types) != 1 || len(seqs) != 0 {
+		t.Fatalf("before any replica acked: %v %v, want the welcome alone", types, seqs)
+	}
+	late := &Conn{cfg: cfg, writer: true, client: "l"}
+	if err := r.Join(late, Resume{HasSince: true}); err != nil {
+		t.Fatal(err)
+	}
+	if types, _ := queued(late); types[0] != "welcome:0" {
+		t.Fatalf("joined while nothing committed: %v", types)
+	}
+	_ = r.Publish(t.Context(), pub, "m0", []byte(`1`)) // a retry of an uncommitted id
+	r.Commit(2)
+	if types, seqs := queued(pub); !slices.Equal(seqs, []uint64{1, 2}) || !slices.Equal(types, []string{"welcome:0", "ack:1", "ack:2", "ack:1"}) {
+		t.Fatalf("after commit 2: %v %v", types, seqs)
+	}
+	if _, seqs := queued(late); !slices.Equal(seqs, []uint64{1, 2}) {
+		t.Fatalf("the late joiner got %v", seqs)
+	}
+	r.Commit(3)
+	if _, seqs := queued(late); !slices.Equal(seqs, []uint64{1, 2, 3}) || r.Committed() != 3 {
+		t.Fatalf("after commit 3: %v, committed %d", seqs, r.Committed())
+	}
+	r.Close(Farewell{})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"unicode/utf8"
 
 	"github.com/roost-dev/roost/protocol"
@@ -19,6 +20,8 @@ type State struct {
 	Seq     uint64    `json:"seq"`
 	History []Message `json:"history,omitempty"`
 	IDs     []ID      `json:"ids,omitempty"` // oldest first
+	// Sources counts the frames the room holds of each named stream source.
+	Sources map[string]uint64 `json:"sources,omitempty"`
 }
 
 // Message is one retained message.
@@ -39,11 +42,19 @@ type ID struct {
 func (r *Room) Snapshot() State {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.snapshot()
+}
+
+// snapshot is Snapshot with r.mu held.
+func (r *Room) snapshot() State {
 	st := State{Room: r.name, Epoch: r.epoch, Term: r.term, Seq: r.seq, History: make([]Message, len(r.hist.entries))}
 	for i, e := range r.hist.entries {
 		st.History[i] = Message{Seq: e.seq, Binary: e.binary, Frame: e.frame}
 	}
 	st.IDs = r.ids.all()
+	if len(r.fed) > 0 {
+		st.Sources = maps.Clone(r.fed)
+	}
 	return st
 }
 
@@ -65,12 +76,15 @@ func (r *Room) Position() (epoch string, seq uint64) {
 // (a receiver passes the next term: see ownership.go). st must be valid (see Validate).
 func Restore(cfg *Config, st State) *Room {
 	r := New(cfg, st.Room)
-	r.epoch, r.term, r.seq = st.Epoch, max(st.Term, 1), st.Seq
+	r.epoch, r.term, r.seq, r.committed = st.Epoch, max(st.Term, 1), st.Seq, st.Seq
 	for _, h := range st.History {
 		r.hist.add(newEntry(h.Seq, h.Binary, h.Frame))
 	}
 	for _, id := range st.IDs {
 		r.ids.remember(id.Client, id.ID, id.Seq)
+	}
+	if len(st.Sources) > 0 {
+		r.fed = maps.Clone(st.Sources)
 	}
 	return r
 }
@@ -112,6 +126,14 @@ func (st *State) Validate() error {
 	}
 	if len(st.IDs) > MaxIDs {
 		return fmt.Errorf("%d remembered ids, more than the %d a room may remember", len(st.IDs), MaxIDs)
+	}
+	if len(st.Sources) > MaxSourceNames {
+		return fmt.Errorf("%d named sources, more than the %d a room counts", len(st.Sources), MaxSourceNames)
+	}
+	for name, n := range st.Sources {
+		if name == "" || len(name) > protocol.MaxIDLen || n > st.Seq {
+			return fmt.Errorf("named source %q is malformed", protocol.CloseReason(name))
+		}
 	}
 	seen := make(map[string]struct{}, len(st.IDs))
 	for i, id := range st.IDs {

@@ -1,0 +1,221 @@
+package replica
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/node/room"
+	"github.com/roost-dev/roost/protocol"
+)
+
+// copyOf is a room this node holds as a replica: a Room no client reaches, its owner named.
+type copyOf struct {
+	r    *room.Room
+	from string // the owner that seeded and extends it
+}
+
+// Store holds the replica copies of a node. Its methods are safe for concurrent use.
+type Store struct {
+	cfg *Config
+
+	mu     sync.Mutex
+	copies map[string]*copyOf
+}
+
+// Len is the number of replica copies held.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.copies)
+}
+
+// ServeStream serves one owner's replication stream (the request is signed: see
+// peer.CheckStream): it applies each batch and acks it.
+func (s *Store) ServeStream(w http.ResponseWriter, r *http.Request) {
+	from := r.URL.Query().Get("from")
+	if from == "" {
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, "a replication stream names its owner (from)")
+		return
+	}
+	up := websocket.Upgrader{ReadBufferSize: 64 << 10, WriteBufferSize: 16 << 10}
+	ws, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	defer ws.Close()
+	ws.SetReadLimit(s.cfg.MaxFrame)
+	stop := context.AfterFunc(s.cfg.ctx, func() { ws.Close() })
+	defer stop()
+	for {
+		mt, b, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if mt != websocket.BinaryMessage {
+			return
+		}
+		var batch Batch
+		if err := decode(b, &batch); err != nil {
+			s.cfg.Log.Warn("closing a replication stream that sent a bad frame", "peer", from, "err", err)
+			return
+		}
+		ack := Ack{ID: batch.ID, Status: make([]Status, len(batch.Items))}
+		for i, it := range batch.Items {
+			ack.Status[i] = s.apply(from, it)
+		}
+		out, err := encode(ack)
+		if err != nil {
+			return
+		}
+		_ = ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		if ws.WriteMessage(websocket.BinaryMessage, out) != nil {
+			return
+		}
+	}
+}
+
+// apply takes one item from the owner from. A copy is only ever extended by the node this
+// node's own ring names the room's owner, and never from an older term (fencing).
+func (s *Store) apply(from string, it Item) Status {
+	name := it.room()
+	if s.cfg.Gate.Stale() {
+		return Refused // woken from a pause: this node decides nothing until its watchdog has
+	}
+	if o, ok := s.cfg.Ring.Placement().Owner(name); !ok || o.ID != from {
+		return Refused
+	}
+	if it.Seed != nil {
+		return s.seed(from, *it.Seed)
+	}
+	s.mu.Lock()
+	c := s.copies[name]
+	s.mu.Unlock()
+	if c == nil || c.from != from {
+		return Reseed
+	}
+	switch err := c.r.Apply(it.Append.Append); err {
+	case nil:
+		s.cfg.Metrics.Appends.Inc()
+		return Held
+	case room.ErrOldTerm:
+		return Refused
+	default:
+		return Reseed
+	}
+}
+
+func (s *Store) seed(from string, st room.State) Status {
+	if err := st.Validate(); err != nil {
+		s.cfg.Log.Warn("refusing a malformed replica seed", "room", st.Room, "peer", from, "err", err)
+		return Refused
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.copies[st.Room]; old != nil {
+		epoch, _ := old.r.Position()
+		if epoch == st.Epoch && old.r.Term() > st.Term {
+			return Refused
+		}
+		old.r.Close(room.Farewell{})
+	}
+	s.copies[st.Room] = &copyOf{r: room.Restore(s.cfg.Room, st), from: from}
+	s.cfg.Metrics.Seeds.Inc()
+	return Held
+}
+
+// Take removes and returns the copy of room when the node that extended it is not live in the
+// current placement and this node is the room's owner there: the caller promotes it. nil
+// otherwise.
+func (s *Store) Take(name string) *room.Room {
+	p := s.cfg.Ring.Placement()
+	if o, ok := p.Owner(name); !ok || o.ID != s.cfg.Ring.ID() {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.copies[name]
+	if c == nil {
+		return nil
+	}
+	if m, ok := p.Member(c.from); ok && m.Live() {
+		return nil // its owner lives: it hands the room over itself
+	}
+	delete(s.copies, name)
+	return c.r
+}
+
+// orphan reports whether this node holds a copy of room whose owner is gone while the placement
+// names this node the owner, and which node that owner was.
+func (s *Store) orphan(name string) (from string, ok bool) {
+	p := s.cfg.Ring.Placement()
+	if o, ok := p.Owner(name); !ok || o.ID != s.cfg.Ring.ID() {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.copies[name]
+	if c == nil {
+		return "", false
+	}
+	if m, ok := p.Member(c.from); ok && m.Live() {
+		return "", false
+	}
+	return c.from, true
+}
+
+// Orphans are the rooms whose copies Take would give now.
+func (s *Store) Orphans() []string {
+	p := s.cfg.Ring.Placement()
+	self := s.cfg.Ring.ID()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for name, c := range s.copies {
+		if o, ok := p.Owner(name); ok && o.ID == self {
+			if m, ok := p.Member(c.from); !ok || !m.Live() {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
+// Drop forgets the copy of room: the room itself arrived here, or this node no longer replicates
+// it.
+func (s *Store) Drop(name string) {
+	s.mu.Lock()
+	c := s.copies[name]
+	delete(s.copies, name)
+	s.mu.Unlock()
+	if c != nil {
+		c.r.Close(room.Farewell{})
+	}
+}
+
+// prune drops the copies this node is no longer a replica of by the current placement, and those
+// whose owner is gone while another node owns the room (that node holds a copy of its own).
+func (s *Store) prune() {
+	p := s.cfg.Ring.Placement()
+	self := s.cfg.Ring.ID()
+	s.mu.Lock()
+	var gone []*copyOf
+	for name, c := range s.copies {
+		keep := false
+		for _, h := range p.Heirs(name, s.cfg.Replicas+1) {
+			if h.ID == self {
+				keep = true
+			}
+		}
+		if !keep {
+			gone = append(gone, c)
+			delete(s.copies, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range gone {
+		c.r.Close(room.Farewell{})
+	}
+}

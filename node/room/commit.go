@@ -1,0 +1,113 @@
+package room
+
+import "github.com/roost-dev/roost/protocol"
+
+// Replication: with a Replicator, a message is sequenced (its seq and its place in history are
+// the room's at once) but committed — delivered to subscribers and acked to its publisher — only
+// once every replica holds it (Replicator.Append, then Commit). Messages are committed in seq
+// order; a client that joins meanwhile is welcomed at the committed seq and sees the rest as
+// they commit, so nothing reaches a client that a crash of the owner could take back.
+
+// Replicator copies a room's messages to its replicas (see package replica).
+type Replicator interface {
+	// Append hands the message just sequenced in r to r's replicas. It reports false when r has
+	// no replica to wait for: the message commits at once. Otherwise the replicator calls
+	// r.Commit once the replicas hold it. It must not block: r's lock is held. snapshot gives
+	// r's state (this message included), to seed a replica that needs it.
+	Append(r *Room, a Append, snapshot func() State) bool
+}
+
+// Append is one message on its way to a room's replicas, with what a new owner needs of it.
+type Append struct {
+	Epoch  string
+	Term   uint64
+	Msg    Message
+	ID     string // the publish id, if any
+	Client string // its publisher
+	Source string // the named stream source that sent it, if one did
+}
+
+// pending is a message sequenced but not committed, or an ack owed once a seq commits.
+type pending struct {
+	e    *entry // nil: an ack alone (a retried id whose message is not committed yet)
+	seq  uint64
+	from *Conn
+	id   string
+}
+
+// commitOrHold delivers e and acks it now, or, when a replicator waits for the replicas, keeps
+// it for Commit. r.mu is held.
+func (r *Room) commitOrHold(e *entry, from *Conn, client, id, source string) {
+	if r.cfg.Replicator != nil && r.cfg.Replicator.Append(r, Append{Epoch: r.epoch, Term: r.term,
+		Msg: Message{Seq: e.seq, Binary: e.binary, Frame: e.frame}, ID: id, Client: client, Source: source}, r.snapshot) {
+		r.held = append(r.held, pending{e: e, seq: e.seq, from: from, id: id})
+		return
+	}
+	if len(r.held) > 0 {
+		// Earlier messages still wait for replicas that are gone now: this one commits them.
+		r.held = append(r.held, pending{e: e, seq: e.seq, from: from, id: id})
+		r.commit(e.seq)
+		return
+	}
+	r.committed = e.seq
+	r.fanout(outFrame{msg: e})
+	if from != nil {
+		from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: e.seq})
+	}
+}
+
+// ackWhenCommitted acks a retried id now if its message is committed, or when it is. r.mu is
+// held.
+func (r *Room) ackWhenCommitted(from *Conn, id string, seq uint64) {
+	if seq <= r.committed {
+		from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: seq})
+		return
+	}
+	r.held = append(r.held, pending{seq: seq, from: from, id: id})
+}
+
+// Commit delivers and acks, in seq order, every held message up to seq: the replicas hold them.
+func (r *Room) Commit(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != closed {
+		r.commit(seq)
+	}
+}
+
+// commit is Commit with r.mu held.
+func (r *Room) commit(seq uint64) {
+	seq = min(seq, r.seq)
+	if seq <= r.committed {
+		return
+	}
+	var waiting []pending
+	n := 0
+	for _, p := range r.held {
+		if p.seq > seq {
+			if p.e != nil {
+				r.held[n] = p
+				n++
+			} else {
+				waiting = append(waiting, p)
+			}
+			continue
+		}
+		if p.e != nil {
+			r.fanout(outFrame{msg: p.e})
+		}
+		if p.from != nil {
+			p.from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: p.id, Seq: p.seq})
+		}
+	}
+	clear(r.held[n:])
+	r.held = append(r.held[:n], waiting...)
+	r.committed = seq
+}
+
+// Committed is the newest seq delivered to the room's clients.
+func (r *Room) Committed() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.committed
+}
