@@ -41,15 +41,6 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 		if !ok || o.ID != m.self {
 			return nil, ErrNotOwner
 		}
-		if m.cfg.Promote != nil {
-			r, err := m.cfg.Promote(ctx, name)
-			if err != nil {
-				return nil, err
-			}
-			if r != nil {
-				return r, nil // a replica of a room whose owner died: served at once, same epoch
-			}
-		}
 		pending, heard := false, false
 		var silent []string
 		asked := m.holders(name, p)
@@ -79,6 +70,17 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 		if !pending {
 			if err := m.awaitSilence(ctx, name, p); err != nil {
 				return nil, err
+			}
+			if m.cfg.Promote != nil {
+				// Nobody live holds it: the copy its dead owner replicated here, if there is
+				// one, is the room, in its epoch, with every acknowledged message.
+				r, err := m.cfg.Promote(ctx, name)
+				if err != nil {
+					return nil, err
+				}
+				if r != nil {
+					return r, nil
+				}
 			}
 			return m.create(name, "fresh")
 		}

@@ -83,8 +83,9 @@ type Config struct {
 	// Silent is when a node, were it cut off, has stopped writing for sure (see quorum.Tracker);
 	// a room whose owner was declared dead starts afresh no sooner. nil: at once.
 	Silent func(node string) time.Time
-	// Promote serves this node's replica copy of a room whose owner is gone, if it holds one
-	// (see package replica), before anything else is tried; nil: no replication.
+	// Promote serves this node's replica copy of a room whose owner was declared dead, if it
+	// holds one (see package replica), where the room would otherwise start afresh: no live
+	// node holds it. nil: no replication.
 	Promote func(ctx context.Context, room string) (*room.Room, error)
 	// Arrived is told of every room installed from a hand-off (its replica copy, if any, is
 	// stale now).

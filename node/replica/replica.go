@@ -67,6 +67,11 @@ type Config struct {
 	Metrics        Metrics
 	// Install puts a promoted copy in the room table (the node's admission applies).
 	Install func(r *room.Room) bool
+	// Acquire is the hand-off's way to a room this node owns and does not hold: it asks the
+	// live nodes first and promotes the copy here only if none holds the room. Replication
+	// calls it for the rooms of a dead owner it holds copies of, so they are served before a
+	// client asks.
+	Acquire func(ctx context.Context, room string)
 	// Writable says whether the node may take writes (not in a minority: see package quorum);
 	// Silent when a node, were it cut off, has stopped writing for sure. A copy is promoted
 	// only when both hold: a node cut off from the rest sees every owner die, and must not take
@@ -91,6 +96,8 @@ type Replicator struct {
 	rooms   map[string]*roomState
 	version string // the placement the last full pass worked from
 	wg      sync.WaitGroup
+	// acquiring are the rooms of dead owners being acquired (see acquire).
+	acquiring map[string]bool
 }
 
 type streamRun struct {
@@ -374,7 +381,7 @@ func (rep *Replicator) reconcile(full bool) {
 		rep.mu.Unlock()
 	}
 	for _, name := range rep.store.Orphans() {
-		rep.promote(name)
+		rep.acquire(name)
 	}
 	type commit struct {
 		r   *room.Room
@@ -421,6 +428,30 @@ func (rep *Replicator) reconcile(full bool) {
 	for _, c := range commits {
 		c.r.Commit(c.seq)
 	}
+}
+
+// acquire runs cfg.Acquire for room once at a time, in the background.
+func (rep *Replicator) acquire(name string) {
+	rep.mu.Lock()
+	if rep.acquiring == nil {
+		rep.acquiring = map[string]bool{}
+	}
+	if rep.acquiring[name] || len(rep.acquiring) >= 64 || rep.cfg.Acquire == nil {
+		rep.mu.Unlock()
+		return
+	}
+	rep.acquiring[name] = true
+	rep.mu.Unlock()
+	rep.wg.Go(func() {
+		defer func() {
+			rep.mu.Lock()
+			delete(rep.acquiring, name)
+			rep.mu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(rep.cfg.ctx, 10*time.Second)
+		defer cancel()
+		rep.cfg.Acquire(ctx, name)
+	})
 }
 
 // Promote serves this node's copy of room, if it holds one whose owner is gone and the

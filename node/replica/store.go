@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
 )
 
 // copyOf is a room this node holds as a replica: a Room no client reaches, its owner named.
@@ -126,9 +127,8 @@ func (s *Store) seed(from string, st room.State) Status {
 	return Held
 }
 
-// Take removes and returns the copy of room when the node that extended it is not live in the
-// current placement and this node is the room's owner there: the caller promotes it. nil
-// otherwise.
+// Take removes and returns the copy of room when the ring declared the node that extended it
+// dead and this node is the room's owner: the caller promotes it. nil otherwise.
 func (s *Store) Take(name string) *room.Room {
 	p := s.cfg.Ring.Placement()
 	if o, ok := p.Owner(name); !ok || o.ID != s.cfg.Ring.ID() {
@@ -140,15 +140,17 @@ func (s *Store) Take(name string) *room.Room {
 	if c == nil {
 		return nil
 	}
-	if m, ok := p.Member(c.from); ok && m.Live() {
-		return nil // its owner lives: it hands the room over itself
+	if m, ok := p.Member(c.from); !ok || m.State != ring.StateDead {
+		return nil // its owner lives, or left and handed the room over itself
 	}
 	delete(s.copies, name)
 	return c.r
 }
 
-// orphan reports whether this node holds a copy of room whose owner is gone while the placement
-// names this node the owner, and which node that owner was.
+// orphan reports whether this node holds a copy of room whose owner the ring declared dead
+// while the placement names this node the owner, and which node that owner was. A copy whose
+// owner left gracefully is no orphan: that owner handed the room to someone, and the copy is
+// stale.
 func (s *Store) orphan(name string) (from string, ok bool) {
 	p := s.cfg.Ring.Placement()
 	if o, ok := p.Owner(name); !ok || o.ID != s.cfg.Ring.ID() {
@@ -160,7 +162,7 @@ func (s *Store) orphan(name string) (from string, ok bool) {
 	if c == nil {
 		return "", false
 	}
-	if m, ok := p.Member(c.from); ok && m.Live() {
+	if m, ok := p.Member(c.from); !ok || m.State != ring.StateDead {
 		return "", false
 	}
 	return c.from, true
@@ -175,7 +177,7 @@ func (s *Store) Orphans() []string {
 	var out []string
 	for name, c := range s.copies {
 		if o, ok := p.Owner(name); ok && o.ID == self {
-			if m, ok := p.Member(c.from); !ok || !m.Live() {
+			if m, ok := p.Member(c.from); ok && m.State == ring.StateDead {
 				out = append(out, name)
 			}
 		}
@@ -196,7 +198,7 @@ func (s *Store) Drop(name string) {
 }
 
 // prune drops the copies this node is no longer a replica of by the current placement, and those
-// whose owner is gone while another node owns the room (that node holds a copy of its own).
+// whose owner left (it handed the room over: the copy is stale).
 func (s *Store) prune() {
 	p := s.cfg.Ring.Placement()
 	self := s.cfg.Ring.ID()
@@ -208,6 +210,9 @@ func (s *Store) prune() {
 			if h.ID == self {
 				keep = true
 			}
+		}
+		if m, ok := p.Member(c.from); !ok || m.State == ring.StateLeft {
+			keep = false
 		}
 		if !keep {
 			gone = append(gone, c)
