@@ -402,20 +402,6 @@ func floodRoom(ctx context.Context, n *proc.Proc, room string, count, size int) 
 	return res
 }
 
-// unlabelled reads the first sample of metric name from p's /metrics, for goroutines other than
-// the test's.
-func unlabelled(p *proc.Proc, name string) (float64, error) {
-	fams, err := scrape(p.URL())
-	if err != nil {
-		return 0, err
-	}
-	f := fams[name]
-	if f == nil || len(f.Metric) == 0 {
-		return 0, fmt.Errorf("%s has no metric %s", p.ID, name)
-	}
-	return f.Metric[0].GetGauge().GetValue() + f.Metric[0].GetCounter().GetValue(), nil
-}
-
 // peakResident is the process's peak resident set (VmHWM), in bytes; 0 if /proc cannot say.
 func peakResident(p *proc.Proc) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))

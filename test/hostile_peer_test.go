@@ -38,9 +38,6 @@ func signFor(p *proc.Proc, key []byte, path string, ts int64, body []byte) strin
 	return peer.Sign(key, peer.Claim{Method: "POST", Host: p.HTTP, URI: path, Time: at, Body: body})
 }
 
-// heap is p's go_memstats_heap_alloc_bytes.
-func heap(t *testing.T, p *proc.Proc) float64 { return gauge(t, p, "go_memstats_heap_alloc_bytes") }
-
 // TestHostilePeerUploads: 200 unsigned POSTs to a node's /internal/ endpoints, each announcing
 // a 1 GiB body and sending 1 MiB of it, are each refused (401) from their headers, at once, and
 // leave the heap where it was; signed calls that announce bodies and then send nothing hold at
@@ -163,7 +160,7 @@ func sampleHeap(t *testing.T, p *proc.Proc, peak *atomic.Int64) func() {
 				return
 			case <-time.After(50 * time.Millisecond):
 			}
-			if v, err := metricValueUnlabelled(p, "go_memstats_heap_alloc_bytes"); err == nil && int64(v) > peak.Load() {
+			if v, err := unlabelled(p, "go_memstats_heap_alloc_bytes"); err == nil && int64(v) > peak.Load() {
 				peak.Store(int64(v))
 			}
 		}
@@ -175,24 +172,6 @@ func sampleHeap(t *testing.T, p *proc.Proc, peak *atomic.Int64) func() {
 			peak.Store(v)
 		}
 	}
-}
-
-// metricValueUnlabelled reads an unlabelled gauge from any goroutine.
-func metricValueUnlabelled(p *proc.Proc, name string) (float64, error) {
-	resp, err := quickHTTP.Get(p.URL() + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			var f float64
-			_, err := fmt.Sscan(v, &f)
-			return f, err
-		}
-	}
-	return 0, fmt.Errorf("no %s", name)
 }
 
 // announceAndSend POSTs to addr's path a request announcing a body of length bytes and sends

@@ -27,7 +27,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/internal/proc"
@@ -1292,52 +1291,6 @@ func postPeer(ctx context.Context, url string, body []byte, sig string) (int, st
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return resp.StatusCode, strings.TrimSpace(string(b)), nil
-}
-
-// metrics reads p's /metrics.
-func metrics(t *testing.T, p *proc.Proc) map[string]*dto.MetricFamily {
-	t.Helper()
-	fams, err := scrape(p.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fams
-}
-
-// gauge reads one unlabelled gauge or counter from p's /metrics.
-func gauge(t *testing.T, p *proc.Proc, name string) float64 {
-	t.Helper()
-	f := metrics(t, p)[name]
-	if f == nil || len(f.Metric) == 0 {
-		t.Fatalf("%s has no metric %s", p.ID, name)
-	}
-	return f.Metric[0].GetGauge().GetValue() + f.Metric[0].GetCounter().GetValue()
-}
-
-// labelled reads the value of metric name{label="value"} from p's /metrics (0 when absent).
-func labelled(t *testing.T, p *proc.Proc, name, label, value string) float64 {
-	t.Helper()
-	v, err := metricValue(p, name, label, value)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-// metricValue is labelled for goroutines other than the test's: it returns its error.
-func metricValue(p *proc.Proc, name, label, value string) (float64, error) {
-	fams, err := scrape(p.URL())
-	if err != nil {
-		return 0, fmt.Errorf("%s /metrics: %w", p.ID, err)
-	}
-	for _, m := range fams[name].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == label && l.GetValue() == value {
-				return m.GetCounter().GetValue() + m.GetGauge().GetValue(), nil
-			}
-		}
-	}
-	return 0, nil
 }
 
 func isTimeout(err error) bool {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/proc"
 )
@@ -93,3 +94,67 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		t.Errorf("n2: roost_ring_nodes = %v after the drain, want 1", v)
 	}
 }
+
+// The readers of a process's /metrics that tests share.
+
+// metrics reads p's /metrics.
+func metrics(t *testing.T, p *proc.Proc) map[string]*dto.MetricFamily {
+	t.Helper()
+	fams, err := scrape(p.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// gauge reads one unlabelled gauge or counter from p's /metrics.
+func gauge(t *testing.T, p *proc.Proc, name string) float64 {
+	t.Helper()
+	v, err := unlabelled(p, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// labelled reads the value of metric name{label="value"} from p's /metrics (0 when absent).
+func labelled(t *testing.T, p *proc.Proc, name, label, value string) float64 {
+	t.Helper()
+	v, err := metricValue(p, name, label, value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// metricValue is labelled for goroutines other than the test's: it returns its error.
+func metricValue(p *proc.Proc, name, label, value string) (float64, error) {
+	fams, err := scrape(p.URL())
+	if err != nil {
+		return 0, fmt.Errorf("%s /metrics: %w", p.ID, err)
+	}
+	for _, m := range fams[name].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == label && l.GetValue() == value {
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue(), nil
+			}
+		}
+	}
+	return 0, nil
+}
+
+// unlabelled is gauge for goroutines other than the test's: it returns its error.
+func unlabelled(p *proc.Proc, name string) (float64, error) {
+	fams, err := scrape(p.URL())
+	if err != nil {
+		return 0, err
+	}
+	f := fams[name]
+	if f == nil || len(f.Metric) == 0 {
+		return 0, fmt.Errorf("%s has no metric %s", p.ID, name)
+	}
+	return f.Metric[0].GetGauge().GetValue() + f.Metric[0].GetCounter().GetValue(), nil
+}
+
+// heap is p's go_memstats_heap_alloc_bytes.
+func heap(t *testing.T, p *proc.Proc) float64 { return gauge(t, p, "go_memstats_heap_alloc_bytes") }
