@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/roost-dev/roost/client"
+	"github.com/roost-dev/roost/internal/netns"
 	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/ring"
@@ -237,5 +238,58 @@ func TestNamedSourceSurvivesACrash(t *testing.T) {
 	}
 	if src.Moves() == 0 {
 		t.Fatal("the source never reconnected: the kill did not reach its room")
+	}
+}
+
+// TestOwnerCutFromItsReplica blocks node-to-node calls between four rooms' owner and their heir
+// (in network namespaces; gossip flows, so the ring declares nobody dead). Acks stall, bounded
+// by --replica-timeout, and the rooms are counted under-replicated; then they go on without the
+// heir. Nothing forks, nothing acked is lost, no client sees a reset.
+func TestOwnerCutFromItsReplica(t *testing.T) {
+	cut := faultFor(t, 8*time.Second)
+	net := netns.New(t, 4)
+	nodes, rt := startNetCluster(t, net, 3)
+	ids := []string{nodes[0].ID, nodes[1].ID, nodes[2].ID}
+	rooms := map[string]string{}
+	for i := 0; len(rooms) < 4; i++ {
+		room := fmt.Sprint("cut-", i)
+		if hs := heirsOf(room, 2, ids...); hs[0] == ids[0] && hs[1] == ids[1] {
+			rooms[room] = ids[0]
+		}
+	}
+	h, stop := traffic(t, rooms, rt)
+	time.Sleep(time.Second)
+	undo := net.BlockTCP(9000, net.Hosts()[0], net.Hosts()[1])
+	blocked := time.Now()
+	wait.Eventually(t, 15*time.Second, "the owner counts its rooms under-replicated", func() bool {
+		v, err := unlabelled(nodes[0], "roost_rooms_under_replicated")
+		return err == nil && v >= float64(len(rooms))
+	})
+	t.Logf("rooms counted under-replicated %s after the block", time.Since(blocked).Round(10*time.Millisecond))
+	time.Sleep(time.Until(blocked.Add(cut)))
+	undo()
+	time.Sleep(2 * time.Second)
+	stop()
+	v := h.check(0, time.Second)
+	t.Logf("history: %s", v)
+	if v.forks+v.jumps+v.twice+v.lost+v.resets != 0 || v.overlap != 0 {
+		t.Fatalf("history violations: %s", v)
+	}
+	// The longest gap between two acks of one publisher spans the stall.
+	h.mu.Lock()
+	last, longest := map[string]time.Time{}, time.Duration(0)
+	for _, r := range h.records {
+		if r.kind != "ack" {
+			continue
+		}
+		if at, ok := last[r.who]; ok && r.at.Sub(at) > longest {
+			longest = r.at.Sub(at)
+		}
+		last[r.who] = r.at
+	}
+	h.mu.Unlock()
+	t.Logf("acks stalled %s at most (--replica-timeout 5s)", longest.Round(10*time.Millisecond))
+	if longest > 9*time.Second {
+		t.Fatalf("acks stalled %s: longer than --replica-timeout allows", longest)
 	}
 }

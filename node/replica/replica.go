@@ -336,9 +336,10 @@ func (rep *Replicator) acked(s *stream, items []Item, status []Status) {
 	}
 }
 
-// lost hears that s's connection broke: its replicas keep counting for ReplicaTimeout.
-func (rep *Replicator) lost(s *stream) {
-	now := time.Now()
+// lost hears that s's connection broke, silent since since: its replicas keep counting until
+// ReplicaTimeout after that.
+func (rep *Replicator) lost(s *stream, since time.Time) {
+	now := since
 	rep.mu.Lock()
 	defer rep.mu.Unlock()
 	for _, rs := range rep.rooms {

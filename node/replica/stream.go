@@ -33,12 +33,13 @@ type stream struct {
 	queue    []Item
 	bytes    int
 	inflight map[uint64][]Item
+	sentAt   map[uint64]time.Time
 	next     uint64
 	kick     chan struct{} // cap 1
 }
 
 func newStream(rep *Replicator, m ring.Member) *stream {
-	return &stream{rep: rep, peer: m.ID, member: m, inflight: map[uint64][]Item{}, kick: make(chan struct{}, 1)}
+	return &stream{rep: rep, peer: m.ID, member: m, inflight: map[uint64][]Item{}, sentAt: map[uint64]time.Time{}, kick: make(chan struct{}, 1)}
 }
 
 // generation is the current connection's generation, 0 when not connected.
@@ -120,7 +121,7 @@ func (s *stream) dial(ctx context.Context) (*websocket.Conn, error) {
 func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 	s.mu.Lock()
 	s.gen = s.rep.gens.Add(1)
-	s.queue, s.bytes, s.inflight = nil, 0, map[uint64][]Item{}
+	s.queue, s.bytes, s.inflight, s.sentAt = nil, 0, map[uint64][]Item{}, map[uint64]time.Time{}
 	s.mu.Unlock()
 	s.rep.reconcileSoon()
 
@@ -141,6 +142,7 @@ func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 			s.mu.Lock()
 			items := s.inflight[ack.ID]
 			delete(s.inflight, ack.ID)
+			delete(s.sentAt, ack.ID)
 			s.mu.Unlock()
 			s.rep.acked(s, items, ack.Status)
 			select {
@@ -150,23 +152,36 @@ func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 		}
 	})
 	stop := context.AfterFunc(ctx, func() { ws.Close() })
+	// A replica that stops answering (cut off, frozen) is given up on once a batch waits for
+	// its ack half of ReplicaTimeout; its rooms count it since that batch left (see lost).
+	silent := time.Now()
+	check := time.NewTicker(100 * time.Millisecond)
+	defer check.Stop()
 	defer func() {
 		stop()
 		ws.Close()
 		wg.Wait()
 		s.mu.Lock()
-		s.gen, s.queue, s.bytes, s.inflight = 0, nil, 0, map[uint64][]Item{}
+		s.gen, s.queue, s.bytes, s.inflight, s.sentAt = 0, nil, 0, map[uint64][]Item{}, map[uint64]time.Time{}
 		s.mu.Unlock()
-		s.rep.lost(s)
+		s.rep.lost(s, silent)
 	}()
 	for {
 		select {
 		case <-done:
+			silent = time.Now()
 			return
 		case <-ctx.Done():
 			return
 		case <-s.kick:
 		case <-space:
+		case now := <-check.C:
+			if oldest, ok := s.oldest(); ok && now.Sub(oldest) > s.rep.cfg.ReplicaTimeout/2 {
+				s.rep.cfg.Log.Warn("replica stopped acking; reconnecting", "peer", s.peer, "waited", now.Sub(oldest).Round(time.Millisecond))
+				silent = oldest
+				return
+			}
+			continue
 		}
 		for {
 			s.mu.Lock()
@@ -187,6 +202,7 @@ func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 			s.next++
 			id := s.next
 			s.inflight[id] = items
+			s.sentAt[id] = time.Now()
 			s.mu.Unlock()
 			b, err := encode(Batch{ID: id, Items: items})
 			if err != nil {
@@ -199,4 +215,17 @@ func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 			s.rep.cfg.Metrics.Batches.Inc()
 		}
 	}
+}
+
+// oldest is when the oldest batch still waiting for its ack was sent.
+func (s *stream) oldest() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var at time.Time
+	for _, t := range s.sentAt {
+		if at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
+	return at, !at.IsZero()
 }
