@@ -68,14 +68,16 @@ type Node struct {
 	mover    *handoff.Mover
 	quorum   *quorum.Tracker
 	replicas *replica.Replicator // nil: replication off
-	peers    *peer.Client        // node-to-node calls, signed
-	metrics  *metrics
-	upgrader websocket.Upgrader
-	conns    atomic.Int64
-	door     *httpapi.Door  // lets clients' WebSockets in
-	perAddr  *limit.PerAddr // connections per client address, shared by door and stream ingest
-	memory   *limit.Memory  // refuses new rooms near the memory limit
-	draining atomic.Bool
+	// minoritySince is when the node last fell into a minority (a time.Time).
+	minoritySince atomic.Value
+	peers         *peer.Client // node-to-node calls, signed
+	metrics       *metrics
+	upgrader      websocket.Upgrader
+	conns         atomic.Int64
+	door          *httpapi.Door  // lets clients' WebSockets in
+	perAddr       *limit.PerAddr // connections per client address, shared by door and stream ingest
+	memory        *limit.Memory  // refuses new rooms near the memory limit
+	draining      atomic.Bool
 
 	mu        sync.Mutex // guards closed, listeners and handlers.Add
 	closed    bool
@@ -264,14 +266,29 @@ func (n *Node) install(r *room.Room) bool {
 }
 
 // minorityChanged hears the node fall into a minority or leave it. Falling in, every room is
-// demoted: if the partition heals with a copy of another epoch at its owner, that copy took the
-// writes this node could not, and wins.
+// demoted (if the partition heals with a copy of another epoch at its owner, that copy took the
+// writes this node could not, and wins) and forgets what it sequenced but did not commit (an
+// heir that takes it over numbers on from what it holds).
 func (n *Node) minorityChanged(minority bool) {
 	if !minority {
+		if n.quorum.Reached() > 0 {
+			// Back in touch: the others may have declared this node dead and taken its rooms
+			// over meanwhile. As after a pause, it serves nothing until it has asked them, and
+			// drops its rooms if one did (their holders hand them back).
+			n.watchdog.Suspect(n.minoritySince.Load().(time.Time).Add(-n.quorum.Window()))
+		}
 		return
 	}
+	n.minoritySince.Store(time.Now())
+	truncated := 0
 	for _, r := range n.rooms.All() {
 		r.Demote()
+		if r.Truncate() {
+			truncated++
+		}
+	}
+	if truncated > 0 && n.replicas != nil {
+		n.replicas.Reseed() // their heirs may hold what was forgotten here
 	}
 }
 

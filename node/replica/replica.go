@@ -319,7 +319,7 @@ func (rep *Replicator) acked(s *stream, items []Item, status []Status) {
 			t.gen = 0
 		case Refused:
 			t.gen, t.seeded = 0, false
-			rep.cfg.Log.Warn("replica refused the room: its ring does not name this node the owner yet, or it heard from a later one",
+			rep.cfg.Log.Debug("replica refused the room: its ring does not name this node the owner yet, or it heard from a later one",
 				"room", it.room(), "peer", s.peer)
 		}
 		touched[rs] = true
@@ -499,4 +499,17 @@ func (rep *Replicator) promote(name string) (*room.Room, bool) {
 	rep.cfg.Log.Info("room promoted from its replica: its owner is gone", "room", name, "epoch", epoch, "seq", seq, "term", r.Term())
 	rep.reconcileSoon() // seed its own replicas
 	return r, false
+}
+
+// Reseed has every replica of every room seeded again: the rooms here forgot messages their
+// heirs may hold (see room.Truncate).
+func (rep *Replicator) Reseed() {
+	rep.mu.Lock()
+	for _, rs := range rep.rooms {
+		for _, t := range rs.targets {
+			t.gen, t.acked = 0, 0 // what it acked may be gone here: it counts again from its seed
+		}
+	}
+	rep.mu.Unlock()
+	rep.reconcileSoon()
 }

@@ -29,10 +29,11 @@ type Append struct {
 
 // pending is a message sequenced but not committed, or an ack owed once a seq commits.
 type pending struct {
-	e    *entry // nil: an ack alone (a retried id whose message is not committed yet)
-	seq  uint64
-	from *Conn
-	id   string
+	e      *entry // nil: an ack alone (a retried id whose message is not committed yet)
+	seq    uint64
+	from   *Conn
+	id     string
+	source string // the named stream source that sent it
 }
 
 // commitOrHold delivers e and acks it now, or, when a replicator waits for the replicas, keeps
@@ -40,12 +41,12 @@ type pending struct {
 func (r *Room) commitOrHold(e *entry, from *Conn, client, id, source string) {
 	if r.cfg.Replicator != nil && r.cfg.Replicator.Append(r, Append{Epoch: r.epoch, Term: r.term,
 		Msg: Message{Seq: e.seq, Binary: e.binary, Frame: e.frame}, ID: id, Client: client, Source: source}, r.snapshot) {
-		r.held = append(r.held, pending{e: e, seq: e.seq, from: from, id: id})
+		r.held = append(r.held, pending{e: e, seq: e.seq, from: from, id: id, source: source})
 		return
 	}
 	if len(r.held) > 0 {
 		// Earlier messages still wait for replicas that are gone now: this one commits them.
-		r.held = append(r.held, pending{e: e, seq: e.seq, from: from, id: id})
+		r.held = append(r.held, pending{e: e, seq: e.seq, from: from, id: id, source: source})
 		r.commit(e.seq)
 		return
 	}
@@ -67,10 +68,12 @@ func (r *Room) ackWhenCommitted(from *Conn, id string, seq uint64) {
 }
 
 // Commit delivers and acks, in seq order, every held message up to seq: the replicas hold them.
+// Not while the node is in a minority: cut off, it cannot know whether an heir has taken the
+// room over since (the replicator tries again).
 func (r *Room) Commit(seq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.state != closed {
+	if r.state != closed && (r.cfg.Quorum == nil || r.cfg.Quorum.Writable()) {
 		r.commit(seq)
 	}
 }
@@ -110,4 +113,28 @@ func (r *Room) Committed() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.committed
+}
+
+// Truncate forgets what the room sequenced but did not commit: the messages, their ids, the
+// acks owed. A node that falls into a minority does so: an heir may take the room over from
+// what it holds, and numbers its next messages from there, so the ones held here must never be
+// delivered under those seqs. Their publishers were not acked and send them again. It reports
+// whether anything was forgotten; the room's replicas must then be seeded again.
+func (r *Room) Truncate() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seq == r.committed || r.state == closed {
+		return false
+	}
+	for _, p := range r.held {
+		if p.e != nil && p.source != "" && r.fed[p.source] > 0 {
+			r.fed[p.source]--
+		}
+	}
+	clear(r.held)
+	r.held = nil
+	r.hist.truncate(r.committed)
+	r.ids.forgetAfter(r.committed)
+	r.seq = r.committed
+	return true
 }
