@@ -80,6 +80,7 @@ type Client struct {
 	budget   int64         // body bytes calls being served may still reserve
 	readWait time.Duration
 	now      func() time.Time
+	tls      *tls.Config // a copy of the one calls use, for long-lived streams (see TLS)
 }
 
 // New makes a client that signs with key (nil: calls go unsigned and any call is accepted), also
@@ -91,6 +92,9 @@ func New(key []byte, accept [][]byte, maxBody int64, tlsConfig *tls.Config) *Cli
 		http:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, TLSClientConfig: tlsConfig}},
 		slots: make(chan struct{}, MaxInFlight), budget: 4 * maxBody, readWait: ReadTimeout, now: time.Now}
 	c.seen = newNonces(MaxNonces, c.now().UnixMilli())
+	if tlsConfig != nil {
+		c.tls = tlsConfig.Clone() // the transport changes its own (HTTP/2) while it runs
+	}
 	return c
 }
 
@@ -425,10 +429,10 @@ func (c *Client) CheckStream(r *http.Request, self string) error {
 	return err
 }
 
-// TLS is the configuration calls to peers that serve TLS use.
+// TLS is the configuration for streams to peers that serve TLS: the one calls use, as New got it.
 func (c *Client) TLS() *tls.Config {
-	if t, ok := c.http.Transport.(*http.Transport); ok {
-		return t.TLSClientConfig
+	if c.tls == nil {
+		return nil
 	}
-	return nil
+	return c.tls.Clone()
 }
