@@ -144,11 +144,14 @@ func (s *Stream) connect(ctx context.Context, addr string) error {
 		switch {
 		case len(f) >= 1 && f[0] == "OK":
 			_ = conn.SetDeadline(time.Time{})
+			if s.opts.Source != "" && len(f) == 2 {
+				s.opts.Source = "" // the cluster does not replicate: named sources are not counted
+			}
 			if s.opts.Source != "" {
 				held, err := strconv.ParseUint(f[len(f)-1], 10, 64)
 				if len(f) != 3 || err != nil {
 					conn.Close()
-					return fmt.Errorf("roost: stream %s: the node does not count named sources (answered %q)", addr, strings.TrimSpace(line))
+					return fmt.Errorf("roost: stream %s: bad handshake answer %q", addr, strings.TrimSpace(line))
 				}
 				s.held = held
 				if s.next == 0 {

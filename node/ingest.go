@@ -172,7 +172,9 @@ func (n *Node) serveSource(c net.Conn) {
 		})
 		defer expiry.Stop()
 	}
-	if h.Source != "" {
+	if h.Source != "" && n.replicas != nil {
+		// A named source learns how many of its frames the room holds; without replication a
+		// crash loses them anyway, and the answer is the plain one.
 		reply("OK " + strconv.FormatUint(seq, 10) + " " + strconv.FormatUint(rm.Fed(h.Source), 10))
 	} else {
 		reply("OK " + strconv.FormatUint(seq, 10))

@@ -68,16 +68,14 @@ type Node struct {
 	mover    *handoff.Mover
 	quorum   *quorum.Tracker
 	replicas *replica.Replicator // nil: replication off
-	// minoritySince is when the node last fell into a minority (a time.Time).
-	minoritySince atomic.Value
-	peers         *peer.Client // node-to-node calls, signed
-	metrics       *metrics
-	upgrader      websocket.Upgrader
-	conns         atomic.Int64
-	door          *httpapi.Door  // lets clients' WebSockets in
-	perAddr       *limit.PerAddr // connections per client address, shared by door and stream ingest
-	memory        *limit.Memory  // refuses new rooms near the memory limit
-	draining      atomic.Bool
+	peers    *peer.Client        // node-to-node calls, signed
+	metrics  *metrics
+	upgrader websocket.Upgrader
+	conns    atomic.Int64
+	door     *httpapi.Door  // lets clients' WebSockets in
+	perAddr  *limit.PerAddr // connections per client address, shared by door and stream ingest
+	memory   *limit.Memory  // refuses new rooms near the memory limit
+	draining atomic.Bool
 
 	mu        sync.Mutex // guards closed, listeners and handlers.Add
 	closed    bool
@@ -271,15 +269,8 @@ func (n *Node) install(r *room.Room) bool {
 // heir that takes it over numbers on from what it holds).
 func (n *Node) minorityChanged(minority bool) {
 	if !minority {
-		if n.quorum.Reached() > 0 {
-			// Back in touch: the others may have declared this node dead and taken its rooms
-			// over meanwhile. As after a pause, it serves nothing until it has asked them, and
-			// drops its rooms if one did (their holders hand them back).
-			n.watchdog.Suspect(n.minoritySince.Load().(time.Time).Add(-n.quorum.Window()))
-		}
 		return
 	}
-	n.minoritySince.Store(time.Now())
 	truncated := 0
 	for _, r := range n.rooms.All() {
 		r.Demote()

@@ -184,7 +184,7 @@ func (r *chaosRoom) publishUntil(t *testing.T, id string, d time.Duration) time.
 // the ring declares the dead node gone (where it held their replica): their subscribers'
 // connections never end and their sequences have no hole.
 func TestKillOwnerMidTraffic(t *testing.T) {
-	nodes, rt := startProcClusterWithRouter(t, 3)
+	nodes, rt := startReplicatedCluster(t, 3, 1)
 	rooms := openChaosRooms(t, rt.URL(), roomsByOwner(t, rt, "chaos-", 3, "n1", "n2", "n3"))
 	for _, r := range rooms {
 		r.publishUntil(t, r.name+"-before", 5*time.Second)

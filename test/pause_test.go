@@ -27,7 +27,7 @@ import (
 // For 5 s nobody may be served the woken node's stale copy: no welcome (and so no resume, no
 // history, no ack) at the pre-freeze epoch and seq, and no OK carrying the pre-freeze seq.
 func TestPausedNodeServesNothingStale(t *testing.T) {
-	nodes, rt := startProcClusterWithRouter(t, 3)
+	nodes, rt := startReplicatedCluster(t, 3, 1)
 	killed, victim := nodes[1], nodes[2]
 	alive := []*proc.Proc{nodes[0], rt}
 

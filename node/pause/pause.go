@@ -76,9 +76,6 @@ type Watchdog struct {
 	lastTick        atomic.Int64                  // when the watchdog last ran, by now
 	quarantineUntil atomic.Int64                  // no room is created before this, by now
 	ticked          atomic.Pointer[chan struct{}] // closed at the watchdog's next tick
-	// suspected is set by Suspect (the length of the cut, as a gap) until the watchdog has
-	// decided about it: the node is stale meanwhile.
-	suspected atomic.Int64
 
 	mu       sync.Mutex
 	tookOver map[string]time.Time // previous owners whose rooms were started afresh, and when
@@ -105,19 +102,9 @@ func (w *Watchdog) tick() {
 
 func newTickChan() *chan struct{} { ch := make(chan struct{}); return &ch }
 
-// Stale reports whether the node has not run for StaleAfter (it may have been declared dead),
-// or was suspected (see Suspect) and has not decided yet.
+// Stale reports whether the node has not run for StaleAfter: it may have been declared dead.
 func (w *Watchdog) Stale() bool {
-	return w.suspected.Load() > 0 || w.now()-time.Duration(w.lastTick.Load()) > w.cfg.StaleAfter
-}
-
-// Suspect has the node treated as if it had been paused since since: it was cut off from most of
-// the cluster (a minority, see package quorum), which may have declared it dead and taken its
-// rooms over meanwhile, as after a pause. It serves nothing until the watchdog has asked its
-// peers, and keeps or drops its rooms as after a pause.
-func (w *Watchdog) Suspect(since time.Time) {
-	gap := max(time.Since(since), w.cfg.StaleAfter+time.Millisecond)
-	w.suspected.Store(int64(gap))
+	return w.now()-time.Duration(w.lastTick.Load()) > w.cfg.StaleAfter
 }
 
 // AwaitFresh waits while the node is stale, until the watchdog has decided about the pause: a
@@ -185,14 +172,9 @@ func (w *Watchdog) Run(ctx context.Context) {
 		// see the node as stale, or one arriving just after the resume could be acked by a room
 		// that is about to close.
 		now := w.now()
-		gap := now - time.Duration(w.lastTick.Load())
-		suspected := time.Duration(w.suspected.Load())
-		if gap > w.cfg.StaleAfter || suspected > 0 {
+		if gap := now - time.Duration(w.lastTick.Load()); gap > w.cfg.StaleAfter {
 			w.quarantineUntil.Store(int64(now + w.cfg.Quarantine))
-			w.afterPause(ctx, max(gap, suspected))
-		}
-		if suspected > 0 {
-			w.suspected.CompareAndSwap(int64(suspected), 0)
+			w.afterPause(ctx, gap)
 		}
 		w.tick()
 	})

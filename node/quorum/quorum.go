@@ -42,8 +42,9 @@ type Ring interface {
 type Config struct {
 	Ring  Ring
 	Peers *peer.Client
-	// Interval is how often every peer is called; a call waits up to Interval, and a peer that
-	// has not answered for Window (4 × Interval) is out of reach.
+	// Interval is how often every peer is called; a call waits up to 2 × Interval, and a peer
+	// that has not answered for Window (6 × Interval) is out of reach: generous, so that a
+	// starved machine does not take itself for a minority.
 	Interval time.Duration
 	// Hold bounds how long a minority takes no writes after its loss; 0 turns the rule off.
 	Hold time.Duration
@@ -78,7 +79,7 @@ func (t *Tracker) Minority() bool { return t.minority.Load() }
 func (t *Tracker) Reached() int { return int(t.reached.Load()) }
 
 // Window is how long a peer may go unheard before it counts as out of reach.
-func (t *Tracker) Window() time.Duration { return 4 * t.cfg.Interval }
+func (t *Tracker) Window() time.Duration { return 6 * t.cfg.Interval }
 
 // Silent is when node id, if it is cut off from this node and the rest, has stopped taking
 // writes for sure: a round after it could last have heard from this node, plus its Window. A
@@ -128,7 +129,7 @@ func (t *Tracker) round(ctx context.Context) {
 		t.mu.Unlock()
 		wg.Go(func() {
 			start := time.Now()
-			ctx, cancel := context.WithTimeout(ctx, t.cfg.Interval)
+			ctx, cancel := context.WithTimeout(ctx, 2*t.cfg.Interval)
 			defer cancel()
 			if _, err := t.cfg.Peers.Call(ctx, m.HTTPURL(), Path, "application/json", nil); err == nil {
 				t.heard(m.ID, start)
