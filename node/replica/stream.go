@@ -208,7 +208,7 @@ func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 			if err != nil {
 				return
 			}
-			_ = ws.SetWriteDeadline(time.Now().Add(s.rep.cfg.WriteTimeout))
+			_ = ws.SetWriteDeadline(time.Now().Add(s.rep.cfg.ReplicaTimeout / 2)) // a silent heir is given up on as when it stops acking
 			if ws.WriteMessage(websocket.BinaryMessage, b) != nil {
 				return
 			}
