@@ -2,8 +2,8 @@ package test
 
 import (
 	"fmt"
-	"os"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"testing"
