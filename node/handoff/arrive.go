@@ -3,6 +3,7 @@ package handoff
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 	// A previous owner that answers "busy" is alive and handing the room over: wait for it (up
 	// to a hard cap). Only one that stays silent for ArriveTimeout is given up on.
 	silentSince, hardCap := time.Now(), time.Now().Add(4*m.cfg.ArriveTimeout)
+	var chase chase
 	for {
 		// Just woken from a pause, the node lets gossip bring its ring up to date before it
 		// decides anything about a room; the client waits meanwhile rather than failing.
@@ -44,7 +46,14 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 		pending, heard := false, false
 		var silent []string
 		asked := m.holders(name, p)
+		asked = append(asked, chase.targets(p, asked)...)
 		replies, errs := m.askAll(ctx, asked, name)
+		absent := map[string]bool{}
+		for i, c := range asked {
+			if errs[i] == nil && replies[i].Status == Absent {
+				absent[c.ID] = true
+			}
+		}
 		for i, c := range asked {
 			reply, err := replies[i], errs[i]
 			switch {
@@ -56,11 +65,14 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 			case reply.Status == Owner:
 				return nil, &HeldError{To: c}
 			case reply.Status == Moved:
-				// Handed to a third node, whose ring will send it here, or to this one, which
-				// may have handed it on already: not "nobody holds it". Ask again.
-				pending, heard = true, true
+				// Handed on, maybe to a node this one's ring does not list yet: not "nobody
+				// holds it" until that node too says it does not.
+				if chase.follow(m, name, p, reply.To, absent) {
+					pending, heard = true, true
+				}
 			}
 		}
+		chase.round++
 		if heard {
 			silentSince = time.Now()
 		}
@@ -98,6 +110,54 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 		case <-t.C:
 		}
 	}
+}
+
+// chase follows "moved" answers during one arrival: the nodes they named, and the round each was
+// first named in.
+type chase struct {
+	round int
+	named map[string]int
+}
+
+// targets are the nodes named so far that current lists alive and asked does not include.
+func (c *chase) targets(current *ring.Placement, asked []ring.Member) []ring.Member {
+	var out []ring.Member
+	for id := range c.named {
+		if slices.ContainsFunc(asked, func(a ring.Member) bool { return a.ID == id }) {
+			continue
+		}
+		if mem, ok := current.Member(id); ok && mem.Live() {
+			out = append(out, mem)
+		}
+	}
+	return out
+}
+
+// follow takes in an answer that room moved to node to, and reports whether the room may still be
+// held there (or further on). It may not when to is gone from the ring, or when to itself, asked
+// in this round after it was first named (so after it had installed the room), answered "absent":
+// the copy it took was lost with it (an idle room reclaimed, a restart). to is this node: the
+// room is not here, so it is where this node handed it, if anywhere.
+func (c *chase) follow(m *Mover, name string, current *ring.Placement, to string, absent map[string]bool) bool {
+	if to == m.self {
+		next, ok := m.sentTo(name)
+		if !ok || next == m.self {
+			return false
+		}
+		to = next
+	}
+	if mem, ok := current.Member(to); ok && !mem.Live() {
+		return false
+	}
+	first, seen := c.named[to]
+	if !seen {
+		if c.named == nil {
+			c.named = map[string]int{}
+		}
+		c.named[to] = c.round
+		return true
+	}
+	return !(first < c.round && absent[to])
 }
 
 func (m *Mover) create(name, how string) (*room.Room, error) {

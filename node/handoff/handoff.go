@@ -112,6 +112,54 @@ type Mover struct {
 
 	fenceMu sync.Mutex
 	fences  map[string]fence // attempts settled as never to be installed, by room (see ServeFence)
+
+	sentMu sync.Mutex
+	sent   map[string]sent // rooms handed off lately, by room (see ServeRelease)
+}
+
+// sent is where this node handed a room, and when.
+type sent struct {
+	to string
+	at time.Time
+}
+
+// maxSent bounds the hand-offs a node remembers; past it those older than settleWindow go, then
+// the oldest.
+const maxSent = 1 << 16
+
+// noteSent remembers that room was handed to node to: asked for it within settleWindow, this
+// node answers where it went rather than "absent", so an asker whose ring has not yet caught up
+// with the receiver keeps looking instead of starting a second copy.
+func (m *Mover) noteSent(name, to string) {
+	now := time.Now()
+	m.sentMu.Lock()
+	defer m.sentMu.Unlock()
+	m.sent[name] = sent{to: to, at: now}
+	if len(m.sent) <= maxSent {
+		return
+	}
+	oldest, at := "", now
+	for k, v := range m.sent {
+		if now.Sub(v.at) > settleWindow {
+			delete(m.sent, k)
+		} else if v.at.Before(at) {
+			oldest, at = k, v.at
+		}
+	}
+	if len(m.sent) > maxSent {
+		delete(m.sent, oldest)
+	}
+}
+
+// sentTo is the node this one handed room to within settleWindow, if it did.
+func (m *Mover) sentTo(name string) (string, bool) {
+	m.sentMu.Lock()
+	defer m.sentMu.Unlock()
+	s, ok := m.sent[name]
+	if !ok || time.Since(s.at) > settleWindow {
+		return "", false
+	}
+	return s.to, true
 }
 
 // fence is one hand-off attempt this node promised never to install.
@@ -129,7 +177,7 @@ const maxFences = 1 << 16
 
 // New makes a Mover. Call Remember with the current placement before serving.
 func New(cfg Config) *Mover {
-	return &Mover{cfg: cfg, self: cfg.Ring.ID(), reached: map[string]time.Time{}, fences: map[string]fence{}}
+	return &Mover{cfg: cfg, self: cfg.Ring.ID(), reached: map[string]time.Time{}, fences: map[string]fence{}, sent: map[string]sent{}}
 }
 
 // leaseOf is how long a room this node lost goes on sequencing after it last reached the room's

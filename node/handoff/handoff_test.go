@@ -286,3 +286,83 @@ func TestAcquireFindsAHolderNoPlacementNamed(t *testing.T) {
 		t.Fatalf("acquired %s at %s/%d, want the holder's %s/4 (and the holder's copy gone)", name, e, seq, epoch)
 	}
 }
+
+// The holder handed the room to a node the asker's ring does not list yet (it just joined): the
+// holder answers where the room went rather than "absent", and the asker keeps looking instead
+// of starting a second copy, until its ring catches up and names that node the owner.
+func TestAcquireFollowsAHandOffItsRingHasNotSeen(t *testing.T) {
+	a, b, c := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute), newMember(t, "n3", time.Minute)
+	toC := placement(only(c), a, b) // a and c: c owns everything, a drains
+	a.ring.set(toC)
+	c.ring.set(toC)
+	r := holding(t, a, "lobby", 3)
+	epoch, _ := r.Position()
+	a.mover.Rebalance(t.Context())
+	if c.rooms.Get("lobby") == nil {
+		t.Fatal("the room did not reach n3")
+	}
+	behind := placement(only(b), a) // b has not heard of n3: it owns everything, a drains
+	b.ring.set(behind)
+	b.mover.Remember(behind)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		r   *room.Room
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r, err := b.mover.Acquire(ctx, "lobby")
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		t.Fatalf("acquire decided before n2's ring caught up: room %v, err %v (a second copy)", res.r != nil, res.err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	b.ring.set(toC)
+	res := <-done
+	if res.err != ErrNotOwner || b.rooms.Get("lobby") != nil {
+		t.Fatalf("acquire after n2's ring caught up: %v, room here %v; want ErrNotOwner and none", res.err, b.rooms.Get("lobby") != nil)
+	}
+	if got := c.rooms.Get("lobby"); got == nil {
+		t.Fatal("the room left n3")
+	} else if e, seq := got.Position(); e != epoch || seq != 3 {
+		t.Fatalf("n3 holds %s/%d, want %s/3", e, seq, epoch)
+	}
+	if n := testutil.ToFloat64(b.gained.WithLabelValues("fresh")); n != 0 {
+		t.Fatalf("%v rooms started afresh on n2", n)
+	}
+}
+
+// The node a room was handed to lost it since (an idle room reclaimed): asked after it was
+// named, it answers "absent", and the room starts afresh without waiting out --arrive-timeout.
+func TestAcquireGivesUpOnAHandOffWhoseReceiverLostTheRoom(t *testing.T) {
+	a, b, c := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute), newMember(t, "n3", time.Minute)
+	toC := placement(only(c), a, b)
+	a.ring.set(toC)
+	c.ring.set(toC)
+	holding(t, a, "lobby", 3)
+	a.mover.Rebalance(t.Context())
+	lost := c.rooms.Get("lobby")
+	if lost == nil {
+		t.Fatal("the room did not reach n3")
+	}
+	c.rooms.Remove(lost)
+	now := placement(only(b), a, c) // b owns everything; a and c drain
+	b.ring.set(now)
+	b.mover.Remember(now)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	got, err := b.mover.Acquire(ctx, "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, seq := got.Position(); seq != 0 {
+		t.Fatalf("acquired at seq %d, want a fresh room", seq)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("took %s: waited out the arrive timeout instead of hearing n3 had lost the room", took)
+	}
+}

@@ -228,6 +228,10 @@ func (m *Mover) ServeRelease(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("room")
 	held := m.cfg.Rooms.Get(name)
 	if held == nil {
+		if to, ok := m.sentTo(name); ok {
+			protocol.WriteJSON(w, Release{Status: Moved, To: to}) // the asker may not know the receiver yet
+			return
+		}
 		protocol.WriteJSON(w, Release{Status: Absent})
 		return
 	}

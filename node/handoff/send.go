@@ -140,6 +140,7 @@ func (m *Mover) settle(ctx context.Context, p *ring.Placement, r *room.Room) {
 		}
 	case Held:
 		o, _ := p.Owner(r.Name())
+		m.noteSent(r.Name(), to)
 		m.cfg.Rooms.Remove(r)
 		r.Close(room.Moved(o, true))
 		m.cfg.Metrics.Settled.WithLabelValues("held").Inc()
@@ -220,6 +221,7 @@ func (m *Mover) handOff(ctx context.Context, to ring.Member, version string, roo
 			r.Unfreeze()
 			continue
 		}
+		m.noteSent(r.Name(), to.ID)
 		m.cfg.Rooms.Remove(r)
 		r.Close(bye)
 		m.cfg.Log.Info("room handed off", "room", r.Name(), "to", to.ID, "ring", version)
