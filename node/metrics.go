@@ -25,6 +25,7 @@ type metrics struct {
 	handoffs       *prometheus.CounterVec
 	handoffBytes   prometheus.Counter
 	handoffSeconds prometheus.Histogram
+	handoffTails   prometheus.Counter
 	settled        *prometheus.CounterVec
 	fences         prometheus.Counter
 	leaseExpired   prometheus.Counter
@@ -73,6 +74,8 @@ func newMetrics(n *Node) *metrics {
 		handoffs: counterVec("roost_handoffs_total", "Rooms sent to a new owner, by result (ok, refused, failed).", "result",
 			"ok", "refused", "failed"),
 		handoffBytes: counter("roost_handoff_bytes_total", "Bytes of room state sent in hand-offs."),
+		handoffTails: counter("roost_handoff_tails_total",
+			"Rooms handed to a node that held them already as a replica: only the messages it lacked were sent."),
 		handoffSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "roost_handoff_duration_seconds",
 			Help: "Time of one hand-off batch, from freeze to acceptance.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
 		settled: counterVec("roost_handoff_settled_total",

@@ -76,6 +76,8 @@ type Node struct {
 	perAddr  *limit.PerAddr // connections per client address, shared by door and stream ingest
 	memory   *limit.Memory  // refuses new rooms near the memory limit
 	draining atomic.Bool
+	// undemoting: a loop settles the rooms demoted in a minority (see undemote).
+	undemoting atomic.Bool
 
 	mu        sync.Mutex // guards closed, listeners and handlers.Add
 	closed    bool
@@ -124,6 +126,8 @@ func New(cfg Config, r Ring) (*Node, error) {
 	})
 	var promote func(context.Context, string) (*room.Room, error)
 	arrived := func(string) {}
+	var holds func(*room.Room, string) uint64
+	var complete func(string, room.State) (room.State, bool)
 	if cfg.RoomReplicas > 0 {
 		n.replicas = replica.New(n.ctx, replica.Config{Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog,
 			Replicas: cfg.RoomReplicas, ReplicaTimeout: cfg.ReplicaTimeout, DialTimeout: cfg.HandoffTimeout, WriteTimeout: cfg.WriteTimeout,
@@ -132,14 +136,15 @@ func New(cfg Config, r Ring) (*Node, error) {
 			Metrics: n.replicationMetrics()})
 		n.roomCfg.Replicator = n.replicas
 		promote, arrived = n.replicas.Promote, n.replicas.Store().Drop
+		holds, complete = n.replicas.Holds, n.replicas.Store().Complete
 	}
 	n.mover = handoff.New(handoff.Config{
 		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
 		Metrics: handoff.Metrics{Handoffs: n.metrics.handoffs, Bytes: n.metrics.handoffBytes, Seconds: n.metrics.handoffSeconds,
 			RoomsLost: n.metrics.roomsLost, RoomsGained: n.metrics.roomsGained, Settled: n.metrics.settled,
-			Fences: n.metrics.fences, Expired: n.metrics.leaseExpired},
+			Fences: n.metrics.fences, Expired: n.metrics.leaseExpired, Tails: n.metrics.handoffTails},
 		Timeout: cfg.HandoffTimeout, FenceWait: cfg.FenceWait, ArriveTimeout: cfg.ArriveTimeout,
-		Silent: n.quorum.Silent, Promote: promote, Arrived: arrived, Admit: n.admit, Done: n.ctx.Done(),
+		Silent: n.quorum.Silent, Heard: n.quorum.Heard, Promote: promote, Arrived: arrived, Holds: holds, Complete: complete, Admit: n.admit, Done: n.ctx.Done(),
 	})
 	// Subscribe before reading the current placement, so none adopted in between is missed:
 	// finding a room's previous owner depends on having seen the placement where it was.
@@ -263,12 +268,57 @@ func (n *Node) install(r *room.Room) bool {
 	return err == nil && got == r
 }
 
+// undemote settles the rooms demoted in a minority, once the node is out of it (see
+// handoff.Mover.Undemote), asking again every 100 ms until none is left or ctx ends. One runs at
+// a time (n.undemoting).
+func (n *Node) undemote(ctx context.Context) {
+	demoted := func() (out []*room.Room) {
+		for _, r := range n.rooms.All() {
+			if r.Demoted() {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	for {
+		for rooms := demoted(); len(rooms) > 0; rooms = demoted() {
+			if n.quorum.Writable() {
+				var wg sync.WaitGroup
+				sem := make(chan struct{}, 32) // rooms asked about at once
+				for _, r := range rooms {
+					sem <- struct{}{}
+					wg.Go(func() { defer func() { <-sem }(); n.mover.Undemote(ctx, r) })
+				}
+				wg.Wait()
+			}
+			t := time.NewTimer(100 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				n.undemoting.Store(false)
+				return
+			case <-t.C:
+			}
+		}
+		n.undemoting.Store(false)
+		// Demoted again since the last look, by a minority whose end found this loop running:
+		// go on, unless that end started another.
+		if len(demoted()) == 0 || !n.undemoting.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
 // minorityChanged hears the node fall into a minority or leave it. Falling in, every room is
-// demoted (if the partition heals with a copy of another epoch at its owner, that copy took the
-// writes this node could not, and wins) and forgets what it sequenced but did not commit (an
-// heir that takes it over numbers on from what it holds).
+// demoted (if the partition heals with another copy of it elsewhere, that copy took the writes
+// this node could not, and wins) and forgets what it sequenced but did not commit (an heir that
+// takes it over numbers on from what it holds). Leaving it, the demoted rooms write again once
+// no other node holds them (undemote).
 func (n *Node) minorityChanged(minority bool) {
 	if !minority {
+		if n.undemoting.CompareAndSwap(false, true) {
+			n.wg.Go(func() { n.undemote(n.ctx) })
+		}
 		return
 	}
 	truncated := 0

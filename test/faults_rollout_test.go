@@ -60,7 +60,7 @@ func TestFaultJoinsRacingDrains(t *testing.T) {
 				next++
 				joined.Go(func() {
 					p, err := proc.Start(t.Context(), proc.Spec{Binary: proc.Roost(t), Role: "node", ID: id, Join: nodes[2].Gossip,
-						Host: h.Addr, Wrap: h.Command(), Args: []string{"--log-level", faultLogLevel()}, HTTP: quickHTTP})
+						Host: h.Addr, Wrap: h.Command(), Args: faultArgs("node"), HTTP: quickHTTP})
 					if err != nil {
 						t.Errorf("join %s: %v", id, err)
 						return

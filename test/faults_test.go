@@ -54,7 +54,17 @@ func netMember(t *testing.T, role, id string, host *netns.Host, addr, join strin
 		addr = host.Addr
 	}
 	return proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: role, ID: id, Join: join, Host: addr, Wrap: host.Command(),
-		Args: append([]string{"--log-level", faultLogLevel()}, extra...), HTTP: quickHTTP})
+		Args: append(faultArgs(role), extra...), HTTP: quickHTTP})
+}
+
+// faultArgs are the flags of every member a fault test starts: its --log-level and, with
+// ROOST_FAULT_REPLICAS set, that --room-replicas for nodes (make chaos runs the suite both ways).
+func faultArgs(role string) []string {
+	args := []string{"--log-level", faultLogLevel()}
+	if n := os.Getenv("ROOST_FAULT_REPLICAS"); n != "" && role == "node" {
+		args = append(args, "--room-replicas", n)
+	}
+	return args
 }
 
 // faultLogLevel is the --log-level of the members a fault test starts itself: warn, or

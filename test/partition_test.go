@@ -16,13 +16,17 @@ import (
 )
 
 // startNetCluster starts nodes n1…n(nodes) and a router r1, each in a network namespace of its
-// own on net, and waits until they agree on the ring.
-func startNetCluster(t *testing.T, net *netns.Net, nodes int) (ns []*proc.Proc, rt *proc.Proc) {
+// own on net (nodes with nodeFlags added), and waits until they agree on the ring.
+func startNetCluster(t *testing.T, net *netns.Net, nodes int, nodeFlags ...string) (ns []*proc.Proc, rt *proc.Proc) {
 	t.Helper()
 	hosts := net.Hosts()
 	start := func(role, id string, h *netns.Host, join string) *proc.Proc {
+		args := faultArgs(role)
+		if role == "node" {
+			args = append(args, nodeFlags...)
+		}
 		return proc.StartT(t, proc.Spec{Binary: proc.Roost(t), Role: role, ID: id, Join: join, Host: h.Addr, Wrap: h.Command(),
-			Args: []string{"--log-level", "warn"}, HTTP: quickHTTP})
+			Args: args, HTTP: quickHTTP})
 	}
 	for i := range nodes {
 		join := ""

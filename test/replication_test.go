@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -253,7 +254,7 @@ func TestOwnerCutFromItsReplica(t *testing.T) {
 	}
 	cut := faultFor(t, 8*time.Second)
 	net := netns.New(t, 4)
-	nodes, rt := startNetCluster(t, net, 3)
+	nodes, rt := startNetCluster(t, net, 3, "--room-replicas", "1")
 	ids := []string{nodes[0].ID, nodes[1].ID, nodes[2].ID}
 	rooms := map[string]string{}
 	for i := 0; len(rooms) < 4; i++ {
@@ -296,5 +297,62 @@ func TestOwnerCutFromItsReplica(t *testing.T) {
 	t.Logf("acks stalled %s at most (--replica-timeout 5s)", longest.Round(10*time.Millisecond))
 	if longest > 9*time.Second {
 		t.Fatalf("acks stalled %s: longer than --replica-timeout allows", longest)
+	}
+}
+
+// TestDrainToTheReplicaSendsTheTail: a planned hand-off to a node that already holds the room
+// as its replica is a promotion: the drained owner sends only the messages the replica lacked
+// (its log says "sent=tail"), and the room goes on there in the same epoch with its whole
+// history, which a client resuming from seq 0 gets, each message once.
+func TestDrainToTheReplicaSendsTheTail(t *testing.T) {
+	var nodes []*proc.Proc
+	for i := 1; i <= 3; i++ {
+		join := ""
+		if i > 1 {
+			join = nodes[0].Gossip
+		}
+		nodes = append(nodes, startProc(t, "node", fmt.Sprintf("n%d", i), join, "--room-replicas", "1", "--log-level", "info"))
+	}
+	rt := startProc(t, "router", "r1", nodes[0].Gossip)
+	proc.WaitRingT(t, append(nodes, rt), 3)
+	var name string
+	for room := range roomsByOwner(t, rt, "tail-", 1, nodes[0].ID) {
+		name = room
+	}
+	pub, err := client.Dial(t.Context(), rt.URL(), name, &client.Options{ClientID: "pub", Discard: true, MaxReconnectDelay: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	const msgs = 200
+	for i := range msgs {
+		if _, err := pub.PublishID(t.Context(), fmt.Sprintf("m-%d", i), map[string]any{"n": i, "pad": strings.Repeat("x", 500)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	epoch := pub.Welcome().Epoch
+	nodes[0].Stop(30 * time.Second)
+	if !strings.Contains(nodes[0].Log(), "sent=tail") {
+		t.Fatalf("the drained owner sent the room whole to its replica:\n%s", nodes[0].Log())
+	}
+	since := uint64(0)
+	late, err := client.Dial(t.Context(), rt.URL(), name, &client.Options{ClientID: "late", Since: &since, Epoch: epoch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	if w := late.Welcome(); w.Epoch != epoch || w.Seq != msgs {
+		t.Fatalf("after the drain the room is at %s/%d, want %s/%d", w.Epoch, w.Seq, epoch, msgs)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for want := uint64(1); want <= msgs; want++ {
+		ev, err := late.Next(ctx)
+		if err != nil {
+			t.Fatalf("replay after seq %d: %v", want-1, err)
+		}
+		if ev.Type != client.EventMessage || ev.Seq != want {
+			t.Fatalf("replay: got %s seq %d, want message %d", ev.Type, ev.Seq, want)
+		}
 	}
 }

@@ -65,6 +65,7 @@ type Metrics struct {
 	Settled     *prometheus.CounterVec // parked rooms settled, by outcome: fenced, held, refounded
 	Fences      prometheus.Counter     // attempts fenced here for their senders
 	Expired     prometheus.Counter     // lost rooms whose lease ran out
+	Tails       prometheus.Counter     // rooms sent to a replica of them: the tail only
 }
 
 // Config configures a Mover.
@@ -83,6 +84,9 @@ type Config struct {
 	// Silent is when a node, were it cut off, has stopped writing for sure (see quorum.Tracker);
 	// a room whose owner was declared dead starts afresh no sooner. nil: at once.
 	Silent func(node string) time.Time
+	// Heard reports whether a node answered this one's heartbeats lately (see quorum.Tracker).
+	// nil: never.
+	Heard func(node string) bool
 	// Promote serves this node's replica copy of a room whose owner was declared dead, if it
 	// holds one (see package replica), where the room would otherwise start afresh: no live
 	// node holds it. nil: no replication.
@@ -90,6 +94,12 @@ type Config struct {
 	// Arrived is told of every room installed from a hand-off (its replica copy, if any, is
 	// stale now).
 	Arrived func(room string)
+	// Holds is, for a room about to be handed to node to, the seq up to which to holds its
+	// messages as a replica (0: it does not); only what follows is sent. Complete fills in such
+	// a tail on the receiver from its replica copy, which from extended, or reports false (the
+	// sender then sends the whole state). nil: no replication.
+	Holds    func(r *room.Room, to string) uint64
+	Complete func(from string, st room.State) (room.State, bool)
 	// Admit is asked before a room is created afresh; an error refuses it (the node is closing,
 	// holds its maximum of rooms, or is near its memory limit).
 	Admit func() error

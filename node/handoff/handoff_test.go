@@ -104,7 +104,7 @@ func newMember(t *testing.T, id string, fenceWait time.Duration) *member {
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Metrics: Metrics{Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "h"}, []string{"result"}),
 			Bytes: counter(), Seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "s"}), RoomsLost: counter(), RoomsGained: m.gained,
-			Settled: m.settled, Fences: counter(), Expired: counter()},
+			Settled: m.settled, Fences: counter(), Expired: counter(), Tails: counter()},
 		Timeout: 5 * time.Second, FenceWait: fenceWait, ArriveTimeout: 5 * time.Second,
 		Admit: func() error { return nil }, Done: done,
 	})

@@ -34,6 +34,17 @@ func (m *Mover) ServeHandoff(w http.ResponseWriter, r *http.Request, body []byte
 		return
 	}
 	for _, st := range b.Rooms {
+		if st.Base > 0 {
+			whole, ok := st, false
+			if m.cfg.Complete != nil {
+				whole, ok = m.cfg.Complete(b.From, st)
+			}
+			if !ok {
+				reply.Whole = append(reply.Whole, st.Room)
+				continue
+			}
+			st = whole
+		}
 		if err := st.Validate(); err != nil {
 			m.cfg.Log.Warn("refusing malformed room state", "room", st.Room, "peer", b.From, "err", err)
 			reply.Refused = append(reply.Refused, st.Room)

@@ -3,6 +3,7 @@ package handoff
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -187,10 +188,19 @@ func (m *Mover) handOff(ctx context.Context, to ring.Member, version string, roo
 	rooms = m.ownedBy(ctx, to, version, rooms)
 	var frozen []*room.Room
 	batch := Batch{From: m.self, Ring: version}
+	tails := map[string]bool{}
 	for _, r := range rooms {
 		if r.Freeze() {
 			frozen = append(frozen, r)
-			batch.Rooms = append(batch.Rooms, r.Snapshot())
+			st := r.Snapshot()
+			if m.cfg.Holds != nil {
+				// A replica of the room already holds its messages up to some seq: a
+				// promotion, with only the tail to send.
+				if st = st.Tail(m.cfg.Holds(r, to.ID)); st.Base > 0 {
+					tails[r.Name()] = true
+				}
+			}
+			batch.Rooms = append(batch.Rooms, st)
 		}
 	}
 	if len(frozen) == 0 {
@@ -198,6 +208,9 @@ func (m *Mover) handOff(ctx context.Context, to ring.Member, version string, roo
 	}
 	start := time.Now()
 	reply, size, err := m.send(ctx, to, batch)
+	if err == nil && len(reply.Whole) > 0 {
+		reply, size = m.sendWhole(ctx, to, version, frozen, reply, size, tails)
+	}
 	if err != nil {
 		// The receiver may have installed the rooms before the call failed: keep them frozen
 		// until that is settled with it (see settle).
@@ -224,9 +237,18 @@ func (m *Mover) handOff(ctx context.Context, to ring.Member, version string, roo
 		m.noteSent(r.Name(), to.ID)
 		m.cfg.Rooms.Remove(r)
 		r.Close(bye)
-		m.cfg.Log.Info("room handed off", "room", r.Name(), "to", to.ID, "ring", version)
+		sent := "whole"
+		if tails[r.Name()] {
+			sent = "tail" // the receiver held the rest as a replica
+		}
+		m.cfg.Log.Info("room handed off", "room", r.Name(), "to", to.ID, "ring", version, "sent", sent)
 	}
 	took := time.Since(start)
+	for _, name := range reply.Accepted {
+		if tails[name] {
+			m.cfg.Metrics.Tails.Inc()
+		}
+	}
 	moved := float64(len(reply.Accepted) + len(reply.Held))
 	m.cfg.Metrics.Handoffs.WithLabelValues("ok").Add(moved)
 	m.cfg.Metrics.Handoffs.WithLabelValues("refused").Add(float64(len(reply.Refused)))
@@ -238,6 +260,36 @@ func (m *Mover) handOff(ctx context.Context, to ring.Member, version string, roo
 	}
 	m.cfg.Log.Debug("hand-off batch", "peer", to.ID, "rooms", len(frozen), "accepted", len(reply.Accepted),
 		"held", len(reply.Held), "bytes", size, "took", took)
+}
+
+// sendWhole sends whole the rooms of a hand-off to to that went as tails its replica copies
+// could not complete (reply.Whole), and returns the two replies and sizes merged. On an error
+// those rooms are parked, as after any failed call: the receiver may have installed them.
+func (m *Mover) sendWhole(ctx context.Context, to ring.Member, version string, frozen []*room.Room, reply Reply, size int, tails map[string]bool) (Reply, int) {
+	whole := Batch{From: m.self, Ring: version}
+	var again []*room.Room
+	for _, r := range frozen {
+		if slices.Contains(reply.Whole, r.Name()) {
+			again = append(again, r)
+			whole.Rooms = append(whole.Rooms, r.Snapshot())
+			delete(tails, r.Name())
+		}
+	}
+	more, n, err := m.send(ctx, to, whole)
+	if err != nil {
+		for _, r := range again {
+			r.Park(to.ID)
+		}
+		m.cfg.Metrics.Handoffs.WithLabelValues("failed").Add(float64(len(again)))
+		m.cfg.Log.Warn("hand-off failed; its rooms stay frozen until a retry settles it", "peer", to.ID, "rooms", len(again), "err", err)
+		reply.Whole = nil
+		return reply, size // the rest of the first reply stands
+	}
+	reply.Accepted = append(reply.Accepted, more.Accepted...)
+	reply.Held = append(reply.Held, more.Held...)
+	reply.Refused = append(reply.Refused, more.Refused...)
+	reply.Whole = nil
+	return reply, size + n
 }
 
 // send posts a batch (or check) to a node and returns its reply and the batch's size in bytes.

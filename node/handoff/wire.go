@@ -61,6 +61,7 @@ type Reply struct {
 	Accepted []string `json:"accepted,omitempty"` // installed here
 	Held     []string `json:"held,omitempty"`     // a copy was here already: the sender closes its own
 	Refused  []string `json:"refused,omitempty"`  // this node's placement does not name it the owner
+	Whole    []string `json:"whole,omitempty"`    // sent as a tail its replica copy cannot complete: send it whole
 }
 
 // Release answers a pull.

@@ -78,6 +78,14 @@ func (t *Tracker) Minority() bool { return t.minority.Load() }
 // Reached is the number of peers that answered within Window.
 func (t *Tracker) Reached() int { return int(t.reached.Load()) }
 
+// Heard reports whether peer id answered within Window.
+func (t *Tracker) Heard(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	at, ok := t.peers[id]
+	return ok && time.Since(at) < t.Window()
+}
+
 // Window is how long a peer may go unheard before it counts as out of reach.
 func (t *Tracker) Window() time.Duration { return 6 * t.cfg.Interval }
 

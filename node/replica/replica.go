@@ -137,6 +137,22 @@ func (rep *Replicator) Store() *Store { return rep.store }
 // than there are other nodes), as of the last pass.
 func (rep *Replicator) UnderReplicated() int { return int(rep.under.Load()) }
 
+// Holds is the seq up to which peer holds r's messages as one of its replicas that counts (0:
+// it is none, or its stream is down): a hand-off of r to peer need send only what follows.
+func (rep *Replicator) Holds(r *room.Room, peer string) uint64 {
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	rs := rep.rooms[r.Name()]
+	if rs == nil || rs.r != r {
+		return 0
+	}
+	t := rs.target(peer)
+	if t == nil || !t.seeded || t.gen == 0 {
+		return 0
+	}
+	return t.acked
+}
+
 // Wake asks for a pass now: the ring changed.
 func (rep *Replicator) Wake() { rep.reconcileSoon() }
 

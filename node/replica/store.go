@@ -127,6 +127,22 @@ func (s *Store) seed(from string, st room.State) Status {
 	return Held
 }
 
+// Complete fills in a hand-off's tail (see room.State.Tail) from this node's copy of the room,
+// which from, the sender, must have extended. It reports false when the copy cannot: the sender
+// then sends the whole state.
+func (s *Store) Complete(from string, st room.State) (room.State, bool) {
+	if st.Base == 0 {
+		return st, true
+	}
+	s.mu.Lock()
+	c := s.copies[st.Room]
+	s.mu.Unlock()
+	if c == nil || c.from != from {
+		return st, false
+	}
+	return st.Complete(c.r.Snapshot())
+}
+
 // Take removes and returns the copy of room when the ring declared the node that extended it
 // dead and this node is the room's owner: the caller promotes it. nil otherwise.
 func (s *Store) Take(name string) *room.Room {

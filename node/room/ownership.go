@@ -21,7 +21,7 @@ type ownership struct {
 	lostAt     time.Time // when this node's ring first gave the room to another node; zero: owned
 	leaseUntil time.Time // a lost room sequences until then; zero: no bound
 	expired    bool      // the lease was seen run out since the room was lost
-	demoted    bool      // written last before the node fell into a minority (see Demote)
+	demoted    bool      // held since the node fell into a minority, until settled (see Demote)
 }
 
 // leasePoll is how often a held write looks again at a lease or the quorum.
@@ -32,7 +32,7 @@ func (r *Room) writable(now time.Time) bool {
 	if r.state != live {
 		return false
 	}
-	if !r.own.leaseUntil.IsZero() && !now.Before(r.own.leaseUntil) {
+	if !r.own.leaseUntil.IsZero() && !now.Before(r.own.leaseUntil) || r.own.demoted {
 		return false
 	}
 	return r.cfg.Quorum == nil || r.cfg.Quorum.Writable()
@@ -110,16 +110,24 @@ func (r *Room) Settle(term uint64) bool {
 	return true
 }
 
-// Demote marks the room as written last before the node fell into a minority: if a copy of
-// another epoch turns up when the partition heals, that one took the writes meanwhile and wins
-// (see handoff's supersede). A write clears the mark.
+// Demote marks the room as written last before the node fell into a minority: if another copy
+// turns up when the partition heals (a replica promoted, or the room started afresh), that one
+// took the writes meanwhile and wins (see handoff's supersede). A demoted room takes no write
+// until Undemote: back in touch, its node first makes sure no other node holds the room.
 func (r *Room) Demote() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.own.demoted = true
 }
 
-// Demoted reports whether the room has taken no write since Demote.
+// Undemote lets a demoted room write again: no other node holds it.
+func (r *Room) Undemote() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.own.demoted = false
+}
+
+// Demoted reports whether the room is demoted (see Demote).
 func (r *Room) Demoted() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -284,7 +284,6 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 		return 0, ErrOverloaded
 	}
 	r.seq = seq
-	r.own.demoted = false
 	r.hist.add(e)
 	if id != "" {
 		r.ids.remember(client, id, seq)
@@ -300,7 +299,8 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 }
 
 // waitWritable holds a write while the room may not sequence it: a hand-off is in flight, the
-// room's lease as a lost room ran out, or the node is in a minority (see ownership.go). It
+// room's lease as a lost room ran out, or the node is in a minority or was until the room is
+// settled (see ownership.go). It
 // returns true once the room may write, false when it is closed or after HoldWrites. r.mu is
 // held, and released while waiting.
 func (r *Room) waitWritable() bool {

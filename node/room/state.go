@@ -22,6 +22,47 @@ type State struct {
 	IDs     []ID      `json:"ids,omitempty"` // oldest first
 	// Sources counts the frames the room holds of each named stream source.
 	Sources map[string]uint64 `json:"sources,omitempty"`
+	// Base, when set, is a seq up to which the receiver holds the history already, in its
+	// replica copy: History holds only what follows (see Tail).
+	Base uint64 `json:"base,omitempty"`
+}
+
+// Tail is st with its history cut to the messages after seq base, for a receiver whose replica
+// copy holds the rest (a hand-off to a replica is a promotion: no state to send but the tail).
+func (st State) Tail(base uint64) State {
+	base = min(base, st.Seq)
+	i := 0
+	for i < len(st.History) && st.History[i].Seq <= base {
+		i++
+	}
+	if base == 0 || i < len(st.History) && st.History[i].Seq != base+1 {
+		return st // what follows base is no longer all here: the whole state goes
+	}
+	st.History, st.Base = st.History[i:], base
+	return st
+}
+
+// Complete fills in a tail (see Tail) from held, the receiver's own copy of the room: it must be
+// of the same epoch and term, and hold the history up to the tail's base. It reports false when
+// held cannot: the sender sends the whole state.
+func (st State) Complete(held State) (State, bool) {
+	if st.Base == 0 {
+		return st, true
+	}
+	if held.Room != st.Room || held.Epoch != st.Epoch || held.Term != st.Term || held.Seq < st.Base {
+		return st, false
+	}
+	var hist []Message
+	for _, h := range held.History {
+		if h.Seq <= st.Base {
+			hist = append(hist, h)
+		}
+	}
+	if n := len(hist); n > 0 && hist[n-1].Seq != st.Base {
+		return st, false
+	}
+	st.History, st.Base = append(hist, st.History...), 0
+	return st, true
 }
 
 // Message is one retained message.
@@ -109,6 +150,9 @@ func (st *State) Validate() error {
 	}
 	if st.Epoch == "" || len(st.Epoch) > 64 || !utf8.ValidString(st.Epoch) {
 		return errors.New("bad epoch")
+	}
+	if st.Base > st.Seq || (st.Base > 0 && len(st.History) > 0 && st.History[0].Seq != st.Base+1) {
+		return fmt.Errorf("a tail after %d does not follow on from it", st.Base)
 	}
 	for i, h := range st.History {
 		if h.Seq == 0 || h.Seq > st.Seq || (i > 0 && h.Seq != st.History[i-1].Seq+1) {

@@ -51,3 +51,43 @@ func manyIDs(n int) []ID {
 	}
 	return ids
 }
+
+// A hand-off to a replica sends the tail only; the replica's copy completes it, and refuses when
+// it cannot (another epoch or term, or behind the tail's base).
+func TestTailCompletesFromTheReplicasCopy(t *testing.T) {
+	msgs := func(from, to uint64) []Message {
+		var out []Message
+		for s := from; s <= to; s++ {
+			out = append(out, Message{Seq: s, Frame: protocol.AppendMessage(nil, s, "c", "", []byte("1"))})
+		}
+		return out
+	}
+	full := State{Room: "a", Epoch: "e", Term: 3, Seq: 10, History: msgs(1, 10), IDs: []ID{{ID: "p", Seq: 9}}}
+	tail := full.Tail(7)
+	if tail.Base != 7 || len(tail.History) != 3 || tail.History[0].Seq != 8 {
+		t.Fatalf("tail after 7: base %d, %d messages", tail.Base, len(tail.History))
+	}
+	if err := tail.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	replica := State{Room: "a", Epoch: "e", Term: 3, Seq: 8, History: msgs(1, 8)}
+	got, ok := tail.Complete(replica)
+	if !ok || got.Base != 0 || len(got.History) != 10 || got.History[9].Seq != 10 || got.Validate() != nil {
+		t.Fatalf("completed: ok %v, base %d, %d messages", ok, got.Base, len(got.History))
+	}
+	for name, held := range map[string]State{
+		"another epoch": {Room: "a", Epoch: "x", Term: 3, Seq: 8, History: msgs(1, 8)},
+		"another term":  {Room: "a", Epoch: "e", Term: 2, Seq: 8, History: msgs(1, 8)},
+		"behind":        {Room: "a", Epoch: "e", Term: 3, Seq: 6, History: msgs(1, 6)},
+	} {
+		if _, ok := tail.Complete(held); ok {
+			t.Errorf("%s: completed", name)
+		}
+	}
+	if short := (State{Room: "a", Epoch: "e", Seq: 10, History: msgs(9, 10)}).Tail(5); short.Base != 0 || len(short.History) != 2 {
+		t.Fatalf("a tail whose start is no longer held: base %d, want the whole state", short.Base)
+	}
+	if bad := (State{Room: "a", Epoch: "e", Seq: 10, Base: 5, History: msgs(8, 10)}); bad.Validate() == nil {
+		t.Fatal("a tail that does not follow on from its base was accepted")
+	}
+}
