@@ -128,8 +128,7 @@ type Config struct {
 	Quarantine time.Duration
 	// RoomReplicas is how many nodes besides its owner keep each room (its heirs: see package
 	// replica); a message is acked once they hold it, and a crash of the owner loses nothing
-	// acknowledged. 0 turns replication off (a crash resets its rooms). Default 0 for now: a
-	// partition that heals after an heir promoted a room can still fork it (see the README).
+	// acknowledged. 0 turns replication off (a crash resets its rooms). Default 1.
 	RoomReplicas int
 	// ReplicaTimeout is how long a replica whose stream broke still holds back its rooms' acks,
 	// before they go on without it (the rooms counted under-replicated). Default 5s.
@@ -182,6 +181,7 @@ func DefaultConfig() Config {
 		PresenceInterval:    time.Second,
 		StatsInterval:       2 * time.Second,
 		MinorityHold:        30 * time.Second,
+		RoomReplicas:        1,
 		ReplicaTimeout:      5 * time.Second,
 		HeartbeatInterval:   250 * time.Millisecond,
 		StaleAfter:          time.Second,

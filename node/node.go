@@ -128,6 +128,8 @@ func New(cfg Config, r Ring) (*Node, error) {
 	arrived := func(string) {}
 	var holds func(*room.Room, string) uint64
 	var complete func(string, room.State) (room.State, bool)
+	var seeded func(context.Context, []*room.Room)
+	var copied func(string) (handoff.Copy, bool)
 	if cfg.RoomReplicas > 0 {
 		n.replicas = replica.New(n.ctx, replica.Config{Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog,
 			Replicas: cfg.RoomReplicas, ReplicaTimeout: cfg.ReplicaTimeout, DialTimeout: cfg.HandoffTimeout, WriteTimeout: cfg.WriteTimeout,
@@ -136,7 +138,11 @@ func New(cfg Config, r Ring) (*Node, error) {
 			Metrics: n.replicationMetrics()})
 		n.roomCfg.Replicator = n.replicas
 		promote, arrived = n.replicas.Promote, n.replicas.Store().Drop
-		holds, complete = n.replicas.Holds, n.replicas.Store().Complete
+		holds, complete, seeded = n.replicas.Holds, n.replicas.Store().Complete, n.replicas.AwaitSeeded
+		copied = func(name string) (handoff.Copy, bool) {
+			epoch, term, seq, ok := n.replicas.Store().Position(name)
+			return handoff.Copy{Epoch: epoch, Term: term, Seq: seq}, ok
+		}
 	}
 	n.mover = handoff.New(handoff.Config{
 		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
@@ -144,7 +150,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 			RoomsLost: n.metrics.roomsLost, RoomsGained: n.metrics.roomsGained, Settled: n.metrics.settled,
 			Fences: n.metrics.fences, Expired: n.metrics.leaseExpired, Tails: n.metrics.handoffTails},
 		Timeout: cfg.HandoffTimeout, FenceWait: cfg.FenceWait, ArriveTimeout: cfg.ArriveTimeout,
-		Silent: n.quorum.Silent, Heard: n.quorum.Heard, Promote: promote, Arrived: arrived, Holds: holds, Complete: complete, Admit: n.admit, Done: n.ctx.Done(),
+		Silent: n.quorum.Silent, Heard: n.quorum.Heard, Promote: promote, Arrived: arrived, Holds: holds, Complete: complete, Seeded: seeded, Copied: copied, Admit: n.admit, Done: n.ctx.Done(),
 	})
 	// Subscribe before reading the current placement, so none adopted in between is missed:
 	// finding a room's previous owner depends on having seen the placement where it was.

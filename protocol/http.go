@@ -62,7 +62,7 @@ type Cluster struct {
 	Partitions int            `json:"partitions"`
 	Rooms      map[string]int `json:"rooms"` // rooms held per node id, as last gossiped
 	// RoomReplicas is the nodes' --room-replicas (the largest, should they differ).
-	RoomReplicas int `json:"room_replicas,omitempty"`
+	RoomReplicas int `json:"room_replicas"`
 }
 
 // Member is one member in Cluster.

@@ -3,7 +3,6 @@ package test
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -20,11 +19,6 @@ import (
 // round ends when every member agrees on the ring; the history must hold throughout. (Unlike
 // TestJoinsRacingAHandOff, where clients join one room during one hand-off, here nodes join.)
 func TestFaultJoinsRacingDrains(t *testing.T) {
-	if os.Getenv("ROOST_FAULT_SECONDS") == "" {
-		// It still finds a rare second copy of a room in a rollout (3 acked writes lost, 2
-		// resets, in 1 of about 12 runs; issue 22): make chaos runs it until that is fixed.
-		t.Skip("finds a rare second copy in a rollout (issue 22, open); runs in make chaos (ROOST_FAULT_SECONDS)")
-	}
 	total := faultFor(t, time.Second)
 	net := netns.New(t, 6)
 	hosts := net.Hosts()

@@ -58,7 +58,8 @@ func netMember(t *testing.T, role, id string, host *netns.Host, addr, join strin
 }
 
 // faultArgs are the flags of every member a fault test starts: its --log-level and, with
-// ROOST_FAULT_REPLICAS set, that --room-replicas for nodes (make chaos runs the suite both ways).
+// ROOST_FAULT_REPLICAS set, that --room-replicas for nodes (the default is 1; 0 runs the suite
+// without replication).
 func faultArgs(role string) []string {
 	args := []string{"--log-level", faultLogLevel()}
 	if n := os.Getenv("ROOST_FAULT_REPLICAS"); n != "" && role == "node" {

@@ -100,6 +100,12 @@ type Config struct {
 	// sender then sends the whole state). nil: no replication.
 	Holds    func(r *room.Room, to string) uint64
 	Complete func(from string, st room.State) (room.State, bool)
+	// Seeded seeds the replicas of rooms just installed from a hand-off and waits until they
+	// hold them (or ctx ends): only then does the receiver answer. nil: no replication.
+	Seeded func(ctx context.Context, rooms []*room.Room)
+	// Copied is where this node's replica copy of a room is, if it holds one. nil: no
+	// replication.
+	Copied func(room string) (Copy, bool)
 	// Admit is asked before a room is created afresh; an error refuses it (the node is closing,
 	// holds its maximum of rooms, or is near its memory limit).
 	Admit func() error

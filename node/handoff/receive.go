@@ -33,6 +33,7 @@ func (m *Mover) ServeHandoff(w http.ResponseWriter, r *http.Request, body []byte
 		protocol.WriteJSON(w, reply)
 		return
 	}
+	var arrived []*room.Room
 	for _, st := range b.Rooms {
 		if st.Base > 0 {
 			whole, ok := st, false
@@ -75,6 +76,9 @@ func (m *Mover) ServeHandoff(w http.ResponseWriter, r *http.Request, body []byte
 			if m.cfg.Arrived != nil {
 				m.cfg.Arrived(st.Room)
 			}
+			if r := m.cfg.Rooms.Get(st.Room); r != nil {
+				arrived = append(arrived, r)
+			}
 			reply.Accepted = append(reply.Accepted, st.Room)
 			m.cfg.Metrics.RoomsGained.WithLabelValues("handoff").Inc()
 			m.cfg.Log.Info("room arrived", "room", st.Room, "from", b.From, "epoch", st.Epoch, "seq", st.Seq)
@@ -82,6 +86,14 @@ func (m *Mover) ServeHandoff(w http.ResponseWriter, r *http.Request, body []byte
 			reply.Held = append(reply.Held, st.Room)
 			m.cfg.Log.Warn("room arrived but a copy is here already; the sender closes its own", "room", st.Room, "from", b.From)
 		}
+	}
+	if len(arrived) > 0 && m.cfg.Seeded != nil {
+		// The sender closes its copies on this answer: the rooms must be on their replicas
+		// here first, or a crash of this node now would lose them. Bounded well within the
+		// sender's wait for the answer.
+		ctx, cancel := context.WithTimeout(r.Context(), m.cfg.Timeout/2)
+		m.cfg.Seeded(ctx, arrived)
+		cancel()
 	}
 	protocol.WriteJSON(w, reply)
 }
@@ -239,11 +251,16 @@ func (m *Mover) ServeRelease(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("room")
 	held := m.cfg.Rooms.Get(name)
 	if held == nil {
+		reply := Release{Status: Absent}
 		if to, ok := m.sentTo(name); ok {
-			protocol.WriteJSON(w, Release{Status: Moved, To: to}) // the asker may not know the receiver yet
-			return
+			reply = Release{Status: Moved, To: to} // the asker may not know the receiver yet
 		}
-		protocol.WriteJSON(w, Release{Status: Absent})
+		if m.cfg.Copied != nil {
+			if c, ok := m.cfg.Copied(name); ok {
+				reply.Copy = &c
+			}
+		}
+		protocol.WriteJSON(w, reply)
 		return
 	}
 	o, p, ok := m.owner(name)

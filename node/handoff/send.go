@@ -116,7 +116,11 @@ func (m *Mover) settle(ctx context.Context, p *ring.Placement, r *room.Room) {
 	}
 	c, known := p.Member(to)
 	if !known || !c.Live() {
-		m.refound(r, to)
+		if m.cfg.Copied == nil {
+			m.refound(r, to)
+		} else {
+			m.settleGone(ctx, p, r, to, epoch, term)
+		}
 		return
 	}
 	start := time.Now()
@@ -143,10 +147,56 @@ func (m *Mover) settle(ctx context.Context, p *ring.Placement, r *room.Room) {
 		o, _ := p.Owner(r.Name())
 		m.noteSent(r.Name(), to)
 		m.cfg.Rooms.Remove(r)
+		if reply.Epoch == epoch && reply.Term == term+1 {
+			r.Handed() // it holds this very attempt, held messages and all
+		}
 		r.Close(room.Moved(o, true))
 		m.cfg.Metrics.Settled.WithLabelValues("held").Inc()
 		m.cfg.Log.Info("parked room settled: the receiver holds it, this copy closes", "room", r.Name(), "peer", to,
 			"epoch", reply.Epoch, "term", reply.Term, "seq", reply.Seq)
+	}
+}
+
+// settleGone settles, with replication on, a parked room whose receiver is gone: the receiver
+// acked nothing its replicas did not hold (see replica.Replicator.AwaitSeeded), so every other
+// live node is asked. One that holds a replica copy at a later term of this epoch holds the room
+// as the receiver had it, and promotes it: this copy closes. When none holds anything of it,
+// nothing acked was lost with the receiver, and this copy goes on in its epoch, at a term above
+// the attempt's. Otherwise (a node holds the room live, or cannot be asked), the next pass asks
+// again.
+func (m *Mover) settleGone(ctx context.Context, p *ring.Placement, r *room.Room, to, epoch string, term uint64) {
+	var asked []ring.Member
+	for _, c := range p.Members() {
+		if c.Role == ring.RoleNode && c.Live() && c.ID != m.self {
+			asked = append(asked, c)
+		}
+	}
+	replies, errs := m.askAll(ctx, asked, r.Name())
+	newer := ""
+	for i, c := range asked {
+		switch reply := replies[i]; {
+		case errs[i] != nil:
+			m.cfg.Log.Warn("cannot settle a parked room whose receiver is gone: a node cannot be asked; it stays frozen", "room", r.Name(), "peer", c.ID, "err", errs[i])
+			return
+		case reply.Status != Absent && !(reply.Status == Moved && reply.To == m.self):
+			return // held live there, or on its way: settled once it is handed on
+		case reply.Copy != nil && reply.Copy.Epoch == epoch && reply.Copy.Term > term:
+			newer = c.ID
+		}
+	}
+	if newer != "" {
+		o, _ := p.Owner(r.Name())
+		m.cfg.Rooms.Remove(r)
+		r.Close(room.Moved(o, true))
+		m.cfg.Metrics.Settled.WithLabelValues("replica").Inc()
+		m.cfg.Log.Info("parked room settled: its receiver is gone, and a replica of the receiver's copy holds it; this copy closes",
+			"room", r.Name(), "peer", to, "replica", newer)
+		return
+	}
+	if r.Settle(term + 2) {
+		m.cfg.Metrics.Settled.WithLabelValues("kept").Inc()
+		m.cfg.Log.Info("parked room settled: its receiver is gone and no node holds the room; it goes on here in its epoch",
+			"room", r.Name(), "peer", to, "term", term+2)
 	}
 }
 
@@ -221,21 +271,25 @@ func (m *Mover) handOff(ctx context.Context, to ring.Member, version string, roo
 		m.cfg.Log.Warn("hand-off failed; its rooms stay frozen until a retry settles it", "peer", to.ID, "rooms", len(frozen), "err", err)
 		return
 	}
-	done := map[string]bool{}
-	for _, name := range reply.Accepted {
-		done[name] = true
-	}
+	done := map[string]bool{} // true: installed from this batch; false: a copy was there already
 	for _, name := range reply.Held {
+		done[name] = false
+	}
+	for _, name := range reply.Accepted {
 		done[name] = true
 	}
 	bye := room.Moved(to, true)
 	for _, r := range frozen {
-		if !done[r.Name()] {
+		installed, ok := done[r.Name()]
+		if !ok {
 			r.Unfreeze()
 			continue
 		}
 		m.noteSent(r.Name(), to.ID)
 		m.cfg.Rooms.Remove(r)
+		if installed {
+			r.Handed()
+		}
 		r.Close(bye)
 		sent := "whole"
 		if tails[r.Name()] {

@@ -68,6 +68,15 @@ type Reply struct {
 type Release struct {
 	Status string `json:"status"` // moved, absent, owner, busy
 	To     string `json:"to,omitempty"`
+	// Copy is where this node's replica copy of the room is, if it holds one.
+	Copy *Copy `json:"copy,omitempty"`
+}
+
+// Copy is the position of a replica copy of a room.
+type Copy struct {
+	Epoch string `json:"epoch"`
+	Term  uint64 `json:"term"`
+	Seq   uint64 `json:"seq"`
 }
 
 // Release statuses.

@@ -119,6 +119,7 @@ type target struct {
 	seeded bool      // a seed of it was held: it counts
 	acked  uint64    // the newest seq it holds
 	down   time.Time // when its stream broke, while it still counts
+	since  time.Time // when it became one of the room's replicas, or was to be seeded again
 }
 
 // New makes a Replicator with its Store; Run it.
@@ -136,6 +137,44 @@ func (rep *Replicator) Store() *Store { return rep.store }
 // UnderReplicated is the number of rooms with fewer replicas that count than asked for (and
 // than there are other nodes), as of the last pass.
 func (rep *Replicator) UnderReplicated() int { return int(rep.under.Load()) }
+
+// AwaitSeeded seeds the replicas of rooms (just installed here) and waits until each replica
+// whose stream is up holds its seed, or ctx ends: a hand-off's receiver answers only then, so a
+// crash of the receiver right after the hand-off finds the rooms on its heirs.
+func (rep *Replicator) AwaitSeeded(ctx context.Context, rooms []*room.Room) {
+	for _, r := range rooms {
+		r.Seed(func(snapshot func() room.State) {
+			rep.mu.Lock()
+			rep.prepare(r, snapshot)
+			rep.mu.Unlock()
+		})
+	}
+	seeded := func() bool {
+		rep.mu.Lock()
+		defer rep.mu.Unlock()
+		for _, r := range rooms {
+			rs := rep.rooms[r.Name()]
+			if rs == nil || rs.r != r {
+				continue // closed or gone meanwhile
+			}
+			for _, t := range rs.targets {
+				if t.gen != 0 && !t.seeded {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for !seeded() {
+		t := time.NewTimer(2 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
 
 // Holds is the seq up to which peer holds r's messages as one of its replicas that counts (0:
 // it is none, or its stream is down): a hand-off of r to peer need send only what follows.
@@ -208,7 +247,7 @@ func (rep *Replicator) Append(r *room.Room, a room.Append, snapshot func() room.
 		if !seeded[t] && t.gen != 0 && !t.s.send(t.gen, Item{Append: &Entry{Room: r.Name(), Append: a}}) {
 			t.gen = 0 // its stream broke: seeded again on the next one
 		}
-		counts = counts || rep.counts(t, time.Now())
+		counts = counts || rep.holds(t, time.Now())
 	}
 	return counts
 }
@@ -231,7 +270,7 @@ func (rep *Replicator) prepare(r *room.Room, snapshot func() room.State) (*roomS
 			for _, h := range heirs[1:] {
 				t := rs.target(h.ID)
 				if t == nil {
-					t = &target{s: rep.streamFor(h)}
+					t = &target{s: rep.streamFor(h), since: time.Now()}
 				}
 				next = append(next, t)
 			}
@@ -279,12 +318,21 @@ func (rep *Replicator) counts(t *target, now time.Time) bool {
 	return t.gen != 0 || !t.down.IsZero() && now.Sub(t.down) < rep.cfg.ReplicaTimeout
 }
 
-// commitOf is the newest seq every counting replica of rs holds; MaxUint64 when none counts.
+// holds reports whether t holds acks back now: it counts, or it became a replica less than
+// ReplicaTimeout ago and its seed is not held yet. So a room that just gained its replica set
+// (it was created, promoted, or arrived) acks nothing its replicas do not hold, unless they stay
+// out of reach that long: a crash right after a move loses nothing acknowledged either.
+func (rep *Replicator) holds(t *target, now time.Time) bool {
+	return rep.counts(t, now) || !t.seeded && now.Sub(t.since) < rep.cfg.ReplicaTimeout
+}
+
+// commitOf is the newest seq every replica of rs that holds acks back holds; MaxUint64 when none
+// does.
 // rep.mu is held.
 func (rep *Replicator) commitOf(rs *roomState, now time.Time) uint64 {
 	c := uint64(math.MaxUint64)
 	for _, t := range rs.targets {
-		if rep.counts(t, now) {
+		if rep.holds(t, now) {
 			c = min(c, t.acked)
 		}
 	}
@@ -523,7 +571,8 @@ func (rep *Replicator) Reseed() {
 	rep.mu.Lock()
 	for _, rs := range rep.rooms {
 		for _, t := range rs.targets {
-			t.gen, t.acked = 0, 0 // what it acked may be gone here: it counts again from its seed
+			// What it acked may be gone here: it counts again from its seed.
+			t.gen, t.acked, t.seeded, t.since = 0, 0, false, time.Now()
 		}
 	}
 	rep.mu.Unlock()

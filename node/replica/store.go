@@ -143,6 +143,18 @@ func (s *Store) Complete(from string, st room.State) (room.State, bool) {
 	return st.Complete(c.r.Snapshot())
 }
 
+// Position is where this node's copy of room is, if it holds one.
+func (s *Store) Position(name string) (epoch string, term, seq uint64, ok bool) {
+	s.mu.Lock()
+	c := s.copies[name]
+	s.mu.Unlock()
+	if c == nil {
+		return "", 0, 0, false
+	}
+	epoch, seq = c.r.Position()
+	return epoch, c.r.Term(), seq, true
+}
+
 // Take removes and returns the copy of room when the ring declared the node that extended it
 // dead and this node is the room's owner: the caller promotes it. nil otherwise.
 func (s *Store) Take(name string) *room.Room {

@@ -108,6 +108,18 @@ func (r *Room) commit(seq uint64) {
 	r.committed = seq
 }
 
+// Handed commits every held message of a room just handed off: they went in its state, so the
+// receiver holds them (and, once it has answered, its replicas do too). Their publishers get
+// their acks before the room closes, rather than send them again to the new owner, which would
+// take a retry without an id as a new message.
+func (r *Room) Handed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != closed {
+		r.commit(r.seq)
+	}
+}
+
 // Committed is the newest seq delivered to the room's clients.
 func (r *Room) Committed() uint64 {
 	r.mu.Lock()
