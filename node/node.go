@@ -317,9 +317,8 @@ func (n *Node) undemote(ctx context.Context) {
 
 // minorityChanged hears the node fall into a minority or leave it. Falling in, every room is
 // demoted (if the partition heals with another copy of it elsewhere, that copy took the writes
-// this node could not, and wins) and forgets what it sequenced but did not commit (an heir that
-// takes it over numbers on from what it holds). Leaving it, the demoted rooms write again once
-// no other node holds them (undemote).
+// this node could not, and wins): it sequences and commits nothing more. Leaving it, the demoted
+// rooms write and commit again once no other node holds them (undemote).
 func (n *Node) minorityChanged(minority bool) {
 	if !minority {
 		if n.undemoting.CompareAndSwap(false, true) {
@@ -327,15 +326,8 @@ func (n *Node) minorityChanged(minority bool) {
 		}
 		return
 	}
-	truncated := 0
 	for _, r := range n.rooms.All() {
 		r.Demote()
-		if r.Truncate() {
-			truncated++
-		}
-	}
-	if truncated > 0 && n.replicas != nil {
-		n.replicas.Reseed() // their heirs may hold what was forgotten here
 	}
 }
 

@@ -38,9 +38,11 @@ func TestDrainLiveRooms(t *testing.T) {
 			}
 			conns[i], epochs[i] = conn, conn.Welcome().Epoch
 			for k := range 5 {
-				if _, err := conn.Publish(t.Context(), map[string]any{"k": k, "pad": "0123456789abcdef0123456789abcdef"}); err != nil {
-					t.Error(err)
+				ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+				if _, err := conn.Publish(ctx, map[string]any{"k": k, "pad": "0123456789abcdef0123456789abcdef"}); err != nil {
+					t.Errorf("room drain-%d, publish %d: %v", i, k, err)
 				}
+				cancel()
 			}
 		})
 	}

@@ -159,8 +159,9 @@ func (m *Mover) settle(ctx context.Context, p *ring.Placement, r *room.Room) {
 
 // settleGone settles, with replication on, a parked room whose receiver is gone: the receiver
 // acked nothing its replicas did not hold (see replica.Replicator.AwaitSeeded), so every other
-// live node is asked. One that holds a replica copy at a later term of this epoch holds the room
-// as the receiver had it, and promotes it: this copy closes. When none holds anything of it,
+// live node is asked. One that holds a replica copy at a later term of this epoch (this one
+// included: the receiver's heir is often the node the room came from) holds the room as the
+// receiver had it, and promotes it: this copy closes. When none holds anything of it,
 // nothing acked was lost with the receiver, and this copy goes on in its epoch, at a term above
 // the attempt's. Otherwise (a node holds the room live, or cannot be asked), the next pass asks
 // again.
@@ -173,6 +174,9 @@ func (m *Mover) settleGone(ctx context.Context, p *ring.Placement, r *room.Room,
 	}
 	replies, errs := m.askAll(ctx, asked, r.Name())
 	newer := ""
+	if c, ok := m.cfg.Copied(r.Name()); ok && c.Epoch == epoch && c.Term > term {
+		newer = m.self // this node is the receiver's heir: the room came back to where it was
+	}
 	for i, c := range asked {
 		switch reply := replies[i]; {
 		case errs[i] != nil:

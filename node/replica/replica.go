@@ -564,17 +564,3 @@ func (rep *Replicator) promote(name string) (*room.Room, bool) {
 	rep.reconcileSoon() // seed its own replicas
 	return r, false
 }
-
-// Reseed has every replica of every room seeded again: the rooms here forgot messages their
-// heirs may hold (see room.Truncate).
-func (rep *Replicator) Reseed() {
-	rep.mu.Lock()
-	for _, rs := range rep.rooms {
-		for _, t := range rs.targets {
-			// What it acked may be gone here: it counts again from its seed.
-			t.gen, t.acked, t.seeded, t.since = 0, 0, false, time.Now()
-		}
-	}
-	rep.mu.Unlock()
-	rep.reconcileSoon()
-}

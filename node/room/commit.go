@@ -68,12 +68,14 @@ func (r *Room) ackWhenCommitted(from *Conn, id string, seq uint64) {
 }
 
 // Commit delivers and acks, in seq order, every held message up to seq: the replicas hold them.
-// Not while the node is in a minority: cut off, it cannot know whether an heir has taken the
-// room over since (the replicator tries again).
+// Not while the node is in a minority, nor while the room is demoted since (see Demote): cut
+// off, it cannot know whether an heir has taken the room over, and numbered messages of its own
+// under the seqs of these (the replicator tries again). Settled, a demoted room either commits
+// them (nobody took it over) or gives way to the copy that did, and they go with it.
 func (r *Room) Commit(seq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.state != closed && (r.cfg.Quorum == nil || r.cfg.Quorum.Writable()) {
+	if r.state != closed && !r.own.demoted && (r.cfg.Quorum == nil || r.cfg.Quorum.Writable()) {
 		r.commit(seq)
 	}
 }
@@ -125,28 +127,4 @@ func (r *Room) Committed() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.committed
-}
-
-// Truncate forgets what the room sequenced but did not commit: the messages, their ids, the
-// acks owed. A node that falls into a minority does so: an heir may take the room over from
-// what it holds, and numbers its next messages from there, so the ones held here must never be
-// delivered under those seqs. Their publishers were not acked and send them again. It reports
-// whether anything was forgotten; the room's replicas must then be seeded again.
-func (r *Room) Truncate() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.seq == r.committed || r.state == closed {
-		return false
-	}
-	for _, p := range r.held {
-		if p.e != nil && p.source != "" && r.fed[p.source] > 0 {
-			r.fed[p.source]--
-		}
-	}
-	clear(r.held)
-	r.held = nil
-	r.hist.truncate(r.committed)
-	r.ids.forgetAfter(r.committed)
-	r.seq = r.committed
-	return true
 }

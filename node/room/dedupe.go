@@ -153,22 +153,6 @@ func (d *dedupe) all() []ID {
 	return out
 }
 
-// forgetAfter forgets the ids given seqs after seq (see Room.Truncate).
-func (d *dedupe) forgetAfter(seq uint64) {
-	keep := func(id string) bool { return d.seqs[id] == nil || d.seqs[id].seq <= seq }
-	d.order = slices.DeleteFunc(d.order, func(id string) bool { return !keep(id) })
-	for _, el := range d.clients {
-		c := el.Value.(*clientIDs)
-		c.ids = slices.DeleteFunc(c.ids, func(id string) bool { return !keep(id) })
-	}
-	for id, e := range d.seqs {
-		if e.seq > seq {
-			delete(d.seqs, id)
-			d.budget.Release(idSize(id))
-		}
-	}
-}
-
 // clear forgets every id, for a room that is gone.
 func (d *dedupe) clear() {
 	for id := range d.seqs {

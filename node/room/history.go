@@ -117,17 +117,6 @@ func (h *history) growth(size, cost int) int {
 	return cost
 }
 
-// truncate drops the entries after seq (the newest ones).
-func (h *history) truncate(seq uint64) {
-	for n := len(h.entries); n > 0 && h.entries[n-1].seq > seq; n-- {
-		e := h.entries[n-1]
-		h.bytes -= e.size()
-		e.drop()
-		h.entries[n-1] = nil
-		h.entries = h.entries[:n-1]
-	}
-}
-
 // clear drops every entry, for a room that is gone.
 func (h *history) clear() {
 	for i, e := range h.entries {

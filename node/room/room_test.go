@@ -469,23 +469,17 @@ func TestMessagesCommitOnceReplicated(t *testing.T) {
 	if _, seqs := queued(late); !slices.Equal(seqs, []uint64{1, 2, 3}) || r.Committed() != 3 {
 		t.Fatalf("after commit 3: %v, committed %d", seqs, r.Committed())
 	}
-	// Fallen into a minority, the room forgets what it held uncommitted: the next message
-	// takes the first seq after the committed ones, and a retried id is a new message.
-	for _, id := range []string{"m4", "m5"} {
-		_ = r.Publish(t.Context(), pub, id, []byte(`1`))
+	// Demoted (fallen into a minority), the room commits nothing until it is settled.
+	_ = r.Publish(t.Context(), pub, "m4", []byte(`1`))
+	r.Demote()
+	r.Commit(4)
+	if r.Committed() != 3 {
+		t.Fatalf("a demoted room committed: %d", r.Committed())
 	}
-	if !r.Truncate() || r.Truncate() {
-		t.Fatal("Truncate forgets the held messages once")
-	}
-	if _, seq := r.Position(); seq != 3 || len(r.hist.entries) != 3 {
-		t.Fatalf("after Truncate: seq %d, %d in history, want 3 and 3", seq, len(r.hist.entries))
-	}
-	if _, ok := r.ids.lookup("m4"); ok {
-		t.Fatal("a forgotten message's id is still remembered")
-	}
-	_ = r.Publish(t.Context(), pub, "m5", []byte(`1`))
-	if a := rep.appended[len(rep.appended)-1]; a.ID != "m5" || a.Msg.Seq != 4 {
-		t.Fatalf("after Truncate, m5 was appended as %+v, want seq 4", a)
+	r.Undemote()
+	r.Commit(4)
+	if r.Committed() != 4 {
+		t.Fatalf("settled, the room did not commit: %d", r.Committed())
 	}
 	r.Close(Farewell{})
 }
