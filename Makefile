@@ -48,7 +48,7 @@ clean:
 # to served, drain time, freeze per batch, heal time, the history checker's counts and overlap).
 chaos:
 	ROOST_KILL_TRIALS=20 ROOST_DRAIN_ROOMS=3000 ROOST_PARTITION_SECONDS=20 ROOST_FAULT_SECONDS=20 $(GO) test -count=1 -timeout 30m -v \
-		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing|PartitionHeals|TestFault|TestCrashLoses|TestReplicaCrash|TestTwoReplicas|TestOwnerCut|TestNamedSource' ./test \
+		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing|PartitionHeals|TestFault|TestCrashLoses|TestReplicaCrash|TestTwoReplicas|TestOwnerCut|TestNamedSource|TestKillDuringADrain|TestKillWhileReseeding' ./test \
 		| grep -E '^(---|ok|FAIL)|kill -9|trials|drained|acked|served again|partition|majority|history|one copy|dropped|swallowed|stalled|under-replicated|placed the rooms'
 
 # The stream test at full size (no -race), verbose: 10,000 frames of 1 B to 256 KiB to 50
