@@ -347,12 +347,13 @@ func (rig *fanoutRig) catchUp(d time.Duration) {
 // measures deliveries per second at saturation and the server's CPU time (pid) meanwhile, then
 // latency at half that rate, then checks every subscriber got every message once, in order.
 func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d time.Duration) (fanoutResult, error) {
-	return runFanoutOn(ctx, server, base, []int{pid}, benchRooms(rooms), subs, d)
+	return runFanoutOn(ctx, server, base, []int{pid}, benchRooms(rooms), subs, d, 0)
 }
 
 // runFanoutOn is runFanout for the rooms named, with the CPU time of every server process in
-// pids counted (an owner and its replicas, say), and the publishers' ack latency measured too.
-func runFanoutOn(ctx context.Context, server, base string, pids []int, names []string, subs int, d time.Duration) (fanoutResult, error) {
+// pids counted (an owner and its replicas, say), and the publishers' ack latency measured too:
+// at half the saturated rate, or, when light is set, at light messages per second in all.
+func runFanoutOn(ctx context.Context, server, base string, pids []int, names []string, subs int, d time.Duration, light float64) (fanoutResult, error) {
 	res := fanoutResult{Server: server}
 	rooms := len(names)
 	rig, err := dialFanoutRooms(ctx, base, names, subs)
@@ -392,6 +393,9 @@ func runFanoutOn(ctx context.Context, server, base string, pids []int, names []s
 	// Latency at half the saturated rate, per room, once the saturation's backlog has drained.
 	rig.catchUp(30 * time.Second)
 	perRoom := res.PerSecond / float64(rooms*subs) / 2
+	if light > 0 {
+		perRoom = light / float64(rooms)
+	}
 	rig.sampling.Store(true)
 	if err := rig.publish(ctx, d, func() *rate.Limiter { return rate.NewLimiter(rate.Limit(max(perRoom, 1)), 1) }); err != nil {
 		return res, err
