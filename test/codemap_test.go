@@ -32,6 +32,7 @@ func TestCodeMap(t *testing.T) {
 		"node":                 {"auth", "batch", "internal/httpapi", "internal/loop", "internal/peer", "limit", "node/handoff", "node/pause", "node/quorum", "node/replica", "node/room", "protocol", "ring"},
 		"internal/proc":        {"internal/wait", "protocol"},
 		"internal/testcluster": {"internal/wait", "node", "ring", "router"},
+		"ring/ringtest":        {"ring"},
 	}
 	const module = "github.com/roost-dev/roost/"
 	var pkgs []string

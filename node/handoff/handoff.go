@@ -151,19 +151,25 @@ func (m *Mover) noteSent(name, to string) {
 	m.sentMu.Lock()
 	defer m.sentMu.Unlock()
 	m.sent[name] = sent{to: to, at: now}
-	if len(m.sent) <= maxSent {
+	bound(m.sent, maxSent, settleWindow, now, func(s sent) time.Time { return s.at })
+}
+
+// bound keeps remembered at most max entries: past it, those older than keep go, then the
+// oldest one (at says when an entry was made).
+func bound[V any](remembered map[string]V, max int, keep time.Duration, now time.Time, at func(V) time.Time) {
+	if len(remembered) <= max {
 		return
 	}
-	oldest, at := "", now
-	for k, v := range m.sent {
-		if now.Sub(v.at) > settleWindow {
-			delete(m.sent, k)
-		} else if v.at.Before(at) {
-			oldest, at = k, v.at
+	oldest, when := "", now
+	for k, v := range remembered {
+		if t := at(v); now.Sub(t) > keep {
+			delete(remembered, k)
+		} else if t.Before(when) {
+			oldest, when = k, t
 		}
 	}
-	if len(m.sent) > maxSent {
-		delete(m.sent, oldest)
+	if len(remembered) > max {
+		delete(remembered, oldest)
 	}
 }
 

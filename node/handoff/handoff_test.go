@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,47 +16,11 @@ import (
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/ring"
+	"github.com/roost-dev/roost/ring/ringtest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// fakeRing is a membership the test sets: no gossip, placements it names, subscribers told.
-type fakeRing struct {
-	id   string
-	mu   sync.Mutex
-	p    *ring.Placement
-	subs map[chan *ring.Placement]struct{}
-}
-
-func (f *fakeRing) ID() string  { return f.id }
-func (f *fakeRing) Ready() bool { return true }
-func (f *fakeRing) Placement() *ring.Placement {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.p
-}
-
-func (f *fakeRing) Subscribe() (<-chan *ring.Placement, func()) {
-	ch := make(chan *ring.Placement, 1)
-	f.mu.Lock()
-	f.subs[ch] = struct{}{}
-	f.mu.Unlock()
-	return ch, func() { f.mu.Lock(); delete(f.subs, ch); f.mu.Unlock() }
-}
-
-func (f *fakeRing) set(p *ring.Placement) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.p = p
-	for ch := range f.subs {
-		select {
-		case <-ch:
-		default:
-		}
-		ch <- p
-	}
-}
 
 // freshGate is a watchdog that never saw a pause.
 type freshGate struct{}
@@ -70,7 +33,7 @@ func (freshGate) NoteTakeover([]string)                 {}
 
 // member is one node as hand-offs see it: its ring, rooms and mover, serving peers on loopback.
 type member struct {
-	ring    *fakeRing
+	ring    *ringtest.Ring
 	rooms   *room.Table
 	mover   *Mover
 	gained  *prometheus.CounterVec
@@ -94,7 +57,7 @@ func roomConfig() *room.Config {
 }
 
 func newMember(t *testing.T, id string, fenceWait time.Duration) *member {
-	m := &member{lost: make(chan []byte, 1), ring: &fakeRing{id: id, subs: map[chan *ring.Placement]struct{}{}}, rooms: room.NewTable(),
+	m := &member{lost: make(chan []byte, 1), ring: ringtest.New(id, nil), rooms: room.NewTable(),
 		gained:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "g"}, []string{"how"}),
 		settled: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "st"}, []string{"outcome"})}
 	done := make(chan struct{})
@@ -145,10 +108,10 @@ func newMember(t *testing.T, id string, fenceWait time.Duration) *member {
 func placement(members []*member, draining ...*member) *ring.Placement {
 	var ms []ring.Member
 	for _, m := range members {
-		ms = append(ms, ring.Member{ID: m.ring.id, State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.url}})
+		ms = append(ms, ring.Member{ID: m.ring.ID(), State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.url}})
 	}
 	for _, m := range draining {
-		ms = append(ms, ring.Member{ID: m.ring.id, State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.url, Draining: true}})
+		ms = append(ms, ring.Member{ID: m.ring.ID(), State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.url, Draining: true}})
 	}
 	return ring.NewPlacement(ms, ring.DefaultPlacementConfig())
 }
@@ -174,8 +137,8 @@ func holding(t *testing.T, m *member, name string, msgs int) *room.Room {
 func TestPushWaitsForTheReceiversRing(t *testing.T) {
 	a, b := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute)
 	old := placement(only(a), b)
-	a.ring.set(placement(only(b), a)) // a drains: every room goes to b
-	b.ring.set(old)                   // b has not heard yet
+	a.ring.Set(placement(only(b), a)) // a drains: every room goes to b
+	b.ring.Set(old)                   // b has not heard yet
 	r := holding(t, a, "lobby", 3)
 	epoch, _ := r.Position()
 
@@ -186,7 +149,7 @@ func TestPushWaitsForTheReceiversRing(t *testing.T) {
 	if b.rooms.Len() != 0 || a.rooms.Get("lobby") == nil {
 		t.Fatal("the room moved before the receiver's ring named it the owner")
 	}
-	b.ring.set(placement(only(b), a))
+	b.ring.Set(placement(only(b), a))
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
@@ -213,8 +176,8 @@ func TestPushWaitsForTheReceiversRing(t *testing.T) {
 // A receiver whose ring never names it the owner refuses; the sender's room stays live.
 func TestPushRefusedKeepsTheRoomLive(t *testing.T) {
 	a, b := newMember(t, "n1", 100*time.Millisecond), newMember(t, "n2", 100*time.Millisecond)
-	a.ring.set(placement(only(b), a))
-	b.ring.set(placement(only(a), b))
+	a.ring.Set(placement(only(b), a))
+	b.ring.Set(placement(only(a), b))
 	r := holding(t, a, "lobby", 1)
 	a.mover.Rebalance(t.Context())
 	if b.rooms.Len() != 0 || a.rooms.Get("lobby") != r {
@@ -231,9 +194,9 @@ func TestAcquirePullsFromThePreviousOwner(t *testing.T) {
 	old, now := placement(only(a), b), placement(only(b), a)
 	r := holding(t, a, "lobby", 5)
 	epoch, _ := r.Position()
-	a.ring.set(now)
+	a.ring.Set(now)
 	b.mover.Remember(old) // where the room was
-	b.ring.set(now)
+	b.ring.Set(now)
 	b.mover.Remember(now)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -272,7 +235,7 @@ func TestAcquireFindsAHolderNoPlacementNamed(t *testing.T) {
 	held := holding(t, a, name, 4)
 	epoch, _ := held.Position()
 	for _, m := range []*member{a, b, c} {
-		m.ring.set(now)
+		m.ring.Set(now)
 	}
 	b.mover.Remember(old)
 	b.mover.Remember(now)
@@ -293,8 +256,8 @@ func TestAcquireFindsAHolderNoPlacementNamed(t *testing.T) {
 func TestAcquireFollowsAHandOffItsRingHasNotSeen(t *testing.T) {
 	a, b, c := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute), newMember(t, "n3", time.Minute)
 	toC := placement(only(c), a, b) // a and c: c owns everything, a drains
-	a.ring.set(toC)
-	c.ring.set(toC)
+	a.ring.Set(toC)
+	c.ring.Set(toC)
 	r := holding(t, a, "lobby", 3)
 	epoch, _ := r.Position()
 	a.mover.Rebalance(t.Context())
@@ -302,7 +265,7 @@ func TestAcquireFollowsAHandOffItsRingHasNotSeen(t *testing.T) {
 		t.Fatal("the room did not reach n3")
 	}
 	behind := placement(only(b), a) // b has not heard of n3: it owns everything, a drains
-	b.ring.set(behind)
+	b.ring.Set(behind)
 	b.mover.Remember(behind)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -320,7 +283,7 @@ func TestAcquireFollowsAHandOffItsRingHasNotSeen(t *testing.T) {
 		t.Fatalf("acquire decided before n2's ring caught up: room %v, err %v (a second copy)", res.r != nil, res.err)
 	case <-time.After(500 * time.Millisecond):
 	}
-	b.ring.set(toC)
+	b.ring.Set(toC)
 	res := <-done
 	if res.err != ErrNotOwner || b.rooms.Get("lobby") != nil {
 		t.Fatalf("acquire after n2's ring caught up: %v, room here %v; want ErrNotOwner and none", res.err, b.rooms.Get("lobby") != nil)
@@ -340,8 +303,8 @@ func TestAcquireFollowsAHandOffItsRingHasNotSeen(t *testing.T) {
 func TestAcquireGivesUpOnAHandOffWhoseReceiverLostTheRoom(t *testing.T) {
 	a, b, c := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute), newMember(t, "n3", time.Minute)
 	toC := placement(only(c), a, b)
-	a.ring.set(toC)
-	c.ring.set(toC)
+	a.ring.Set(toC)
+	c.ring.Set(toC)
 	holding(t, a, "lobby", 3)
 	a.mover.Rebalance(t.Context())
 	lost := c.rooms.Get("lobby")
@@ -350,7 +313,7 @@ func TestAcquireGivesUpOnAHandOffWhoseReceiverLostTheRoom(t *testing.T) {
 	}
 	c.rooms.Remove(lost)
 	now := placement(only(b), a, c) // b owns everything; a and c drain
-	b.ring.set(now)
+	b.ring.Set(now)
 	b.mover.Remember(now)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

@@ -33,8 +33,8 @@ func TestLostReplyForksNothing(t *testing.T) {
 	b.swallow.Store(false)
 
 	back := placement(only(a), b) // the ring gives the room back to the sender
-	a.ring.set(back)
-	b.ring.set(back)
+	a.ring.Set(back)
+	b.ring.Set(back)
 	a.mover.Rebalance(t.Context())
 	if _, err := r.PublishBinary(t.Context(), nil, make([]byte, 9)); err == nil {
 		t.Fatal("the parked copy took a write beside the receiver's")
@@ -65,7 +65,7 @@ func TestDelayedAttemptIsFenced(t *testing.T) {
 	late := <-b.lost
 	b.delay.Store(false)
 	back := placement(only(a), b)
-	a.ring.set(back)
+	a.ring.Set(back)
 	a.mover.Rebalance(t.Context())
 	if _, _, _, ok := r.Parked(); ok || r.Term() != 3 {
 		t.Fatalf("after the fence: parked %v at term %d, want live at 3", ok, r.Term())
@@ -82,7 +82,7 @@ func TestDelayedAttemptIsFenced(t *testing.T) {
 	if b.rooms.Get("lobby") != nil || !strings.Contains(rec.Body.String(), `"refused"`) {
 		t.Fatalf("the fenced attempt was installed late: %s", rec.Body)
 	}
-	a.ring.set(toB)
+	a.ring.Set(toB)
 	a.mover.Rebalance(t.Context())
 	got := b.rooms.Get("lobby")
 	if got == nil || got.Term() != 4 {
@@ -98,7 +98,7 @@ func TestDelayedAttemptIsFenced(t *testing.T) {
 func TestParkedRoomWhoseReceiverIsGoneStartsANewEpoch(t *testing.T) {
 	a, _, r := parkedByALostReply(t, lostReply)
 	epoch, _ := r.Position()
-	a.ring.set(placement(only(a))) // n2 is gone
+	a.ring.Set(placement(only(a))) // n2 is gone
 	a.mover.Rebalance(t.Context())
 	got := a.rooms.Get("lobby")
 	if got == nil || got == r {
@@ -125,8 +125,8 @@ func TestUnreachableOwnerEndsTheLease(t *testing.T) {
 	a.mover.cfg.Room = &cfg
 	r := holding(t, a, "lobby", 1)
 	unreachable := placement(only(b), a)
-	b.ring.set(unreachable)
-	a.ring.set(withHTTP(unreachable, "n2", "127.0.0.1:1")) // n2 as n1 sees it: nothing answers
+	b.ring.Set(unreachable)
+	a.ring.Set(withHTTP(unreachable, "n2", "127.0.0.1:1")) // n2 as n1 sees it: nothing answers
 	lost := time.Now()
 	a.mover.Rebalance(t.Context())
 	if seq, err := r.PublishBinary(t.Context(), nil, make([]byte, 9)); err != nil || seq != 2 {
@@ -142,7 +142,7 @@ func TestUnreachableOwnerEndsTheLease(t *testing.T) {
 	if _, err := r.PublishBinary(t.Context(), nil, make([]byte, 9)); err == nil {
 		t.Fatal("a write was sequenced past the lease")
 	}
-	a.ring.set(placement(only(a), b)) // the ring gives it back: the lease no longer bounds it
+	a.ring.Set(placement(only(a), b)) // the ring gives it back: the lease no longer bounds it
 	a.mover.Rebalance(t.Context())
 	if seq, err := r.PublishBinary(t.Context(), nil, make([]byte, 9)); err != nil || seq != 3 {
 		t.Fatalf("write once the ring gave the room back: %d %v", seq, err)
@@ -161,8 +161,8 @@ func parkedByALostReply(t *testing.T, fault func(*member) *atomic.Bool) (a, b *m
 	a, b = newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute)
 	r = holding(t, a, "lobby", 3)
 	toB := placement(only(b), a)
-	a.ring.set(toB)
-	b.ring.set(toB)
+	a.ring.Set(toB)
+	b.ring.Set(toB)
 	fault(b).Store(true)
 	a.mover.Rebalance(t.Context())
 	if to, _, term, ok := r.Parked(); !ok || to != "n2" || term != 1 {
@@ -208,7 +208,7 @@ func TestFreshStartWaitsForTheDeadOwnersSilence(t *testing.T) {
 	}
 	after := ring.NewPlacement(ms, before.Config())
 	a.mover.Remember(before)
-	a.ring.set(after)
+	a.ring.Set(after)
 	a.mover.Remember(after)
 	got, err := a.mover.Acquire(t.Context(), name)
 	if err != nil {

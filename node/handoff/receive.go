@@ -225,20 +225,7 @@ func (m *Mover) fence(name string, f Fence) {
 		f.Term = old.term
 	}
 	m.fences[name] = fence{epoch: f.Epoch, term: f.Term, at: now}
-	if len(m.fences) <= maxFences {
-		return
-	}
-	oldest, at := "", now
-	for k, v := range m.fences {
-		if now.Sub(v.at) > fenceFor {
-			delete(m.fences, k)
-		} else if v.at.Before(at) {
-			oldest, at = k, v.at
-		}
-	}
-	if len(m.fences) > maxFences {
-		delete(m.fences, oldest)
-	}
+	bound(m.fences, maxFences, fenceFor, now, func(f fence) time.Time { return f.at })
 }
 
 // ServeRelease is the pull: a node that owns a room by its placement asks this node, a recent

@@ -15,8 +15,8 @@ import (
 func TestUndemoteWhenNobodyElseHoldsTheRoom(t *testing.T) {
 	a, b := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute)
 	both := placement([]*member{a, b})
-	a.ring.set(both)
-	b.ring.set(both)
+	a.ring.Set(both)
+	b.ring.Set(both)
 	name := ownedBy(both, "n1")
 	r := holding(t, a, name, 2)
 	r.Demote()
@@ -35,8 +35,8 @@ func TestUndemoteWhenNobodyElseHoldsTheRoom(t *testing.T) {
 func TestUndemoteGivesWayToAPromotedCopy(t *testing.T) {
 	a, b := newMember(t, "n1", time.Minute), newMember(t, "n2", time.Minute)
 	both := placement([]*member{a, b})
-	a.ring.set(both)
-	b.ring.set(both)
+	a.ring.Set(both)
+	b.ring.Set(both)
 	name := ownedBy(both, "n1")
 	demoted := holding(t, a, name, 2)
 	demoted.Demote()

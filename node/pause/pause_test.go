@@ -14,20 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/ring"
+	"github.com/roost-dev/roost/ring/ringtest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeRing is a fixed membership: no gossip, the members the test names.
-type fakeRing struct {
-	id string
-	p  *ring.Placement
-}
-
-func (f *fakeRing) ID() string                             { return f.id }
-func (f *fakeRing) Placement() *ring.Placement             { return f.p }
-func (f *fakeRing) GoneSince(string) (time.Duration, bool) { return 0, false }
 func node(id, http string) ring.Member {
 	return ring.Member{ID: id, State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: http}}
 }
@@ -104,12 +96,13 @@ func TestAfterAPause(t *testing.T) {
 	pair := func(t *testing.T) (a, b *watched, bSrv *httptest.Server) {
 		peers := peer.New(key, nil, 1<<20, nil)
 		t.Cleanup(peers.Close)
-		ra, rb := &fakeRing{id: "n1"}, &fakeRing{id: "n2"}
+		ra, rb := ringtest.New("n1", nil), ringtest.New("n2", nil)
 		a, b = newWatched(t, ra, peers), newWatched(t, rb, peers)
 		aSrv, bSrv := serve(t, a.Watchdog, peers), serve(t, b.Watchdog, peers)
 		p := ring.NewPlacement([]ring.Member{node("n1", aSrv.Listener.Addr().String()), node("n2", bSrv.Listener.Addr().String())},
 			ring.DefaultPlacementConfig())
-		ra.p, rb.p = p, p
+		ra.Set(p)
+		rb.Set(p)
 		return a, b, bSrv
 	}
 	t.Run("a peer took over: the rooms go", func(t *testing.T) {
@@ -136,7 +129,7 @@ func TestAfterAPause(t *testing.T) {
 		}
 	})
 	t.Run("alone: nobody could take over", func(t *testing.T) {
-		r := &fakeRing{id: "n1", p: ring.NewPlacement([]ring.Member{node("n1", "127.0.0.1:1")}, ring.DefaultPlacementConfig())}
+		r := ringtest.New("n1", ring.NewPlacement([]ring.Member{node("n1", "127.0.0.1:1")}, ring.DefaultPlacementConfig()))
 		a := newWatched(t, r, peer.New(nil, nil, 1<<20, nil))
 		if got := decide(t, a); got != "kept" {
 			t.Fatalf("outcome %s, want kept", got)
@@ -146,7 +139,7 @@ func TestAfterAPause(t *testing.T) {
 
 // A node that was not paused is never stale and waits for nothing.
 func TestNoPauseNoWait(t *testing.T) {
-	r := &fakeRing{id: "n1", p: ring.NewPlacement(nil, ring.DefaultPlacementConfig())}
+	r := ringtest.New("n1", ring.NewPlacement(nil, ring.DefaultPlacementConfig()))
 	a := newWatched(t, r, peer.New(nil, nil, 1<<20, nil))
 	for range 20 {
 		if a.Stale() || a.Quarantined() || a.AwaitFresh(t.Context()) != nil || a.AwaitQuarantine(t.Context()) != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/ring"
+	"github.com/roost-dev/roost/ring/ringtest"
 	"go.uber.org/goleak"
 )
 
@@ -49,12 +50,6 @@ func chain(now time.Time, n int, step time.Duration) []time.Time {
 	return out
 }
 
-// fixedRing is a membership that does not change.
-type fixedRing struct{ p *ring.Placement }
-
-func (fixedRing) ID() string                   { return "n1" }
-func (f fixedRing) Placement() *ring.Placement { return f.p }
-
 // A node reaching both its peers takes writes; once neither answers, within one window, it is
 // in a minority; when one answers again, it is not.
 func TestTrackerFindsItselfCutOff(t *testing.T) {
@@ -82,7 +77,7 @@ func TestTrackerFindsItselfCutOff(t *testing.T) {
 		}
 	}()
 	var changes []bool
-	tr := New(Config{Ring: fixedRing{ring.NewPlacement(members, ring.DefaultPlacementConfig())}, Peers: peers,
+	tr := New(Config{Ring: ringtest.New("n1", ring.NewPlacement(members, ring.DefaultPlacementConfig())), Peers: peers,
 		Interval: 50 * time.Millisecond, Hold: time.Minute, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Changed: func(m bool) { changes = append(changes, m) }})
 	tr.round(t.Context())

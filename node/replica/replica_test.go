@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +14,11 @@ import (
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/ring"
+	"github.com/roost-dev/roost/ring/ringtest"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type fakeRing struct {
-	id string
-	mu sync.Mutex
-	p  *ring.Placement
-}
-
-func (f *fakeRing) ID() string { return f.id }
-func (f *fakeRing) Placement() *ring.Placement {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.p
-}
-func (f *fakeRing) set(p *ring.Placement) { f.mu.Lock(); f.p = p; f.mu.Unlock() }
 
 type fresh struct{}
 
@@ -44,7 +30,7 @@ func counter() prometheus.Counter { return prometheus.NewCounter(prometheus.Coun
 // member is one node as replication sees it: its ring, rooms and replicator, serving the
 // replication stream on loopback.
 type member struct {
-	ring  *fakeRing
+	ring  *ringtest.Ring
 	rooms *room.Table
 	cfg   *room.Config
 	rep   *Replicator
@@ -52,7 +38,7 @@ type member struct {
 }
 
 func newMember(t *testing.T, id string) *member {
-	m := &member{ring: &fakeRing{id: id}, rooms: room.NewTable()}
+	m := &member{ring: ringtest.New(id, nil), rooms: room.NewTable()}
 	m.cfg = &room.Config{Node: id, HistoryCount: 100, HistoryBytes: 1 << 20, DedupeIDs: 100, MaxConns: 10, MaxSources: 2,
 		PresenceAnnounceMax: 10, PresenceInterval: time.Second, HoldWrites: 5 * time.Second, SendQueue: 16,
 		WriteTimeout: time.Second, PingInterval: time.Minute, Gate: fresh{},
@@ -78,10 +64,10 @@ func newMember(t *testing.T, id string) *member {
 func placement(alive []*member, dead ...*member) *ring.Placement {
 	var ms []ring.Member
 	for _, m := range alive {
-		ms = append(ms, ring.Member{ID: m.ring.id, State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.addr}})
+		ms = append(ms, ring.Member{ID: m.ring.ID(), State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.addr}})
 	}
 	for _, m := range dead {
-		ms = append(ms, ring.Member{ID: m.ring.id, State: ring.StateDead, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.addr}})
+		ms = append(ms, ring.Member{ID: m.ring.ID(), State: ring.StateDead, Meta: ring.Meta{Role: ring.RoleNode, HTTP: m.addr}})
 	}
 	return ring.NewPlacement(ms, ring.DefaultPlacementConfig())
 }
@@ -100,8 +86,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestReplicateCommitPromote(t *testing.T) {
 	a, b := newMember(t, "n1"), newMember(t, "n2")
 	both := placement([]*member{a, b})
-	a.ring.set(both)
-	b.ring.set(both)
+	a.ring.Set(both)
+	b.ring.Set(both)
 	name := ""
 	for i := 0; name == ""; i++ {
 		if o, _ := both.Owner(fmt.Sprint("r", i)); o.ID == "n1" {
@@ -120,7 +106,7 @@ func TestReplicateCommitPromote(t *testing.T) {
 	waitFor(t, "the heir to hold every message and the owner to commit it", func() bool { return r.Committed() == 20 })
 	epoch, _ := r.Position()
 
-	b.ring.set(placement([]*member{b}, a)) // n1 declared dead
+	b.ring.Set(placement([]*member{b}, a)) // n1 declared dead
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	got, err := b.rep.Promote(ctx, name)
@@ -139,8 +125,8 @@ func TestReplicateCommitPromote(t *testing.T) {
 func TestReplicaRefusesANonOwner(t *testing.T) {
 	a, b := newMember(t, "n1"), newMember(t, "n2")
 	both := placement([]*member{a, b})
-	a.ring.set(both)
-	b.ring.set(placement([]*member{b})) // b's ring names itself the owner of everything
+	a.ring.Set(both)
+	b.ring.Set(placement([]*member{b})) // b's ring names itself the owner of everything
 	name := ""
 	for i := 0; name == ""; i++ {
 		if o, _ := both.Owner(fmt.Sprint("r", i)); o.ID == "n1" {
@@ -151,7 +137,7 @@ func TestReplicaRefusesANonOwner(t *testing.T) {
 	if got := b.rep.Store().apply("n1", Item{Seed: &st}); got != Refused {
 		t.Fatalf("seed from a node b's ring does not name the owner: %v, want Refused", got)
 	}
-	b.ring.set(both)
+	b.ring.Set(both)
 	if got := b.rep.Store().apply("n1", Item{Seed: &st}); got != Held {
 		t.Fatalf("seed from the owner: %v, want Held", got)
 	}

@@ -1,0 +1,68 @@
+// Package ringtest is a membership for tests of the parts that read the ring: no gossip, only
+// the placements a test sets, and every subscriber told of each. The node's parts (hand-off,
+// replication, the pause watchdog, the quorum) take it where they take the real ring.
+package ringtest
+
+import (
+	"sync"
+	"time"
+
+	"github.com/roost-dev/roost/ring"
+)
+
+// Ring is one member's view of the membership, as the test sets it.
+type Ring struct {
+	id   string
+	mu   sync.Mutex
+	p    *ring.Placement
+	subs map[chan *ring.Placement]struct{}
+}
+
+// New is member id's ring, at placement p (nil: no placement yet).
+func New(id string, p *ring.Placement) *Ring {
+	return &Ring{id: id, p: p, subs: map[chan *ring.Placement]struct{}{}}
+}
+
+// ID is the member's id.
+func (r *Ring) ID() string { return r.id }
+
+// Ready reports true: a test's ring has always joined.
+func (r *Ring) Ready() bool { return true }
+
+// Placement is the placement last set.
+func (r *Ring) Placement() *ring.Placement {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.p
+}
+
+// Subscribe returns a channel that holds the latest placement set after the call (older ones
+// are replaced, as the real ring's are), and a function that ends the subscription.
+func (r *Ring) Subscribe() (<-chan *ring.Placement, func()) {
+	ch := make(chan *ring.Placement, 1)
+	r.mu.Lock()
+	r.subs[ch] = struct{}{}
+	r.mu.Unlock()
+	return ch, func() {
+		r.mu.Lock()
+		delete(r.subs, ch)
+		r.mu.Unlock()
+	}
+}
+
+// Set makes p the placement and tells every subscriber.
+func (r *Ring) Set(p *ring.Placement) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p = p
+	for ch := range r.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- p
+	}
+}
+
+// GoneSince reports that no member has left: a test's members leave by a new placement.
+func (r *Ring) GoneSince(string) (time.Duration, bool) { return 0, false }
