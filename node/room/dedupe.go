@@ -86,9 +86,7 @@ func (d *dedupe) remember(client, id string, seq uint64) {
 	d.budget.Charge(idSize(id))
 	d.order = append(d.order, id)
 	if len(d.order) > d.max {
-		old := d.order[0]
-		d.order[0] = ""
-		d.order = d.order[1:]
+		old := shift(&d.order)
 		d.seqs[old].inRoom = false
 		d.forgetIfGone(old)
 	}
@@ -109,9 +107,7 @@ func (d *dedupe) remember(client, id string, seq uint64) {
 	c.ids = append(c.ids, id)
 	e.inOwn = true
 	if len(c.ids) > d.perClient {
-		old := c.ids[0]
-		c.ids[0] = ""
-		c.ids = c.ids[1:]
+		old := shift(&c.ids)
 		d.seqs[old].inOwn = false
 		d.forgetIfGone(old)
 	}
@@ -160,4 +156,12 @@ func (d *dedupe) clear() {
 	}
 	d.seqs, d.order, d.clients = nil, nil, nil
 	d.recent.Init()
+}
+
+// shift removes the first of ids and returns it (clearing its slot, so the string is not kept).
+func shift(ids *[]string) string {
+	old := (*ids)[0]
+	(*ids)[0] = ""
+	*ids = (*ids)[1:]
+	return old
 }
