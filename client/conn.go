@@ -338,7 +338,11 @@ func (c *Conn) reconnect(cause error, failures int) (*websocket.Conn, protocol.W
 	last := cause // the error of the last attempt that ran its course
 	for attempt := 1; ; attempt++ {
 		if failures > 0 {
-			t := time.NewTimer(backoff(failures, c.opts.MaxReconnectDelay))
+			wait := backoff(failures, c.opts.MaxReconnectDelay)
+			if asked, ok := overloaded(last); ok {
+				wait = max(wait, jitter(asked)) // the member said when; the jitter spreads the storm
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -27,7 +28,9 @@ const maxDialHops = 4
 // through it again, and its redirects lead to wherever the room lives by then.
 //
 // opts may be nil for the defaults. Dial retries only redirect loops, which happen for a moment
-// while members disagree about the ring, within HandshakeTimeout. Otherwise a refusal before the upgrade is
+// while members disagree about the ring, within HandshakeTimeout, and a member's 503 overloaded
+// (too many handshakes in progress, as in a storm of reconnects), after the Retry-After it asks
+// for plus jitter, within ctx and MaxReconnectWait. Otherwise a refusal before the upgrade is
 // an *HTTPError with the server's code (e.g. protocol.CodeBadRoom for a bad room name,
 // protocol.CodeNoNodes while the cluster has no node yet), a close right after it a
 // *CloseError (e.g. 4401 for a bad token). ctx bounds the dial only, not the connection.
@@ -48,7 +51,7 @@ func Dial(ctx context.Context, base, room string, opts *Options) (*Conn, error) 
 		bases = append(bases, b)
 	}
 	c := newConn(room, bases, o)
-	ws, w, err := c.dialAny(ctx, c.query(o.Since != nil, position{seq: deref(o.Since), epoch: o.Epoch}))
+	ws, w, err := c.dialPatiently(ctx, c.query(o.Since != nil, position{seq: deref(o.Since), epoch: o.Epoch}))
 	if err != nil {
 		c.cancel()
 		return nil, err
@@ -97,6 +100,31 @@ func (c *Conn) query(resume bool, pos position) url.Values {
 	}
 	return q
 }
+
+// dialPatiently is dialAny, again after the wait a member asks for when it refuses the
+// handshake as overloaded (503 with Retry-After, in a storm of reconnects), with jitter so that
+// the refused do not all come back at once; within ctx and MaxReconnectWait.
+func (c *Conn) dialPatiently(ctx context.Context, q url.Values) (*websocket.Conn, protocol.Welcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.MaxReconnectWait)
+	defer cancel()
+	for {
+		ws, w, err := c.dialAny(ctx, q)
+		wait, ok := overloaded(err)
+		if !ok {
+			return ws, w, err
+		}
+		t := time.NewTimer(jitter(wait))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, protocol.Welcome{}, err
+		case <-t.C:
+		}
+	}
+}
+
+// jitter is a wait of between d and 2d.
+func jitter(d time.Duration) time.Duration { return d + rand.N(d+1) }
 
 // dialAny tries the base address, then the alternates, until one gives a connection. A refusal
 // that another member would repeat (a bad room, a bad token) ends it early.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/roost-dev/roost/protocol"
 )
@@ -23,6 +25,8 @@ type HTTPError struct {
 	Code    string // roost's error code, e.g. protocol.CodeBadRoom
 	Message string // the server's human sentence
 	URL     string // the URL that answered
+	// RetryAfter is the wait the server asked for (its Retry-After header), if it asked.
+	RetryAfter time.Duration
 }
 
 // Error says who answered what, e.g. "roost: http://h/v1/rooms/a%20b answered 400 bad_room: …".
@@ -40,9 +44,22 @@ func (e *HTTPError) Retryable() bool {
 	return e.Status == http.StatusTooManyRequests || e.Status == http.StatusRequestTimeout || e.Status >= 500
 }
 
+// overloaded reports whether err is a member refusing a handshake only for now (503 with a
+// Retry-After: too many in progress), and the wait it asked for.
+func overloaded(err error) (time.Duration, bool) {
+	var he *HTTPError
+	if errors.As(err, &he) && he.Status == http.StatusServiceUnavailable && he.RetryAfter > 0 {
+		return he.RetryAfter, true
+	}
+	return 0, false
+}
+
 // httpError builds an HTTPError from an answer whose body holds (the start of) protocol.Error.
 func httpError(url string, resp *http.Response) *HTTPError {
 	e := &HTTPError{Status: resp.StatusCode, URL: url}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		e.RetryAfter = time.Duration(min(s, 3600)) * time.Second
+	}
 	var body []byte
 	if resp.Body != nil {
 		body, _ = io.ReadAll(io.LimitReader(resp.Body, 4096))

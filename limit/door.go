@@ -13,30 +13,85 @@ import (
 )
 
 // Door admits WebSocket upgrades on a node or a router: first the browser origin, then the
-// connections open from the client's address.
+// handshakes in progress, then the connections open from the client's address.
 type Door struct {
 	Origins auth.Origins
 	Hops    Hops
 	PerAddr *PerAddr
+	// Handshakes, when set, bounds the upgrades in progress at once (Admit to handshake done).
+	Handshakes *InFlight
 	// Rooms, when set, bounds how fast one client address may have rooms created (AdmitRoom).
 	Rooms *Rate
 }
 
-// Admit checks r. It answers a refusal itself (403 or 429, JSON) and returns the reason, for a
-// metric; otherwise it returns a release to call when the connection ends.
-func (d *Door) Admit(w http.ResponseWriter, r *http.Request) (release func(), refused string) {
+// Admit checks r. It answers a refusal itself (403, 429 or 503, JSON) and returns the reason,
+// for a metric; otherwise it returns handshake, to call once the connection is established (or
+// has failed), and release, to call when the connection ends.
+func (d *Door) Admit(w http.ResponseWriter, r *http.Request) (handshake, release func(), refused string) {
 	if !d.Origins.Allow(r) {
 		protocol.WriteError(w, http.StatusForbidden, protocol.CodeOrigin,
 			fmt.Sprintf("origin %q may not open WebSockets here (--allowed-origins)", r.Header.Get("Origin")))
-		return nil, "origin"
+		return nil, nil, "origin"
+	}
+	if !d.Handshakes.Acquire() {
+		// A storm of reconnects (a node died; its clients all come back at once): refusing
+		// what is past the bound costs little, and the clients' jittered retries turn the storm
+		// into a ramp the member can serve, where queueing them all would time them out.
+		w.Header().Set("Retry-After", "1")
+		protocol.WriteError(w, http.StatusServiceUnavailable, CodeOverloaded,
+			"too many handshakes in progress here (--max-handshakes); try again in a moment")
+		return nil, nil, "handshakes"
 	}
 	addr := d.Hops.Client(r)
 	if !d.PerAddr.Acquire(addr) {
+		d.Handshakes.Release()
 		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit,
 			"too many connections from your address (--max-addr-conns); close some and try again")
-		return nil, "addr_conns"
+		return nil, nil, "addr_conns"
 	}
-	return func() { d.PerAddr.Release(addr) }, ""
+	return d.Handshakes.Release, func() { d.PerAddr.Release(addr) }, ""
+}
+
+// InFlight bounds how many of something are in progress at once. A nil *InFlight bounds
+// nothing. It is safe for concurrent use.
+type InFlight struct {
+	slots chan struct{}
+}
+
+// NewInFlight allows max at once; max ≤ 0 returns nil (no bound).
+func NewInFlight(max int) *InFlight {
+	if max <= 0 {
+		return nil
+	}
+	return &InFlight{slots: make(chan struct{}, max)}
+}
+
+// Acquire takes a place, or reports false at once when all are taken.
+func (f *InFlight) Acquire() bool {
+	if f == nil {
+		return true
+	}
+	select {
+	case f.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// Release gives back a place; call it once for every Acquire that returned true.
+func (f *InFlight) Release() {
+	if f != nil {
+		<-f.slots
+	}
+}
+
+// Len is how many places are taken.
+func (f *InFlight) Len() int {
+	if f == nil {
+		return 0
+	}
+	return len(f.slots)
 }
 
 // AdmitRoom takes one room creation from the rate of r's client address. Over it, it answers 429

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -97,5 +98,57 @@ func TestHopsBelieveOnlyTrusted(t *testing.T) {
 		if got := h.Client(r); got.String() != c.want {
 			t.Errorf("from %s: client %s, want %s", c.peer, got, c.want)
 		}
+	}
+}
+
+// TestDoorBoundsHandshakes: past the handshakes in progress, a client is refused with 503
+// overloaded and a Retry-After before anything else is spent on it; a finished handshake gives
+// its place back, and a refused one takes none (of the handshakes or of its address's count).
+func TestDoorBoundsHandshakes(t *testing.T) {
+	d := &Door{PerAddr: NewPerAddr(10), Handshakes: NewInFlight(2)}
+	admit := func() (*httptest.ResponseRecorder, func(), func(), string) {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, "/v1/rooms/a/ws", nil)
+		r.RemoteAddr = "192.0.2.7:4000"
+		done, release, refused := d.Admit(w, r)
+		return w, done, release, refused
+	}
+	_, done1, release1, _ := admit()
+	_, done2, release2, _ := admit()
+	w, _, _, refused := admit()
+	if refused != "handshakes" || w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" ||
+		!strings.Contains(w.Body.String(), `"code":"`+CodeOverloaded+`"`) {
+		t.Fatalf("a third handshake with 2 in progress: %q %d %v %s, want handshakes 503 overloaded with Retry-After",
+			refused, w.Code, w.Header(), w.Body)
+	}
+	if got := d.Handshakes.Len(); got != 2 {
+		t.Fatalf("%d handshakes counted in progress, want 2 (the refused one takes no place)", got)
+	}
+	done1()
+	_, done3, release3, refused := admit()
+	if refused != "" {
+		t.Fatalf("a handshake after one finished was refused: %q", refused)
+	}
+	done2()
+	done3()
+	if got := d.Handshakes.Len(); got != 0 {
+		t.Fatalf("%d handshakes in progress after all finished, want 0", got)
+	}
+	// The connections are still open: they keep their places in the address's count (10), and
+	// the refused one took none: 7 more fit, the 8th does not.
+	for i := range 8 {
+		w, done, _, refused := admit()
+		if i < 7 && refused != "" || i == 7 && (refused != "addr_conns" || w.Code != http.StatusTooManyRequests) {
+			t.Fatalf("connection %d of the address: refused %q (%d)", 4+i, refused, w.Code)
+		}
+		if done != nil {
+			done()
+		}
+	}
+	release1()
+	release2()
+	release3()
+	if NewInFlight(0) != nil || !NewInFlight(0).Acquire() {
+		t.Error("an InFlight of 0 bounds something")
 	}
 }

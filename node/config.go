@@ -54,6 +54,10 @@ type Config struct {
 	// MaxAddrConns bounds the connections (WebSocket and stream sources) open from one client
 	// address; more are refused with 429. Default 1000.
 	MaxAddrConns int
+	// MaxHandshakes bounds the WebSocket handshakes in progress at once (from the request to the
+	// welcome); more are refused with 503 "overloaded" and Retry-After, so that a storm of
+	// reconnects becomes a ramp. 0: no bound. Default 1024.
+	MaxHandshakes int
 	// TrustedProxies are hops (load balancers) whose X-Forwarded-For names the client's address.
 	// Routers of the cluster are trusted hops without being listed (other nodes are not: they
 	// never proxy a client).
@@ -172,6 +176,7 @@ func DefaultConfig() Config {
 		MaxRooms:            100_000,
 		MaxRoomConns:        50_000,
 		MaxAddrConns:        1000,
+		MaxHandshakes:       1024,
 		RoomCreateRate:      10,
 		RoomCreateBurst:     100,
 		PublishRate:         100,
@@ -222,6 +227,9 @@ func (c Config) Validate() error {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
 		}
+	}
+	if c.MaxHandshakes < 0 {
+		return fmt.Errorf("node: MaxHandshakes must not be negative (0: no bound), got %d", c.MaxHandshakes)
 	}
 	if c.RoomReplicas < 0 {
 		return fmt.Errorf("node: RoomReplicas must not be negative (0: off), got %d", c.RoomReplicas)

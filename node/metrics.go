@@ -64,7 +64,7 @@ func newMetrics(n *Node) *metrics {
 			"slow_consumer"),
 		connects: counter("roost_connections_opened_total", "WebSocket connections accepted."),
 		refused: counterVec("roost_refused_total", "Requests refused, by reason.", "reason",
-			"overloaded", "ingest_overloaded", "memory"),
+			"overloaded", "ingest_overloaded", "memory", "handshakes"),
 		redirects:   counter("roost_redirects_total", "Requests redirected to another owner."),
 		ringChanges: counter("roost_ring_changes_total", "Placement versions adopted."),
 		roomsLost:   counter("roost_rooms_lost_total", "Rooms handed off to another node after a ring change."),
@@ -114,6 +114,8 @@ func newMetrics(n *Node) *metrics {
 			return float64(n.quorum.Reached())
 		})
 	gauge("roost_connections", "Open client connections.", func() float64 { return float64(n.conns.Load()) })
+	gauge("roost_handshakes_in_progress", "WebSocket handshakes under way (--max-handshakes bounds them).",
+		func() float64 { return float64(n.door.Limits.Handshakes.Len()) })
 	gauge("roost_memory_budget_used_bytes",
 		"Memory the node keeps for its clients, as its budget counts it: room history, queued messages, remembered ids.",
 		func() float64 { return float64(n.budget().Used()) })

@@ -111,7 +111,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.metrics = newMetrics(n)
 	n.door = &httpapi.Door{Auth: cfg.Auth, Upgrader: &n.upgrader, Refused: n.metrics.refused, Log: n.log,
-		Limits: &limit.Door{Origins: cfg.Origins, PerAddr: n.perAddr, Rooms: limit.NewRate(cfg.RoomCreateRate, cfg.RoomCreateBurst),
+		Limits: &limit.Door{Origins: cfg.Origins, PerAddr: n.perAddr, Handshakes: limit.NewInFlight(cfg.MaxHandshakes), Rooms: limit.NewRate(cfg.RoomCreateRate, cfg.RoomCreateBurst),
 			Hops: limit.Hops{Prefixes: cfg.TrustedProxies, Member: func(a netip.Addr) bool { return n.ring.Placement().IsRouterHost(a) }}}}
 	n.watchdog = pause.New(pause.Config{
 		StaleAfter: cfg.StaleAfter, Quarantine: cfg.Quarantine, Ring: r, Peers: n.peers, Log: n.log,

@@ -40,6 +40,10 @@ type Config struct {
 	// MaxAddrConns bounds the connections open from one client address; more are refused with
 	// 429. Default 1000.
 	MaxAddrConns int
+	// MaxHandshakes bounds the WebSocket handshakes in progress at once (from the request to the
+	// owner's welcome); more are refused with 503 "overloaded" and Retry-After. 0: no bound.
+	// Default 1024.
+	MaxHandshakes int
 	// TrustedProxies are hops in front of the router (load balancers) whose X-Forwarded-For
 	// names the client. Anyone else's is ignored, and the owner is told the address the router
 	// saw.
@@ -73,7 +77,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
 		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second,
-		MaxAddrConns: 1000, PendingBytes: 4 << 20, DedupeIDs: 1000, MaxMemory: limit.DefaultMemoryLimit()}
+		MaxAddrConns: 1000, MaxHandshakes: 1024, PendingBytes: 4 << 20, DedupeIDs: 1000, MaxMemory: limit.DefaultMemoryLimit()}
 }
 
 // Validate reports the first field that cannot work.
@@ -89,6 +93,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("router: DedupeIDs must be positive (the nodes' --dedupe-ids), got %d", c.DedupeIDs)
 	case c.MaxAddrConns <= 0:
 		return fmt.Errorf("router: MaxAddrConns must be positive, got %d", c.MaxAddrConns)
+	case c.MaxHandshakes < 0:
+		return fmt.Errorf("router: MaxHandshakes must not be negative, got %d", c.MaxHandshakes)
 	case c.MaxRedirects < 0:
 		return fmt.Errorf("router: MaxRedirects must not be negative, got %d", c.MaxRedirects)
 	}

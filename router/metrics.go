@@ -40,6 +40,8 @@ func newMetrics(rt *Router) *metrics {
 		Help: "Owner legs replaced after a room moved or its owner went away, by result (ok, failed)."}, []string{"result"})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_connections", Help: "Open proxied connections."},
 		func() float64 { return float64(rt.Sessions()) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_handshakes_in_progress", Help: "WebSocket handshakes under way (--max-handshakes bounds them)."},
+		func() float64 { return float64(rt.door.Handshakes.Len()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_memory_budget_used_bytes",
 		Help: "Memory the router keeps for its clients, as its budget counts it: publishes waiting for their ack."},
 		func() float64 { return float64(rt.budget.Used()) })
@@ -47,6 +49,7 @@ func newMetrics(rt *Router) *metrics {
 		Help: "The router's memory budget (--memory-budget-mib); 0: unbounded."},
 		func() float64 { return float64(rt.budget.Limit()) })
 	m.refused.WithLabelValues("overloaded")
+	m.refused.WithLabelValues("handshakes")
 	for _, d := range []string{"up", "down"} {
 		m.frames.WithLabelValues(d)
 		m.bytes.WithLabelValues(d)

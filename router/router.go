@@ -76,7 +76,7 @@ func New(cfg Config, r Ring) (*Router, error) {
 			},
 		},
 		door: &limit.Door{Origins: cfg.Origins, Hops: limit.Hops{Prefixes: cfg.TrustedProxies},
-			PerAddr: limit.NewPerAddr(cfg.MaxAddrConns)},
+			PerAddr: limit.NewPerAddr(cfg.MaxAddrConns), Handshakes: limit.NewInFlight(cfg.MaxHandshakes)},
 	}
 	rt.metrics = newMetrics(rt)
 	rt.clients = &httpapi.Door{Limits: rt.door, Auth: cfg.Auth, Upgrader: &rt.upgrader, Refused: rt.metrics.refused, Log: rt.log}

@@ -53,7 +53,7 @@ type member struct {
 	logFormat, logLevel                                   string
 	tlsCert, tlsKey, tlsCA, origins, trusted              string
 	pprof                                                 string
-	maxAddrConns                                          int
+	maxAddrConns, maxHandshakes                           int
 	shutdown, handshake                                   time.Duration
 	ring                                                  ring.Config
 
@@ -86,6 +86,7 @@ func memberFlags(fs *flag.FlagSet, httpDefault string) *member {
 	fs.StringVar(&m.origins, "allowed-origins", "", "comma-separated browser origins that may open WebSockets (https://app.example.com, https://*.example.com); empty: any")
 	fs.StringVar(&m.trusted, "trusted-proxies", "", "comma-separated addresses or CIDRs of load balancers whose X-Forwarded-For names the client (cluster members are trusted anyway)")
 	fs.IntVar(&m.maxAddrConns, "max-addr-conns", 1000, "connections one client address may hold open (more: 429)")
+	fs.IntVar(&m.maxHandshakes, "max-handshakes", 1024, "WebSocket handshakes in progress at once (more: 503 overloaded with Retry-After, which clients retry with jitter); 0: no bound")
 	fs.StringVar(&m.pprof, "pprof", "", "host:port of a separate listener serving Go's /debug/pprof profiles (keep it on loopback); empty: off")
 	fs.StringVar(&m.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&m.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -188,6 +189,9 @@ func (m *member) load() error {
 	}
 	if m.maxAddrConns <= 0 {
 		return fmt.Errorf("--max-addr-conns must be positive, got %d", m.maxAddrConns)
+	}
+	if m.maxHandshakes < 0 {
+		return fmt.Errorf("--max-handshakes must not be negative, got %d", m.maxHandshakes)
 	}
 	return nil
 }

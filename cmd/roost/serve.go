@@ -62,7 +62,7 @@ func startNode(m *member, cfg node.Config, tcp string, log *slog.Logger) (*serve
 		return nil, err
 	}
 	cfg.Logger, cfg.Auth, cfg.Origins, cfg.PeerTLS = log, m.auth, m.allowedOrigins, m.clientTLS
-	cfg.MaxAddrConns, cfg.TrustedProxies = m.maxAddrConns, m.trustedProxies
+	cfg.MaxAddrConns, cfg.MaxHandshakes, cfg.TrustedProxies = m.maxAddrConns, m.maxHandshakes, m.trustedProxies
 	if m.secret != "" {
 		cfg.PeerKey = peer.Key(m.secret)
 	}
@@ -106,7 +106,7 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 		return nil, err
 	}
 	cfg.Logger, cfg.Auth, cfg.Origins, cfg.DialTLS = log, m.auth, m.allowedOrigins, m.clientTLS
-	cfg.MaxAddrConns, cfg.TrustedProxies = m.maxAddrConns, m.trustedProxies
+	cfg.MaxAddrConns, cfg.MaxHandshakes, cfg.TrustedProxies = m.maxAddrConns, m.maxHandshakes, m.trustedProxies
 	limit.SoftLimit(cfg.MaxMemory)
 	rt, err := router.New(cfg, r)
 	if err != nil {

@@ -232,24 +232,27 @@ type Door struct {
 	Log      *slog.Logger
 }
 
-// Admission is a client let in: its place within the per-address limit, and what its token
-// says.
+// Admission is a client let in: its place among the handshakes in progress and within the
+// per-address limit, and what its token says.
 type Admission struct {
-	Claims  *auth.Claims
-	release func()
-	handed  bool
+	Claims    *auth.Claims
+	handshake func()
+	release   func()
+	handed    bool
 }
 
 // Hand gives the place to the connection's own goroutine, which calls the returned func when the
-// connection ends; Close no longer releases it.
+// connection ends; Close no longer releases it. The handshake is over: its place is released.
 func (a *Admission) Hand() (release func()) {
 	a.handed = true
+	a.handshake()
 	return a.release
 }
 
-// Close releases the place unless it was handed to the connection.
+// Close releases the places unless they were handed to the connection.
 func (a *Admission) Close() {
 	if !a.handed {
+		a.handshake()
 		a.release()
 	}
 }
@@ -259,21 +262,23 @@ func (a *Admission) Close() {
 // so that what the caller does next for it — create a room, dial an owner — is for a client that
 // will be in. It answers every refusal itself. The caller closes the admission when the handler ends, or hands it to the connection.
 func (d *Door) Admit(w http.ResponseWriter, r *http.Request, room string) (*Admission, bool) {
-	release, refused := d.Limits.Admit(w, r)
+	handshake, release, refused := d.Limits.Admit(w, r)
 	if refused != "" {
 		d.Refused.WithLabelValues(refused).Inc()
 		return nil, false
 	}
+	adm := &Admission{handshake: handshake, release: release}
 	claims, err := d.Auth.Check(auth.FromRequest(r), room, false)
 	if err != nil {
-		release()
+		adm.Close()
 		d.Log.Debug("client refused", "room", room, "reason", err.Error(), "peer", r.RemoteAddr)
 		RefuseUpgrade(w, r, d.Upgrader, d.Refused, err)
 		return nil, false
 	}
 	if !IsUpgrade(w, r, d.Refused) {
-		release()
+		adm.Close()
 		return nil, false
 	}
-	return &Admission{Claims: claims, release: release}, true
+	adm.Claims = claims
+	return adm, true
 }
