@@ -108,43 +108,18 @@ func replicationCost(ctx context.Context, d time.Duration, quick bool) ([]benchR
 		return runFanoutOn(ctx, fmt.Sprintf("roost, --room-replicas %d", replicas), "ws://"+target.HTTP,
 			[]int{a.Pid(), b.Pid()}, names, subs, d, light)
 	}
-	var rows []benchRow
-	for _, sh := range shapes {
-		off, err := run(0, sh.rooms, sh.subs, false, 0)
-		if err != nil {
-			return rows, err
-		}
-		on, err := run(1, sh.rooms, sh.subs, false, 0)
-		if err != nil {
-			return rows, err
-		}
-		clean := on.Lost == 0 && on.Duplicated == 0 && on.Reordered == 0
-		name := fmt.Sprintf("replication fan-out %d×%d", sh.rooms, sh.subs)
-		ratio := on.CPUPerDeliver / off.CPUPerDeliver
-		rows = append(rows,
-			benchRow{Workload: name, Metric: "server CPU µs/delivery, replicas 1 vs 0", Roost: on.CPUPerDeliver, Baseline: off.CPUPerDeliver,
-				Ratio: ratio, Goal: fmt.Sprintf("≤ %.2f×, 0 lost", sh.goal), Met: clean && ratio <= sh.goal,
-				Detail: map[string]fanoutResult{"replicas_1": on, "replicas_0": off}},
-			benchRow{Workload: name, Metric: "deliveries/s, replicas 1 vs 0", Roost: on.PerSecond, Baseline: off.PerSecond,
-				Ratio: on.PerSecond / off.PerSecond, Goal: "report"})
-	}
-	// Publish → ack through a router at a fixed 20 messages per second per room (2,000 in all,
-	// 20,000 deliveries per second): at half of what the router saturates at, on two cores
-	// shared with the load generator, the CPU's queue is the latency (tens of ms either way).
-	// Then at a tenth of that, where the queue is short and what replication adds shows: one
-	// round trip to the heir before the ack. The two ways alternate, three runs each, and the
-	// medians are compared, so that a machine whose load changes meanwhile favours neither.
+	// Each shape alternates the two ways, three runs each (one when quick), and compares the
+	// medians, so that a machine whose load changes meanwhile favours neither.
 	rounds := 3
 	if quick {
 		rounds = 1
 	}
-	for _, light := range []float64{20 * float64(latRooms), 2 * float64(latRooms)} {
-		var on, off []fanoutResult
+	alternate := func(rooms, subs int, viaRouter bool, light float64) (on, off []fanoutResult, err error) {
 		for range rounds {
 			for _, replicas := range []int{0, 1} {
-				res, err := run(replicas, latRooms, 10, true, light)
+				res, err := run(replicas, rooms, subs, viaRouter, light)
 				if err != nil {
-					return rows, err
+					return nil, nil, err
 				}
 				if replicas == 0 {
 					off = append(off, res)
@@ -152,6 +127,38 @@ func replicationCost(ctx context.Context, d time.Duration, quick bool) ([]benchR
 					on = append(on, res)
 				}
 			}
+		}
+		return on, off, nil
+	}
+	var rows []benchRow
+	for _, sh := range shapes {
+		on, off, err := alternate(sh.rooms, sh.subs, false, 0)
+		if err != nil {
+			return rows, err
+		}
+		clean := true
+		for _, r := range on {
+			clean = clean && r.Lost == 0 && r.Duplicated == 0 && r.Reordered == 0
+		}
+		cpuOn, cpuOff := medianOf(on, func(r fanoutResult) float64 { return r.CPUPerDeliver }), medianOf(off, func(r fanoutResult) float64 { return r.CPUPerDeliver })
+		rateOn, rateOff := medianOf(on, func(r fanoutResult) float64 { return r.PerSecond }), medianOf(off, func(r fanoutResult) float64 { return r.PerSecond })
+		name := fmt.Sprintf("replication fan-out %d×%d", sh.rooms, sh.subs)
+		rows = append(rows,
+			benchRow{Workload: name, Metric: fmt.Sprintf("server CPU µs/delivery, replicas 1 vs 0 (median of %d)", rounds), Roost: cpuOn, Baseline: cpuOff,
+				Ratio: cpuOn / cpuOff, Goal: fmt.Sprintf("≤ %.2f×, 0 lost", sh.goal), Met: clean && cpuOn/cpuOff <= sh.goal,
+				Detail: map[string][]fanoutResult{"replicas_1": on, "replicas_0": off}},
+			benchRow{Workload: name, Metric: fmt.Sprintf("deliveries/s, replicas 1 vs 0 (median of %d)", rounds), Roost: rateOn, Baseline: rateOff,
+				Ratio: rateOn / rateOff, Goal: "report"})
+	}
+	// Publish → ack through a router at a fixed 20 messages per second per room (2,000 in all,
+	// 20,000 deliveries per second): at half of what the router saturates at, on two cores
+	// shared with the load generator, the CPU's queue is the latency (tens of ms either way).
+	// Then at a tenth of that, where the queue is short and what replication adds shows: one
+	// round trip to the heir before the ack.
+	for _, light := range []float64{20 * float64(latRooms), 2 * float64(latRooms)} {
+		on, off, err := alternate(latRooms, 10, true, light)
+		if err != nil {
+			return rows, err
 		}
 		p50on, p50off := medianOf(on, func(r fanoutResult) float64 { return r.AckP50ms }), medianOf(off, func(r fanoutResult) float64 { return r.AckP50ms })
 		p99on, p99off := medianOf(on, func(r fanoutResult) float64 { return r.AckP99ms }), medianOf(off, func(r fanoutResult) float64 { return r.AckP99ms })
