@@ -234,7 +234,9 @@ func TestIngestRateSlowsASourceWithoutCuttingIt(t *testing.T) {
 	if took := time.Since(start); took < 1800*time.Millisecond {
 		t.Fatalf("2 MiB went through in %v; --ingest-rate 1 MiB/s allows no less than 1.875s", took)
 	}
-	if w := testutil.ToFloat64(n.metrics.ingestThrottle); w < 1.5 {
+	// About 2 s of waiting; less when the machine is so busy that reading the frames itself
+	// took part of the time the rate asks for (seen: 1.5 s on 2 busy cores).
+	if w := testutil.ToFloat64(n.metrics.ingestThrottle); w < 1 {
 		t.Fatalf("roost_ingest_throttled_seconds_total = %v, want about 2", w)
 	}
 	_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))

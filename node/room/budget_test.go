@@ -19,14 +19,7 @@ import (
 
 // binaryCost is what a binary message of payload bytes costs the budget, as publish makes it.
 func binaryCost(payload int) int {
-	return (&entry{frame: make([]byte, 8+payload), pm: preparedIf(8 + payload)}).cost()
-}
-
-func preparedIf(n int) *websocket.PreparedMessage {
-	if n > preparedMax {
-		return nil
-	}
-	return &websocket.PreparedMessage{}
+	return (&entry{frame: make([]byte, 8+payload)}).cost()
 }
 
 // The budget counts what a room retains, gives back what its history lets go, and gets

@@ -304,9 +304,9 @@ func (c *Conn) write(f *outFrame) error {
 
 func (c *Conn) writeEntry(e *entry) error {
 	var err error
-	switch {
-	case e.pm != nil:
-		err = c.ws.WritePreparedMessage(e.pm)
+	switch pm := e.prepared(); {
+	case pm != nil:
+		err = c.ws.WritePreparedMessage(pm)
 	case e.binary:
 		err = c.ws.WriteMessage(websocket.BinaryMessage, e.frame)
 	default:

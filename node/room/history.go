@@ -17,10 +17,10 @@ import (
 type entry struct {
 	seq    uint64
 	binary bool
-	frame  []byte                     // the wire frame: JSON text, or 8-byte seq + payload
-	pm     *websocket.PreparedMessage // small frames only: framed once for every receiver
-	refs   atomic.Int32               // holders: the history, queues
-	budget *limit.Budget              // what the entry is counted in; set by its first holder
+	frame  []byte                                    // the wire frame: JSON text, or 8-byte seq + payload
+	pm     atomic.Pointer[websocket.PreparedMessage] // small frames only: framed once for every receiver (prepared)
+	refs   atomic.Int32                              // holders: the history, queues
+	budget *limit.Budget                             // what the entry is counted in; set by its first holder
 }
 
 // preparedMax is the largest frame framed once as a prepared message. A prepared message keeps a
@@ -34,19 +34,32 @@ const preparedMax = 8 << 10
 const entryOverhead = 384
 
 func newEntry(seq uint64, binary bool, frame []byte) *entry {
-	e := &entry{seq: seq, binary: binary, frame: frame}
-	if len(frame) <= preparedMax {
-		mt := websocket.TextMessage
-		if binary {
-			mt = websocket.BinaryMessage
-		}
-		pm, err := websocket.NewPreparedMessage(mt, frame)
-		if err != nil {
-			panic(err) // only fails for invalid message types
-		}
-		e.pm = pm
+	return &entry{seq: seq, binary: binary, frame: frame}
+}
+
+// prepared is the entry framed once for every receiver, made at its first delivery (nil for a
+// frame larger than preparedMax). Most entries of a replica's copy, and of a history that
+// arrived in a hand-off, are never delivered: framing them when they are made would cost a copy
+// of each message and most of a replica's CPU.
+func (e *entry) prepared() *websocket.PreparedMessage {
+	if len(e.frame) > preparedMax {
+		return nil
 	}
-	return e
+	if pm := e.pm.Load(); pm != nil {
+		return pm
+	}
+	mt := websocket.TextMessage
+	if e.binary {
+		mt = websocket.BinaryMessage
+	}
+	pm, err := websocket.NewPreparedMessage(mt, e.frame)
+	if err != nil {
+		panic(err) // only fails for invalid message types
+	}
+	if e.pm.CompareAndSwap(nil, pm) {
+		return pm
+	}
+	return e.pm.Load() // another writer framed it first
 }
 
 func (e *entry) size() int { return len(e.frame) }
@@ -54,8 +67,8 @@ func (e *entry) size() int { return len(e.frame) }
 // cost is the memory the entry holds, as the budget and send queues count it.
 func (e *entry) cost() int {
 	c := cap(e.frame) + entryOverhead
-	if e.pm != nil {
-		c += 2 * len(e.frame) // the prepared copy, in a buffer grown by doubling
+	if len(e.frame) <= preparedMax {
+		c += 2 * len(e.frame) // the prepared copy (once delivered), in a buffer grown by doubling
 	}
 	return c
 }
