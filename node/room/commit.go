@@ -99,6 +99,9 @@ func (r *Room) commit(seq uint64) {
 			continue
 		}
 		if p.e != nil {
+			if len(r.subs) > 1 {
+				p.e.prepared() // framed once here, not raced for by every subscriber's writer
+			}
 			r.fanout(outFrame{msg: p.e})
 		}
 		if p.from != nil {
