@@ -133,7 +133,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 	if cfg.RoomReplicas > 0 {
 		n.replicas = replica.New(n.ctx, replica.Config{Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog,
 			Replicas: cfg.RoomReplicas, ReplicaTimeout: cfg.ReplicaTimeout, DialTimeout: cfg.HandoffTimeout, WriteTimeout: cfg.WriteTimeout,
-			MaxFrame: cfg.MaxPeerBody(), Log: n.log, Install: n.install, Writable: n.quorum.Writable, Silent: n.quorum.Silent,
+			MaxFrame: cfg.MaxPeerBody(), Log: n.log, Install: n.install, Writable: n.quorum.Writable, Silent: n.quorum.Silent, Answers: n.quorum.Answers,
 			Acquire: func(ctx context.Context, name string) { _, _ = n.mover.Acquire(ctx, name) },
 			Metrics: n.replicationMetrics()})
 		n.roomCfg.Replicator = n.replicas

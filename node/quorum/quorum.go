@@ -27,6 +27,7 @@ import (
 	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/ring"
+	"golang.org/x/sync/singleflight"
 )
 
 // Path is the node-to-node call that says a node is reachable.
@@ -62,11 +63,52 @@ type Tracker struct {
 
 	mu    sync.Mutex
 	peers map[string]time.Time // node id → when a call that then succeeded started (or it was first listed)
+	asks  singleflight.Group   // Answers: one call per node at a time
+	asked map[string]answer    // Answers: the last call's outcome per node
+}
+
+// answer is the outcome of an Answers call to one node.
+type answer struct {
+	ok bool
+	at time.Time
 }
 
 // New makes a tracker; Run it.
 func New(cfg Config) *Tracker {
-	return &Tracker{cfg: cfg, peers: map[string]time.Time{}}
+	return &Tracker{cfg: cfg, peers: map[string]time.Time{}, asked: map[string]answer{}}
+}
+
+// Answers calls node id now, whatever this node's ring says of it (dead members keep their
+// address), and reports whether it answered within 2 × Interval. A node that answers is alive
+// and reachable: its rooms are not this node's to take, however its ring came to call it dead
+// (a ring that has not caught up after a partition healed does). An outcome less than an
+// Interval old is reused, and concurrent callers share one call, so that the heirs of a
+// thousand rooms ask once.
+func (t *Tracker) Answers(ctx context.Context, id string) bool {
+	t.mu.Lock()
+	last, ok := t.asked[id]
+	t.mu.Unlock()
+	if ok && time.Since(last.at) < t.cfg.Interval {
+		return last.ok
+	}
+	v, _, _ := t.asks.Do(id, func() (any, error) {
+		m, ok := t.cfg.Ring.Placement().Member(id)
+		answered := false
+		if ok && m.HTTP != "" {
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(ctx, 2*t.cfg.Interval)
+			defer cancel()
+			if _, err := t.cfg.Peers.Call(ctx, m.HTTPURL(), Path, "application/json", nil); err == nil {
+				answered = true
+				t.heard(id, start)
+			}
+		}
+		t.mu.Lock()
+		t.asked[id] = answer{ok: answered, at: time.Now()}
+		t.mu.Unlock()
+		return answered, nil
+	})
+	return v.(bool)
 }
 
 // Writable reports whether the node may take writes.

@@ -100,3 +100,40 @@ func TestTrackerFindsItselfCutOff(t *testing.T) {
 		t.Fatalf("told %v, want [true false]", changes)
 	}
 }
+
+// TestAnswersAsksADeadMember: a member this node's ring calls dead is still asked at its
+// address, and one that answers is reported alive (and counted as heard); a member nothing
+// answers for is not; outcomes within an Interval are reused.
+func TestAnswersAsksADeadMember(t *testing.T) {
+	peers := peer.New(nil, nil, 1<<20, nil)
+	defer peers.Close()
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	gone := httptest.NewServer(http.NotFoundHandler())
+	goneAddr := gone.Listener.Addr().String()
+	gone.Close() // nothing listens there now
+	members := []ring.Member{
+		{ID: "n1", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: "127.0.0.1:1"}},
+		{ID: "n2", State: ring.StateDead, Meta: ring.Meta{Role: ring.RoleNode, HTTP: srv.Listener.Addr().String()}},
+		{ID: "n3", State: ring.StateDead, Meta: ring.Meta{Role: ring.RoleNode, HTTP: goneAddr}},
+	}
+	tr := New(Config{Ring: ringtest.New("n1", ring.NewPlacement(members, ring.DefaultPlacementConfig())), Peers: peers,
+		Interval: time.Second, Hold: time.Minute, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if !tr.Answers(t.Context(), "n2") {
+		t.Fatal("a member the ring calls dead but that answers was not reported answering")
+	}
+	if !tr.Heard("n2") {
+		t.Error("an answer to Answers did not count as heard")
+	}
+	if tr.Answers(t.Context(), "n3") || tr.Answers(t.Context(), "n4") {
+		t.Fatal("a member nothing answers for (or one the ring does not know) was reported answering")
+	}
+	tr.Answers(t.Context(), "n2")
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d calls to n2 within one Interval, want 1 (the outcome reused)", n)
+	}
+}

@@ -78,6 +78,10 @@ type Config struct {
 	// their rooms; an owner that is merely cut off must have stopped before its heir goes on.
 	Writable func() bool
 	Silent   func(node string) time.Time
+	// Answers calls a node now and reports whether it answered. A copy whose owner answers is
+	// not promoted, whatever this node's ring says: the owner is alive and may be writing, and
+	// it is this node's ring that is behind (as after a partition healed).
+	Answers func(ctx context.Context, node string) bool
 
 	ctx context.Context
 }
@@ -142,8 +146,9 @@ func (rep *Replicator) Store() *Store { return rep.store }
 func (rep *Replicator) UnderReplicated() int { return int(rep.under.Load()) }
 
 // AwaitSeeded seeds the replicas of rooms (just installed here) and waits until each replica
-// whose stream is up holds its seed, or ctx ends: a hand-off's receiver answers only then, so a
-// crash of the receiver right after the hand-off finds the rooms on its heirs.
+// holds its seed — also one whose stream is still connecting, for up to ReplicaTimeout — or ctx
+// ends: a hand-off's receiver answers only then, so a crash of the receiver right after the
+// hand-off finds the rooms on its heirs.
 func (rep *Replicator) AwaitSeeded(ctx context.Context, rooms []*room.Room) {
 	for _, r := range rooms {
 		r.Seed(func(snapshot func() room.State) {
@@ -155,13 +160,16 @@ func (rep *Replicator) AwaitSeeded(ctx context.Context, rooms []*room.Room) {
 	seeded := func() bool {
 		rep.mu.Lock()
 		defer rep.mu.Unlock()
+		now := time.Now()
 		for _, r := range rooms {
 			rs := rep.rooms[r.Name()]
 			if rs == nil || rs.r != r {
 				continue // closed or gone meanwhile
 			}
 			for _, t := range rs.targets {
-				if t.gen != 0 && !t.seeded {
+				// A seed on its way, or a replica whose stream is not connected yet (it is seeded
+				// once it is): both count, as for the room's acks (holds), until ReplicaTimeout.
+				if !t.seeded && (t.gen != 0 || now.Sub(t.since) < rep.cfg.ReplicaTimeout) {
 					return false
 				}
 			}
@@ -549,7 +557,7 @@ func (rep *Replicator) acquire(name string) {
 // may still be writing. It returns the room, or nil when it holds no such copy.
 func (rep *Replicator) Promote(ctx context.Context, name string) (*room.Room, error) {
 	for {
-		r, held := rep.promote(name)
+		r, held := rep.promote(ctx, name)
 		if r != nil || !held {
 			return r, nil
 		}
@@ -564,13 +572,14 @@ func (rep *Replicator) Promote(ctx context.Context, name string) (*room.Room, er
 }
 
 // promote is one try of Promote: the room, or whether a copy waits to be promoted.
-func (rep *Replicator) promote(name string) (*room.Room, bool) {
+func (rep *Replicator) promote(ctx context.Context, name string) (*room.Room, bool) {
 	from, ok := rep.store.orphan(name)
 	if !ok {
 		return nil, false
 	}
 	if rep.cfg.Gate.Stale() || (rep.cfg.Writable != nil && !rep.cfg.Writable()) ||
-		(rep.cfg.Silent != nil && time.Now().Before(rep.cfg.Silent(from))) {
+		(rep.cfg.Silent != nil && time.Now().Before(rep.cfg.Silent(from))) ||
+		(rep.cfg.Answers != nil && rep.cfg.Answers(ctx, from)) {
 		return nil, true
 	}
 	r := rep.store.Take(name)
