@@ -143,6 +143,24 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
 	StatsInterval time.Duration
+	// APIKeys are keys a trusted backend may give as Authorization: Bearer on the server API,
+	// for every room and with publishing allowed (its messages' client is ""). With APIKeys but
+	// no Auth, the server API requires one.
+	APIKeys []string
+	// APIPublishRate bounds the server API publishes one client address may make per second,
+	// with bursts of APIPublishBurst (more: 429); 0 turns the bound off. Defaults 1000/s and 2000.
+	APIPublishRate  float64
+	APIPublishBurst int
+	// APITimeout bounds how long a server API publish waits for its message to be committed
+	// (sequenced, replicated, delivered) before it answers 503. Default HandoffHold + ReplicaTimeout.
+	APITimeout time.Duration
+	// APIHistoryDefault and APIHistoryMax are the default and the largest limit of
+	// GET /v1/rooms/{room}/messages. Defaults 100 and 1000.
+	APIHistoryDefault int
+	APIHistoryMax     int
+	// APIPresenceMax caps the client ids GET /v1/rooms/{room}/presence lists (count is exact).
+	// Default 1000.
+	APIPresenceMax int
 	// Auth checks client and stream-source tokens; nil runs the node open.
 	Auth *auth.Verifier
 	// Origins are the browser origins allowed to open WebSockets; the zero value allows any.
@@ -195,6 +213,12 @@ func DefaultConfig() Config {
 		IngestHandshake:     5 * time.Second,
 		IngestIdle:          2 * time.Minute,
 		IngestRate:          64 << 20,
+		APIPublishRate:      1000,
+		APIPublishBurst:     2000,
+		APITimeout:          11 * time.Second,
+		APIHistoryDefault:   100,
+		APIHistoryMax:       1000,
+		APIPresenceMax:      1000,
 	}
 }
 
@@ -218,9 +242,22 @@ func (c Config) Validate() error {
 		{"ArriveTimeout", int64(c.ArriveTimeout)}, {"FenceWait", int64(c.FenceWait)},
 		{"StaleAfter", int64(c.StaleAfter)}, {"Quarantine", int64(c.Quarantine)},
 		{"HeartbeatInterval", int64(c.HeartbeatInterval)}, {"ReplicaTimeout", int64(c.ReplicaTimeout)},
+		{"APITimeout", int64(c.APITimeout)}, {"APIHistoryDefault", int64(c.APIHistoryDefault)},
+		{"APIHistoryMax", int64(c.APIHistoryMax)}, {"APIPresenceMax", int64(c.APIPresenceMax)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
+		}
+	}
+	if c.APIHistoryDefault > c.APIHistoryMax {
+		return fmt.Errorf("node: APIHistoryDefault (%d) must not exceed APIHistoryMax (%d)", c.APIHistoryDefault, c.APIHistoryMax)
+	}
+	if c.APIPublishRate < 0 || c.APIPublishRate > 0 && c.APIPublishBurst <= 0 {
+		return fmt.Errorf("node: APIPublishRate must not be negative (0: off) and APIPublishBurst positive, got %g and %d", c.APIPublishRate, c.APIPublishBurst)
+	}
+	for i, k := range c.APIKeys {
+		if len(k) < 16 {
+			return fmt.Errorf("node: APIKeys[%d] is %d bytes; an API key needs at least 16", i, len(k))
 		}
 	}
 	if c.RoomReplicas < 0 {

@@ -35,6 +35,7 @@ type metrics struct {
 	ingestThrottle prometheus.Counter
 	pauses         *prometheus.CounterVec
 	pauseDecision  prometheus.Histogram
+	apiPublishes   prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -65,9 +66,10 @@ func newMetrics(n *Node) *metrics {
 		connects: counter("roost_connections_opened_total", "WebSocket connections accepted."),
 		refused: counterVec("roost_refused_total", "Requests refused, by reason.", "reason",
 			"overloaded", "ingest_overloaded", "memory"),
-		redirects:   counter("roost_redirects_total", "Requests redirected to another owner."),
-		ringChanges: counter("roost_ring_changes_total", "Placement versions adopted."),
-		roomsLost:   counter("roost_rooms_lost_total", "Rooms handed off to another node after a ring change."),
+		redirects:    counter("roost_redirects_total", "Requests redirected to another owner."),
+		apiPublishes: counter("roost_api_publishes_total", "Server API publishes acknowledged (retries of a remembered id included)."),
+		ringChanges:  counter("roost_ring_changes_total", "Placement versions adopted."),
+		roomsLost:    counter("roost_rooms_lost_total", "Rooms handed off to another node after a ring change."),
 		roomsGained: counterVec("roost_rooms_gained_total",
 			"Rooms this node started serving: handoff (state received), fresh (no previous owner held it), timeout (the previous owner stayed silent: state lost), replica (a replica copy promoted after its owner died).",
 			"how", "handoff", "fresh", "timeout", "replica"),

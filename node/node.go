@@ -75,6 +75,7 @@ type Node struct {
 	door     *httpapi.Door  // lets clients' WebSockets in
 	perAddr  *limit.PerAddr // connections per client address, shared by door and stream ingest
 	memory   *limit.Memory  // refuses new rooms near the memory limit
+	apiRate  *limit.Rate    // server API publishes per client address
 	draining atomic.Bool
 	// undemoting: a loop settles the rooms demoted in a minority (see undemote).
 	undemoting atomic.Bool
@@ -106,6 +107,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 		upgrader: httpapi.NewUpgrader(),
 		perAddr:  limit.NewPerAddr(cfg.MaxAddrConns),
 		memory:   limit.NewMemory(cfg.MaxMemory),
+		apiRate:  limit.NewRate(cfg.APIPublishRate, cfg.APIPublishBurst),
 		peers:    peer.New(cfg.PeerKey, cfg.PeerAcceptKeys, cfg.MaxPeerBody(), cfg.PeerTLS),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())

@@ -254,7 +254,54 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the node opens no new room (429); 0: off; default 80% of the container's or machine's memory")
 	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", c.SendQueueBytes, "bytes of messages that may wait for one connection before it is dropped with 4008 (a message of at most 8 KiB counts about 3x its size)")
 	fs.Var((*mebibytes)(&c.MemoryBudget), "memory-budget-mib", "MiB the node may keep for clients (history, queued messages, remembered ids, rooms handed over); past it publishes are refused with 'overloaded'; default 0: half of --max-memory-mib")
+	fs.Var(&apiKeys{keys: &c.APIKeys}, "api-key", "server API: a key trusted backends send as Authorization: Bearer, for every room (comma-separated for several; at least 16 bytes)")
+	fs.Var(&apiKeys{keys: &c.APIKeys, file: true}, "api-key-file", "server API: file of keys (one a line) accepted like --api-key")
+	fs.Float64Var(&c.APIPublishRate, "api-publish-rate", c.APIPublishRate, "server API publishes per second one client address may make (more: 429); 0: off")
+	fs.IntVar(&c.APIPublishBurst, "api-publish-burst", c.APIPublishBurst, "server API publishes one client address may make at once before --api-publish-rate applies")
+	fs.DurationVar(&c.APITimeout, "api-timeout", c.APITimeout, "how long a server API publish waits for its message to be committed (replicated) before answering 503")
+	fs.IntVar(&c.APIHistoryMax, "api-history-max", c.APIHistoryMax, "largest limit of GET /v1/rooms/{room}/messages (default limit 100)")
+	fs.IntVar(&c.APIPresenceMax, "api-presence-max", c.APIPresenceMax, "client ids GET /v1/rooms/{room}/presence lists at most (its count is exact)")
 	return &c
+}
+
+// apiKeys is a flag.Value adding server API keys: a comma-separated list, or with file set the
+// lines of a file (blank lines and lines starting with # skipped).
+type apiKeys struct {
+	keys *[]string
+	file bool
+}
+
+func (a *apiKeys) String() string {
+	if a == nil || a.keys == nil || len(*a.keys) == 0 {
+		return ""
+	}
+	return "(set)" // never print a key
+}
+
+func (a *apiKeys) Set(s string) error {
+	list := splitList(s)
+	if a.file {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			return err
+		}
+		list = nil
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				list = append(list, l)
+			}
+		}
+		if len(list) == 0 {
+			return fmt.Errorf("%s holds no key", s)
+		}
+	}
+	for _, k := range list {
+		if len(k) < 16 {
+			return fmt.Errorf("an API key needs at least 16 bytes (%s), got %d", makeSecret, len(k))
+		}
+	}
+	*a.keys = append(*a.keys, list...)
+	return nil
 }
 
 // mebibytes is a flag.Value of a byte count given in MiB.

@@ -51,6 +51,7 @@ func (r *Room) commitOrHold(e *entry, from *Conn, client, id, source string) {
 		return
 	}
 	r.committed = e.seq
+	r.committedMore()
 	r.fanout(outFrame{msg: e})
 	if from != nil {
 		from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: e.seq})
@@ -108,6 +109,7 @@ func (r *Room) commit(seq uint64) {
 	clear(r.held[n:])
 	r.held = append(r.held[:n], waiting...)
 	r.committed = seq
+	r.committedMore()
 }
 
 // Handed commits every held message of a room just handed off: they went in its state, so the

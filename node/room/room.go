@@ -119,6 +119,7 @@ type Room struct {
 	left       map[string]struct{}
 	timer      *time.Timer // pending presence interval, for large rooms
 	lastActive time.Time
+	commits    chan struct{} // closed when committed grows or the room closes (see awaitCommitted)
 }
 
 // New makes an empty room with a new epoch.
@@ -393,6 +394,7 @@ func (r *Room) Close(f Farewell) {
 		close(r.thaw)
 	}
 	r.state = closed
+	r.committedMore()
 	r.forget()
 	clear(r.held)
 	r.held = nil
