@@ -16,6 +16,7 @@ import (
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/node"
+	"github.com/roost-dev/roost/node/webhook"
 	"github.com/roost-dev/roost/ring"
 )
 
@@ -261,7 +262,70 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.DurationVar(&c.APITimeout, "api-timeout", c.APITimeout, "how long a server API publish waits for its message to be committed (replicated) before answering 503")
 	fs.IntVar(&c.APIHistoryMax, "api-history-max", c.APIHistoryMax, "largest limit of GET /v1/rooms/{room}/messages (default limit 100)")
 	fs.IntVar(&c.APIPresenceMax, "api-presence-max", c.APIPresenceMax, "client ids GET /v1/rooms/{room}/presence lists at most (its count is exact)")
+	fs.StringVar(&c.WebhookURL, "webhook-url", "", "webhooks: URL every room's owner POSTs its events to (signed JSON batches, at least once); empty: off")
+	fs.Var(&webhookSecret{dst: &c.WebhookSecret}, "webhook-secret", "webhooks: secret of the X-Roost-Signature HMAC-SHA256 of every body")
+	fs.Var(&webhookSecret{dst: &c.WebhookSecret, file: true}, "webhook-secret-file", "webhooks: file holding the secret (instead of --webhook-secret)")
+	fs.Var(&webhookEvents{&c.WebhookEvents}, "webhook-events", "webhooks: comma-separated event types sent: room.occupied, room.vacated, member.join, member.leave, message")
+	fs.IntVar(&c.WebhookMaxBytes, "webhook-max-bytes", c.WebhookMaxBytes, "webhooks: bytes of undelivered events each room keeps; past it (a receiver down for long) the oldest are dropped, counted and logged")
+	fs.IntVar(&c.WebhookBatch, "webhook-batch", c.WebhookBatch, "webhooks: events per POST at most")
+	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", c.WebhookTimeout, "webhooks: longest one POST may take (longer: failed, retried)")
+	fs.DurationVar(&c.WebhookBackoffMin, "webhook-backoff-min", c.WebhookBackoffMin, "webhooks: delay before the first retry of a failed batch (doubled per failure, jittered)")
+	fs.DurationVar(&c.WebhookBackoffMax, "webhook-backoff-max", c.WebhookBackoffMax, "webhooks: longest delay between retries")
+	fs.IntVar(&c.WebhookConcurrency, "webhook-concurrency", c.WebhookConcurrency, "webhooks: rooms whose batches are posted at once")
+	fs.DurationVar(&c.WebhookGrace, "webhook-grace", c.WebhookGrace, "webhooks: how long a room that moved here waits for its members to reconnect before they leave")
 	return &c
+}
+
+// webhookSecret is a flag.Value of the webhook secret, given as is or, with file set, in a file.
+type webhookSecret struct {
+	dst  *[]byte
+	file bool
+}
+
+func (w *webhookSecret) String() string { return "" } // never print a secret
+
+func (w *webhookSecret) Set(s string) error {
+	if len(*w.dst) > 0 {
+		return errors.New("give --webhook-secret or --webhook-secret-file, not both")
+	}
+	v := []byte(s)
+	if w.file {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			return err
+		}
+		v = bytes.TrimSpace(b)
+	}
+	if len(v) == 0 {
+		return errors.New("the webhook secret is empty")
+	}
+	*w.dst = v
+	return nil
+}
+
+// webhookEvents is a flag.Value of --webhook-events.
+type webhookEvents struct{ dst *map[string]bool }
+
+func (w *webhookEvents) String() string {
+	if w.dst == nil {
+		return ""
+	}
+	var out []string
+	for _, t := range []string{"room.occupied", "room.vacated", "member.join", "member.leave", "message"} {
+		if (*w.dst)[t] {
+			out = append(out, t)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func (w *webhookEvents) Set(s string) error {
+	types, err := webhook.ParseTypes(s)
+	if err != nil {
+		return err
+	}
+	*w.dst = types
+	return nil
 }
 
 // apiKeys is a flag.Value adding server API keys: a comma-separated list, or with file set the

@@ -52,6 +52,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	PingInterval time.Duration
 	Gate         Gate
+	// Webhook, when set, keeps an outbox of webhook events in every room (see outbox.go).
+	Webhook *Webhook
 	// Quorum says whether the node may sequence anything now (see Quorum). nil: always.
 	Quorum Quorum
 	// Replicator holds each message until the room's replicas have it (see commit.go). nil:
@@ -120,6 +122,8 @@ type Room struct {
 	timer      *time.Timer // pending presence interval, for large rooms
 	lastActive time.Time
 	commits    chan struct{} // closed when committed grows or the room closes (see awaitCommitted)
+	box        outbox        // webhook events (see outbox.go)
+	lastAppend *Append       // the newest message's append, sent again with outbox changes
 }
 
 // New makes an empty room with a new epoch.
@@ -395,6 +399,7 @@ func (r *Room) Close(f Farewell) {
 	}
 	r.state = closed
 	r.committedMore()
+	r.stopOutbox()
 	r.forget()
 	clear(r.held)
 	r.held = nil
@@ -442,8 +447,8 @@ func (r *Room) RemoveSource(s *Source) {
 func (r *Room) ReclaimIfIdle(before time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.state == closed || len(r.subs) > 0 || len(r.sources) > 0 || r.lastActive.After(before) {
-		return false
+	if r.state == closed || len(r.subs) > 0 || len(r.sources) > 0 || r.lastActive.After(before) || len(r.box.Events) > 0 {
+		return false // a room with webhook events to deliver is kept until they are
 	}
 	r.state = closed
 	r.forget()
