@@ -175,8 +175,10 @@ type Config struct {
 	// roost_webhook_events_total{result="dropped"} and logged); publishes are never refused for
 	// it. Default 1 MiB.
 	WebhookMaxBytes int
-	// WebhookBatch bounds the events of one POST (and about 256 KiB of them). Default 100.
-	WebhookBatch int
+	// WebhookBatch bounds the events of one POST, and WebhookBatchBytes their JSON (a first
+	// event always goes, however large). Defaults 100 and 256 KiB.
+	WebhookBatch      int
+	WebhookBatchBytes int
 	// WebhookTimeout bounds one POST, the receiver's answer included. Default 5s.
 	WebhookTimeout time.Duration
 	// WebhookBackoffMin and WebhookBackoffMax bound the delay before a failed batch is posted
@@ -250,6 +252,7 @@ func DefaultConfig() Config {
 		WebhookEvents:       map[string]bool{"room.occupied": true, "room.vacated": true, "member.join": true, "member.leave": true},
 		WebhookMaxBytes:     1 << 20,
 		WebhookBatch:        100,
+		WebhookBatchBytes:   256 << 10,
 		WebhookTimeout:      5 * time.Second,
 		WebhookBackoffMin:   500 * time.Millisecond,
 		WebhookBackoffMax:   30 * time.Second,
@@ -280,7 +283,7 @@ func (c Config) Validate() error {
 		{"HeartbeatInterval", int64(c.HeartbeatInterval)}, {"ReplicaTimeout", int64(c.ReplicaTimeout)},
 		{"APITimeout", int64(c.APITimeout)}, {"APIHistoryDefault", int64(c.APIHistoryDefault)},
 		{"APIHistoryMax", int64(c.APIHistoryMax)}, {"APIPresenceMax", int64(c.APIPresenceMax)},
-		{"WebhookMaxBytes", int64(c.WebhookMaxBytes)}, {"WebhookBatch", int64(c.WebhookBatch)},
+		{"WebhookMaxBytes", int64(c.WebhookMaxBytes)}, {"WebhookBatch", int64(c.WebhookBatch)}, {"WebhookBatchBytes", int64(c.WebhookBatchBytes)},
 		{"WebhookTimeout", int64(c.WebhookTimeout)}, {"WebhookBackoffMin", int64(c.WebhookBackoffMin)},
 		{"WebhookBackoffMax", int64(c.WebhookBackoffMax)}, {"WebhookConcurrency", int64(c.WebhookConcurrency)},
 		{"WebhookGrace", int64(c.WebhookGrace)},

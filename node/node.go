@@ -136,7 +136,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 				}
 				return nil
 			},
-			BatchEvents: cfg.WebhookBatch, BatchBytes: 256 << 10, Timeout: cfg.WebhookTimeout,
+			BatchEvents: cfg.WebhookBatch, BatchBytes: cfg.WebhookBatchBytes, Timeout: cfg.WebhookTimeout,
 			BackoffMin: cfg.WebhookBackoffMin, BackoffMax: cfg.WebhookBackoffMax, Concurrency: cfg.WebhookConcurrency,
 			Log: n.log, Metrics: n.metrics.webhookMetrics(n)})
 		n.roomCfg.Webhook = &room.Webhook{Types: cfg.WebhookEvents, MaxBytes: cfg.WebhookMaxBytes, Grace: cfg.WebhookGrace, Notify: n.hooks.Notify}

@@ -268,6 +268,7 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.Var(&webhookEvents{&c.WebhookEvents}, "webhook-events", "webhooks: comma-separated event types sent: room.occupied, room.vacated, member.join, member.leave, message")
 	fs.IntVar(&c.WebhookMaxBytes, "webhook-max-bytes", c.WebhookMaxBytes, "webhooks: bytes of undelivered events each room keeps; past it (a receiver down for long) the oldest are dropped, counted and logged")
 	fs.IntVar(&c.WebhookBatch, "webhook-batch", c.WebhookBatch, "webhooks: events per POST at most")
+	fs.IntVar(&c.WebhookBatchBytes, "webhook-batch-bytes", c.WebhookBatchBytes, "webhooks: bytes of events per POST at most (a larger single event goes alone)")
 	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", c.WebhookTimeout, "webhooks: longest one POST may take (longer: failed, retried)")
 	fs.DurationVar(&c.WebhookBackoffMin, "webhook-backoff-min", c.WebhookBackoffMin, "webhooks: delay before the first retry of a failed batch (doubled per failure, jittered)")
 	fs.DurationVar(&c.WebhookBackoffMax, "webhook-backoff-max", c.WebhookBackoffMax, "webhooks: longest delay between retries")
