@@ -170,10 +170,10 @@ type Config struct {
 	// WebhookEvents are the event types sent. Default room.occupied, room.vacated, member.join,
 	// member.leave (add message for every message).
 	WebhookEvents map[string]bool
-	// WebhookMaxBytes bounds each room's outbox of undelivered events, in bytes of their JSON:
-	// past it, while a receiver is down, the oldest events are dropped (counted in
-	// roost_webhook_events_total{result="dropped"} and logged); publishes are never refused for
-	// it. Default 1 MiB.
+	// WebhookMaxBytes bounds each room's outbox of undelivered events, in bytes of their JSON
+	// (counted in the memory budget too): past it, or with the budget spent, while a receiver is
+	// down, the oldest events are dropped (counted in roost_webhook_events_total{result="dropped"}
+	// and logged); publishes are never refused for it. Default 1 MiB.
 	WebhookMaxBytes int
 	// WebhookBatch bounds the events of one POST, and WebhookBatchBytes their JSON (a first
 	// event always goes, however large). Defaults 100 and 256 KiB.

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -31,7 +32,7 @@ const (
 // Webhook configures rooms' outboxes. nil in Config: no outbox is kept.
 type Webhook struct {
 	Types    map[string]bool   // the event types kept
-	MaxBytes int               // an outbox's bound, in bytes of its events' JSON: past it the oldest are dropped (and counted)
+	MaxBytes int               // an outbox's bound, in bytes of its events' JSON: past it (or with Config.Budget spent) the oldest are dropped (and counted)
 	Grace    time.Duration     // how long a moved room waits for its members to reconnect before they leave
 	Notify   func(room string) // a room's outbox has events to deliver; must not block (r.mu is held)
 }
@@ -112,8 +113,13 @@ func (r *Room) emit(typ, client string, seq uint64, message json.RawMessage) {
 	e := Event{ID: id, Type: typ, Room: r.name, Epoch: r.epoch, Seq: seq, Time: time.Now().UTC(), Client: client, Message: message}
 	b.Events = append(b.Events, OutboxEntry{N: n, Event: e})
 	b.bytes += eventSize(&e)
-	for b.bytes > w.MaxBytes && len(b.Events) > 1 {
-		b.bytes -= eventSize(&b.Events[0].Event)
+	r.cfg.Budget.Charge(eventSize(&e))
+	// Past the bound, or with the node's memory budget spent, the oldest go: a receiver down
+	// for long costs its events, never the rooms' publishes.
+	for len(b.Events) > 1 && (b.bytes > w.MaxBytes || r.cfg.Budget.Full()) {
+		size := eventSize(&b.Events[0].Event)
+		b.bytes -= size
+		r.cfg.Budget.Release(size)
 		b.Events[0] = OutboxEntry{}
 		b.Events = b.Events[1:]
 		b.Dropped++
@@ -206,20 +212,22 @@ func (r *Room) OutboxLen() int {
 func (r *Room) AckOutbox(n uint64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.box.trim(n)
+	r.box.trim(n, r.cfg.Budget)
 	r.replicateOutbox()
 	return len(r.box.Events) > 0
 }
 
-// trim forgets the events up to n.
-func (b *outbox) trim(n uint64) {
+// trim forgets the events up to n, releasing them from budget.
+func (b *outbox) trim(n uint64, budget *limit.Budget) {
 	if n <= b.Acked {
 		return
 	}
 	b.Acked = n
 	i := 0
 	for i < len(b.Events) && b.Events[i].N <= n {
-		b.bytes -= eventSize(&b.Events[i].Event)
+		size := eventSize(&b.Events[i].Event)
+		b.bytes -= size
+		budget.Release(size)
 		i++
 	}
 	clear(b.Events[:i])
@@ -270,6 +278,7 @@ func (r *Room) applyOutbox(d *Outbox) {
 		}
 		b.Events = append(b.Events, e)
 		b.bytes += eventSize(&e.Event)
+		r.cfg.Budget.Charge(eventSize(&e.Event))
 	}
 	for _, c := range d.Changes {
 		switch {
@@ -282,7 +291,7 @@ func (r *Room) applyOutbox(d *Outbox) {
 		}
 	}
 	b.Next, b.MsgSeq = max(b.Next, d.Next), max(b.MsgSeq, d.MsgSeq)
-	b.trim(d.Acked)
+	b.trim(d.Acked, r.cfg.Budget)
 	b.sent = len(b.Events)
 }
 
@@ -315,6 +324,7 @@ func (r *Room) restoreOutbox(o *Outbox) {
 	for _, e := range r.box.Events {
 		r.box.bytes += eventSize(&e.Event)
 	}
+	r.cfg.Budget.Charge(r.box.bytes)
 	if len(o.Members) > 0 {
 		r.box.present = map[string]struct{}{}
 		for _, c := range o.Members {
@@ -374,6 +384,14 @@ func (r *Room) awayGone() {
 		r.emit(EventVacated, "", r.committed, nil)
 	}
 	r.replicateOutbox()
+}
+
+// forgetOutbox lets go of the outbox's events, for a room that closes or is reclaimed: its next
+// owner (a hand-off's snapshot was taken already), or no one, delivers them. r.mu is held.
+func (r *Room) forgetOutbox() {
+	r.cfg.Budget.Release(r.box.bytes)
+	clear(r.box.Events)
+	r.box.Events, r.box.bytes, r.box.sent, r.box.changes = nil, 0, 0, nil
 }
 
 // stopOutbox stops the outbox's timer, for a room that closes. r.mu is held.

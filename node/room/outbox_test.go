@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/roost-dev/roost/limit"
 )
 
 // hookConfig is testConfig with webhooks on, every event type, and Notify counted.
@@ -195,5 +197,44 @@ func TestOutboxReplicatesAndSurvivesACrash(t *testing.T) {
 	member(t, replica, copyCfg, "ann")
 	if after, _ := replica.Outbox(100, 1<<20); len(after) != len(want) {
 		t.Fatalf("a member reconnecting to the promoted copy made events: %v", kinds(after[len(want):]))
+	}
+}
+
+// The outbox is counted in the node's memory budget, and given back as events are delivered
+// or the room closes; with the budget spent, a room keeps only its newest event.
+func TestOutboxIsCountedInTheMemoryBudget(t *testing.T) {
+	cfg, _ := hookConfig(1<<20, time.Minute)
+	budget := limit.NewBudget(1<<20, nil)
+	cfg.Budget = budget
+	r := New(cfg, "a")
+	for i := range 10 {
+		if _, err := publish(r, fmt.Sprint("m", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withEvents := budget.Used()
+	got, _ := r.Outbox(100, 1<<20)
+	r.AckOutbox(got[len(got)-1].N)
+	if delivered := budget.Used(); delivered >= withEvents || r.OutboxLen() != 0 {
+		t.Fatalf("budget %d with the events, %d once delivered (%d left)", withEvents, delivered, r.OutboxLen())
+	}
+	if _, err := publish(r, "pending"); err != nil {
+		t.Fatal(err)
+	}
+	r.Close(Farewell{})
+	if budget.Used() != 0 {
+		t.Fatalf("a closed room still holds %d bytes of the budget", budget.Used())
+	}
+
+	r = New(cfg, "b")
+	budget.Charge(1 << 20) // the node's memory is spent elsewhere
+	member(t, r, cfg, "ann")
+	if got, dropped := r.Outbox(100, 1<<20); !slices.Equal(kinds(got), []string{"member.join:ann"}) || dropped != 1 {
+		t.Fatalf("with the budget spent: %v, %d dropped; want the newest alone", kinds(got), dropped)
+	}
+	budget.Release(1 << 20)
+	member(t, r, cfg, "bo")
+	if got, _ := r.Outbox(100, 1<<20); len(got) != 2 {
+		t.Fatalf("with the budget free again: %v", kinds(got))
 	}
 }

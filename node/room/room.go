@@ -461,6 +461,7 @@ func (r *Room) ReclaimIfIdle(before time.Time) bool {
 func (r *Room) forget() {
 	r.hist.clear()
 	r.ids.clear()
+	r.forgetOutbox()
 }
 
 // overloadedSentence is the error of a publish the budget refused.
