@@ -117,16 +117,36 @@ func (r *Room) emit(typ, client string, seq uint64, message json.RawMessage) {
 	// Past the bound, or with the node's memory budget spent, the oldest go: a receiver down
 	// for long costs its events, never the rooms' publishes.
 	for len(b.Events) > 1 && (b.bytes > w.MaxBytes || r.cfg.Budget.Full()) {
-		size := eventSize(&b.Events[0].Event)
-		b.bytes -= size
-		r.cfg.Budget.Release(size)
-		b.Events[0] = OutboxEntry{}
-		b.Events = b.Events[1:]
-		b.Dropped++
-		b.Acked = max(b.Acked, b.Events[0].N-1)
-		b.sent = max(b.sent-1, 0)
+		r.dropOldest()
 	}
 	w.Notify(r.name)
+}
+
+// dropOldest drops the oldest undelivered event, counted for the dispatcher to report. r.mu is
+// held.
+func (r *Room) dropOldest() {
+	b := &r.box
+	size := eventSize(&b.Events[0].Event)
+	b.bytes -= size
+	r.cfg.Budget.Release(size)
+	b.Acked = max(b.Acked, b.Events[0].N)
+	b.Events[0] = OutboxEntry{}
+	b.Events = b.Events[1:]
+	b.Dropped++
+	b.sent = max(b.sent-1, 0)
+}
+
+// shedOutbox drops the room's oldest undelivered events until n more bytes fit in the memory
+// budget, for a publish the budget would refuse: the room's messages come before its webhook
+// events. It reports whether n fits now. r.mu is held.
+func (r *Room) shedOutbox(n int) bool {
+	for len(r.box.Events) > 0 && !r.cfg.Budget.Fits(n) {
+		r.dropOldest()
+	}
+	if r.box.Dropped > 0 && r.cfg.Webhook != nil {
+		r.cfg.Webhook.Notify(r.name) // so the drops are reported
+	}
+	return r.cfg.Budget.Fits(n)
 }
 
 // emitMessage adds the message event of e, just committed. r.mu is held.

@@ -237,4 +237,21 @@ func TestOutboxIsCountedInTheMemoryBudget(t *testing.T) {
 	if got, _ := r.Outbox(100, 1<<20); len(got) != 2 {
 		t.Fatalf("with the budget free again: %v", kinds(got))
 	}
+
+	// A publish the budget would refuse is taken by dropping the room's oldest events instead.
+	for i := range 20 {
+		if _, err := publish(r, fmt.Sprint("m", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rest := int(budget.Limit() - budget.Used())
+	budget.Charge(rest)
+	defer budget.Release(rest)
+	if _, err := publish(r, "one more"); err != nil {
+		t.Fatalf("a publish refused while its room's webhook events could make room: %v", err)
+	}
+	got, dropped := r.Outbox(100, 1<<20)
+	if dropped == 0 || got[len(got)-1].Event.Seq != 21 {
+		t.Fatalf("after the publish: %d dropped, the outbox ends at %v", dropped, kinds(got[len(got)-1:]))
+	}
 }

@@ -277,7 +277,7 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 	}
 	seq := r.seq + 1
 	e := newEntry(seq, binary, encode(seq))
-	if grow := r.hist.growth(e.size(), e.cost()) + r.ids.growth(client, id); grow > 0 && !r.cfg.Budget.Fits(grow) {
+	if grow := r.hist.growth(e.size(), e.cost()) + r.ids.growth(client, id); grow > 0 && !r.cfg.Budget.Fits(grow) && !r.shedOutbox(grow) {
 		r.mu.Unlock()
 		if m := r.cfg.Metrics.Overloaded; m != nil {
 			m.Inc()
