@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-dev/roost/internal/wait"
 	"github.com/roost-dev/roost/limit"
 )
 
@@ -149,7 +150,10 @@ func TestOutboxMovesWithTheRoom(t *testing.T) {
 		t.Fatalf("arrived with %v, want %v", kinds(got), kinds(sent[1:]))
 	}
 	ann := member(t, r, cfg2, "ann") // back through the new owner
-	time.Sleep(300 * time.Millisecond)
+	wait.Eventually(t, 5*time.Second, "bo, not back within the grace, leaving", func() bool {
+		got, _ := r.Outbox(100, 1<<20)
+		return slices.Contains(kinds(got), "member.leave:bo")
+	})
 	r.Leave(ann)
 	if _, err := publish(r, "m2"); err != nil {
 		t.Fatal(err)

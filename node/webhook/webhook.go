@@ -4,7 +4,7 @@
 // each room's outbox (package room), which moves and replicates with the room; the dispatcher
 // only reads and trims them, so delivery is at least once, across moves and crashes.
 //
-//	d := webhook.New(webhook.Config{URL: u, Secret: s, Rooms: table.Get, ...})
+//	d := webhook.New(webhook.Config{URL: u, Secret: s, Room: outboxOf, ...})
 //	go d.Run(ctx)   // until ctx ends; Run waits for the batches in flight
 //	d.Notify(room)  // the room's outbox has events (rooms call it through room.Webhook.Notify)
 package webhook
