@@ -102,11 +102,12 @@ func (r *Room) snapshot() State {
 	return st
 }
 
-// HistoryBytes is the size of the room's history.
-func (r *Room) HistoryBytes() int {
+// StateBytes is about the size of what a hand-off carries of the room: its history and its
+// undelivered webhook events.
+func (r *Room) StateBytes() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.hist.bytes
+	return r.hist.bytes + r.box.bytes
 }
 
 // Position is the room's epoch and its newest seq.
