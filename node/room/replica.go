@@ -50,7 +50,9 @@ func (r *Room) Apply(a Append) (err error) {
 		r.feed(a.Source)
 	}
 	r.seq, r.committed = e.seq, e.seq
-	r.lastAppend = &a
+	last := a
+	last.Outbox = nil // applied (below); not kept
+	r.lastAppend = &last
 	return nil
 }
 
