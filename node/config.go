@@ -2,9 +2,11 @@ package node
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/roost-dev/roost/auth"
@@ -147,6 +149,52 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// StatsInterval is how often room and connection counts are gossiped. Default 2s.
 	StatsInterval time.Duration
+	// APIKeys are keys a trusted backend may give as Authorization: Bearer on the server API,
+	// for every room and with publishing allowed (its messages' client is ""). With APIKeys but
+	// no Auth, the server API requires one.
+	APIKeys []string
+	// APIPublishRate bounds the server API publishes one client address may make per second,
+	// with bursts of APIPublishBurst (more: 429); 0 turns the bound off. Defaults 1000/s and 2000.
+	APIPublishRate  float64
+	APIPublishBurst int
+	// APITimeout bounds how long a server API publish waits for its message to be committed
+	// (sequenced, replicated, delivered) before it answers 503. Default HandoffHold + ReplicaTimeout.
+	APITimeout time.Duration
+	// APIHistoryDefault and APIHistoryMax are the default and the largest limit of
+	// GET /v1/rooms/{room}/messages. Defaults 100 and 1000.
+	APIHistoryDefault int
+	APIHistoryMax     int
+	// APIPresenceMax caps the client ids GET /v1/rooms/{room}/presence lists (count is exact).
+	// Default 1000.
+	APIPresenceMax int
+	// WebhookURL, when set, turns webhooks on: every room's owner POSTs its events there (see
+	// package webhook), signed with WebhookSecret.
+	WebhookURL    string
+	WebhookSecret []byte
+	// WebhookEvents are the event types sent. Default room.occupied, room.vacated, member.join,
+	// member.leave (add message for every message).
+	WebhookEvents map[string]bool
+	// WebhookMaxBytes bounds each room's outbox of undelivered events, in bytes of their JSON
+	// (counted in the memory budget too): past it, or with the budget spent, while a receiver is
+	// down, the oldest events are dropped (counted in roost_webhook_events_total{result="dropped"}
+	// and logged); publishes are never refused for it. Default 1 MiB.
+	WebhookMaxBytes int
+	// WebhookBatch bounds the events of one POST, and WebhookBatchBytes their JSON (a first
+	// event always goes, however large). Defaults 100 and 256 KiB.
+	WebhookBatch      int
+	WebhookBatchBytes int
+	// WebhookTimeout bounds one POST, the receiver's answer included. Default 5s.
+	WebhookTimeout time.Duration
+	// WebhookBackoffMin and WebhookBackoffMax bound the delay before a failed batch is posted
+	// again: doubled on every failure, with jitter. Defaults 500ms and 30s.
+	WebhookBackoffMin time.Duration
+	WebhookBackoffMax time.Duration
+	// WebhookConcurrency is how many rooms' batches are posted at once. Default 8.
+	WebhookConcurrency int
+	// WebhookGrace is how long a room that moved here (a hand-off, or a crash of its owner)
+	// waits for its members to reconnect: their reconnections are not new joins, and those not
+	// back by then leave. Default 15s.
+	WebhookGrace time.Duration
 	// Auth checks client and stream-source tokens; nil runs the node open.
 	Auth *auth.Verifier
 	// Origins are the browser origins allowed to open WebSockets; the zero value allows any.
@@ -200,6 +248,21 @@ func DefaultConfig() Config {
 		IngestHandshake:     5 * time.Second,
 		IngestIdle:          2 * time.Minute,
 		IngestRate:          64 << 20,
+		APIPublishRate:      1000,
+		APIPublishBurst:     2000,
+		APITimeout:          11 * time.Second,
+		APIHistoryDefault:   100,
+		APIHistoryMax:       1000,
+		APIPresenceMax:      1000,
+		WebhookEvents:       map[string]bool{"room.occupied": true, "room.vacated": true, "member.join": true, "member.leave": true},
+		WebhookMaxBytes:     1 << 20,
+		WebhookBatch:        100,
+		WebhookBatchBytes:   256 << 10,
+		WebhookTimeout:      5 * time.Second,
+		WebhookBackoffMin:   500 * time.Millisecond,
+		WebhookBackoffMax:   30 * time.Second,
+		WebhookConcurrency:  8,
+		WebhookGrace:        15 * time.Second,
 	}
 }
 
@@ -223,6 +286,12 @@ func (c Config) Validate() error {
 		{"ArriveTimeout", int64(c.ArriveTimeout)}, {"FenceWait", int64(c.FenceWait)},
 		{"StaleAfter", int64(c.StaleAfter)}, {"Quarantine", int64(c.Quarantine)},
 		{"HeartbeatInterval", int64(c.HeartbeatInterval)}, {"ReplicaTimeout", int64(c.ReplicaTimeout)},
+		{"APITimeout", int64(c.APITimeout)}, {"APIHistoryDefault", int64(c.APIHistoryDefault)},
+		{"APIHistoryMax", int64(c.APIHistoryMax)}, {"APIPresenceMax", int64(c.APIPresenceMax)},
+		{"WebhookMaxBytes", int64(c.WebhookMaxBytes)}, {"WebhookBatch", int64(c.WebhookBatch)}, {"WebhookBatchBytes", int64(c.WebhookBatchBytes)},
+		{"WebhookTimeout", int64(c.WebhookTimeout)}, {"WebhookBackoffMin", int64(c.WebhookBackoffMin)},
+		{"WebhookBackoffMax", int64(c.WebhookBackoffMax)}, {"WebhookConcurrency", int64(c.WebhookConcurrency)},
+		{"WebhookGrace", int64(c.WebhookGrace)},
 	} {
 		if f.v <= 0 {
 			return fmt.Errorf("node: %s must be positive, got %d", f.name, f.v)
@@ -230,6 +299,28 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHandshakes < 0 {
 		return fmt.Errorf("node: MaxHandshakes must not be negative (0: no bound), got %d", c.MaxHandshakes)
+	}
+	if c.WebhookURL != "" {
+		if u, err := url.Parse(c.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("node: WebhookURL %q must be an http:// or https:// URL", c.WebhookURL)
+		}
+		if len(c.WebhookEvents) == 0 {
+			return errors.New("node: WebhookEvents names no event type")
+		}
+	}
+	if c.WebhookBackoffMin > c.WebhookBackoffMax {
+		return fmt.Errorf("node: WebhookBackoffMin (%s) must not exceed WebhookBackoffMax (%s)", c.WebhookBackoffMin, c.WebhookBackoffMax)
+	}
+	if c.APIHistoryDefault > c.APIHistoryMax {
+		return fmt.Errorf("node: APIHistoryDefault (%d) must not exceed APIHistoryMax (%d)", c.APIHistoryDefault, c.APIHistoryMax)
+	}
+	if c.APIPublishRate < 0 || c.APIPublishRate > 0 && c.APIPublishBurst <= 0 {
+		return fmt.Errorf("node: APIPublishRate must not be negative (0: off) and APIPublishBurst positive, got %g and %d", c.APIPublishRate, c.APIPublishBurst)
+	}
+	for i, k := range c.APIKeys {
+		if len(k) < 16 {
+			return fmt.Errorf("node: APIKeys[%d] is %d bytes; an API key needs at least 16", i, len(k))
+		}
 	}
 	if c.RoomReplicas < 0 {
 		return fmt.Errorf("node: RoomReplicas must not be negative (0: off), got %d", c.RoomReplicas)
@@ -280,5 +371,5 @@ func (c Config) memoryBudget() uint64 {
 
 // MaxPeerBody bounds a node-to-node body: the largest hand-off batch.
 func (c Config) MaxPeerBody() int64 {
-	return handoff.MaxBody(c.HistoryBytes, max(c.MaxFrame, int64(c.IngestMaxFrame)), c.DedupeIDs+c.DedupeClientIDs*room.DedupeClients)
+	return handoff.MaxBody(c.HistoryBytes+2*c.WebhookMaxBytes, max(c.MaxFrame, int64(c.IngestMaxFrame)), c.DedupeIDs+c.DedupeClientIDs*room.DedupeClients)
 }

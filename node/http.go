@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,6 +32,9 @@ func (n *Node) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/rooms/{room}", n.handleResolve)
 	mux.HandleFunc("GET /v1/rooms/{room}/ws", n.handleWS)
+	mux.HandleFunc("POST /v1/rooms/{room}/messages", n.handleAPIPublish)
+	mux.HandleFunc("GET /v1/rooms/{room}/messages", n.handleAPIHistory)
+	mux.HandleFunc("GET /v1/rooms/{room}/presence", n.handleAPIPresence)
 	mux.HandleFunc("POST "+handoff.Path, n.signed(n.mover.ServeHandoff))
 	mux.HandleFunc("POST "+handoff.FencePath("{room}"), n.signed(n.mover.ServeFence))
 	mux.HandleFunc("GET "+replica.Path, n.serveReplication)
@@ -80,7 +84,11 @@ func (n *Node) handleResolve(w http.ResponseWriter, r *http.Request) {
 
 // parseResume reads since, epoch, client and presence from the query.
 func parseResume(r *http.Request) (res room.Resume, client string, presence bool, err error) {
-	q := r.URL.Query()
+	return parseResumeQuery(r.URL.Query())
+}
+
+// parseResumeQuery is parseResume of a query.
+func parseResumeQuery(q url.Values) (res room.Resume, client string, presence bool, err error) {
 	if s := q.Get("since"); s != "" {
 		res.Since, err = strconv.ParseUint(s, 10, 64)
 		if err != nil {

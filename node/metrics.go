@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/roost-dev/roost/internal/httpapi"
 	"github.com/roost-dev/roost/limit"
+	"github.com/roost-dev/roost/node/webhook"
 )
 
 // metrics are the node's Prometheus metrics, in a registry of its own so several nodes can run
@@ -35,6 +36,7 @@ type metrics struct {
 	ingestThrottle prometheus.Counter
 	pauses         *prometheus.CounterVec
 	pauseDecision  prometheus.Histogram
+	apiPublishes   prometheus.Counter
 }
 
 func newMetrics(n *Node) *metrics {
@@ -65,9 +67,10 @@ func newMetrics(n *Node) *metrics {
 		connects: counter("roost_connections_opened_total", "WebSocket connections accepted."),
 		refused: counterVec("roost_refused_total", "Requests refused, by reason.", "reason",
 			"overloaded", "ingest_overloaded", "memory", "handshakes"),
-		redirects:   counter("roost_redirects_total", "Requests redirected to another owner."),
-		ringChanges: counter("roost_ring_changes_total", "Placement versions adopted."),
-		roomsLost:   counter("roost_rooms_lost_total", "Rooms handed off to another node after a ring change."),
+		redirects:    counter("roost_redirects_total", "Requests redirected to another owner."),
+		apiPublishes: counter("roost_api_publishes_total", "Server API publishes acknowledged (retries of a remembered id included)."),
+		ringChanges:  counter("roost_ring_changes_total", "Placement versions adopted."),
+		roomsLost:    counter("roost_rooms_lost_total", "Rooms handed off to another node after a ring change."),
 		roomsGained: counterVec("roost_rooms_gained_total",
 			"Rooms this node started serving: handoff (state received), fresh (no previous owner held it), timeout (the previous owner stayed silent: state lost), replica (a replica copy promoted after its owner died).",
 			"how", "handoff", "fresh", "timeout", "replica"),
@@ -130,4 +133,30 @@ func (n *Node) budget() *limit.Budget {
 		return nil
 	}
 	return n.roomCfg.Budget
+}
+
+// webhookMetrics registers the webhook dispatcher's metrics, and roost_webhook_pending: the
+// events waiting in the outboxes of the rooms this node holds.
+func (m *metrics) webhookMetrics(n *Node) webhook.Metrics {
+	f := promauto.With(m.reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_webhook_pending", Help: "Webhook events not delivered yet, in the outboxes of the rooms this node holds."},
+		func() float64 {
+			total := 0
+			for _, r := range n.rooms.All() {
+				total += r.OutboxLen()
+			}
+			return float64(total)
+		})
+	events := f.NewCounterVec(prometheus.CounterOpts{Name: "roost_webhook_events_total",
+		Help: "Webhook events, by result: delivered, failed (in a batch that failed; it is retried), dropped (over --webhook-max-bytes)."}, []string{"result"})
+	batches := f.NewCounterVec(prometheus.CounterOpts{Name: "roost_webhook_batches_total",
+		Help: "Webhook POSTs, by result: ok (2xx), failed (another status, a timeout or an error)."}, []string{"result"})
+	for _, v := range []string{"delivered", "failed", "dropped"} {
+		events.WithLabelValues(v)
+	}
+	batches.WithLabelValues("ok")
+	batches.WithLabelValues("failed")
+	return webhook.Metrics{Events: events, Batches: batches,
+		Latency: f.NewHistogram(prometheus.HistogramOpts{Name: "roost_webhook_delivery_seconds",
+			Help: "Seconds from a webhook event to its delivery (retries included).", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)})}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/roost-dev/roost/node/quorum"
 	"github.com/roost-dev/roost/node/replica"
 	"github.com/roost-dev/roost/node/room"
+	"github.com/roost-dev/roost/node/webhook"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -68,6 +69,7 @@ type Node struct {
 	mover    *handoff.Mover
 	quorum   *quorum.Tracker
 	replicas *replica.Replicator // nil: replication off
+	hooks    *webhook.Dispatcher // nil: webhooks off
 	peers    *peer.Client        // node-to-node calls, signed
 	metrics  *metrics
 	upgrader websocket.Upgrader
@@ -75,6 +77,7 @@ type Node struct {
 	door     *httpapi.Door  // lets clients' WebSockets in
 	perAddr  *limit.PerAddr // connections per client address, shared by door and stream ingest
 	memory   *limit.Memory  // refuses new rooms near the memory limit
+	apiRate  *limit.Rate    // server API publishes per client address
 	draining atomic.Bool
 	// undemoting: a loop settles the rooms demoted in a minority (see undemote).
 	undemoting atomic.Bool
@@ -106,6 +109,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 		upgrader: httpapi.NewUpgrader(),
 		perAddr:  limit.NewPerAddr(cfg.MaxAddrConns),
 		memory:   limit.NewMemory(cfg.MaxMemory),
+		apiRate:  limit.NewRate(cfg.APIPublishRate, cfg.APIPublishBurst),
 		peers:    peer.New(cfg.PeerKey, cfg.PeerAcceptKeys, cfg.MaxPeerBody(), cfg.PeerTLS),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -124,6 +128,23 @@ func New(cfg Config, r Ring) (*Node, error) {
 		Messages: n.metrics.messages, Duplicates: n.metrics.dedup, Deliveries: n.metrics.deliveries,
 		SlowConsumers: n.metrics.drops.WithLabelValues("slow_consumer"), Overloaded: n.metrics.refused.WithLabelValues("overloaded"),
 	})
+	if cfg.WebhookURL != "" {
+		n.hooks = webhook.New(webhook.Config{URL: cfg.WebhookURL, Secret: cfg.WebhookSecret,
+			Room: func(name string) webhook.Outbox {
+				if r := n.rooms.Get(name); r != nil {
+					return r
+				}
+				return nil
+			},
+			BatchEvents: cfg.WebhookBatch, BatchBytes: cfg.WebhookBatchBytes, Timeout: cfg.WebhookTimeout,
+			BackoffMin: cfg.WebhookBackoffMin, BackoffMax: cfg.WebhookBackoffMax, Concurrency: cfg.WebhookConcurrency,
+			Log: n.log, Metrics: n.metrics.webhookMetrics(n)})
+		n.roomCfg.Webhook = &room.Webhook{Types: cfg.WebhookEvents, MaxBytes: cfg.WebhookMaxBytes, Grace: cfg.WebhookGrace, Notify: n.hooks.Notify}
+		n.wg.Go(func() { n.hooks.Run(n.ctx) })
+		if len(cfg.WebhookSecret) == 0 {
+			n.log.Warn("webhooks unsigned: no --webhook-secret, so X-Roost-Signature is an HMAC with an empty key and a receiver cannot tell roost's POSTs from anyone's")
+		}
+	}
 	var promote func(context.Context, string) (*room.Room, error)
 	arrived := func(string) {}
 	var holds func(*room.Room, string) uint64
@@ -142,6 +163,14 @@ func New(cfg Config, r Ring) (*Node, error) {
 		copied = func(name string) (handoff.Copy, bool) {
 			epoch, term, seq, ok := n.replicas.Store().Position(name)
 			return handoff.Copy{Epoch: epoch, Term: term, Seq: seq}, ok
+		}
+	}
+	if drop := arrived; n.hooks != nil {
+		arrived = func(name string) {
+			drop(name)
+			if r := n.rooms.Get(name); r != nil {
+				r.Owned() // its members are expected back, and its outbox is delivered from here
+			}
 		}
 	}
 	n.mover = handoff.New(handoff.Config{
@@ -271,7 +300,11 @@ func (n *Node) watchRing(ctx context.Context, changes <-chan *ring.Placement, st
 // install puts a room promoted from its replica in the table; false if one is there already.
 func (n *Node) install(r *room.Room) bool {
 	got, err := n.rooms.GetOrCreate(r.Name(), func() (*room.Room, error) { return r, nil })
-	return err == nil && got == r
+	if err != nil || got != r {
+		return false
+	}
+	r.Owned()
+	return true
 }
 
 // undemote settles the rooms demoted in a minority, once the node is out of it (see

@@ -28,6 +28,7 @@ const (
 	CodeUnauthorized = "unauthorized"
 	CodeForbidden    = "forbidden"
 	CodeMoved        = "room_moved"
+	CodeNoRoom       = "no_room" // the server API's reads of a room that does not exist
 )
 
 // WriteError answers with status and the JSON error body.

@@ -30,6 +30,9 @@ type Config struct {
 	// one moved the room or went away, before it closes the client with 1001. A crashed owner is
 	// replaced once the ring notices (about 1.5 s by default), so keep it above that. Default 10s.
 	RedialTimeout time.Duration
+	// APITimeout bounds one proxied server API request, the owner's answer included (keep it
+	// above the nodes' --api-timeout). Default 15s.
+	APITimeout time.Duration
 	// StatsInterval is how often the connection count is gossiped. Default 2s.
 	StatsInterval time.Duration
 	// Auth, when set, checks client tokens before the owner is dialed (the owner checks them
@@ -76,7 +79,7 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
-		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second,
+		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second, APITimeout: 15 * time.Second,
 		MaxAddrConns: 1000, MaxHandshakes: 1024, PendingBytes: 4 << 20, DedupeIDs: 1000, MaxMemory: limit.DefaultMemoryLimit()}
 }
 
@@ -85,8 +88,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.MaxFrame <= 0:
 		return fmt.Errorf("router: MaxFrame must be positive, got %d", c.MaxFrame)
-	case c.PingInterval <= 0, c.WriteTimeout <= 0, c.DialTimeout <= 0, c.StatsInterval <= 0, c.RedialTimeout <= 0:
-		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout, StatsInterval and RedialTimeout must be positive")
+	case c.PingInterval <= 0, c.WriteTimeout <= 0, c.DialTimeout <= 0, c.StatsInterval <= 0, c.RedialTimeout <= 0, c.APITimeout <= 0:
+		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout, StatsInterval, RedialTimeout and APITimeout must be positive")
 	case c.PendingBytes <= 0:
 		return fmt.Errorf("router: PendingBytes must be positive, got %d", c.PendingBytes)
 	case c.DedupeIDs <= 0:

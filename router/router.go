@@ -34,6 +34,7 @@ type Router struct {
 	door     *limit.Door   // browser origins and connections per client address
 	clients  *httpapi.Door // lets clients' WebSockets in, through door
 	budget   *limit.Budget // what sessions keep for clients: unacked publishes
+	api      *http.Client  // proxies the server API to owners
 
 	mu       sync.Mutex
 	closed   bool
@@ -78,6 +79,7 @@ func New(cfg Config, r Ring) (*Router, error) {
 		door: &limit.Door{Origins: cfg.Origins, Hops: limit.Hops{Prefixes: cfg.TrustedProxies},
 			PerAddr: limit.NewPerAddr(cfg.MaxAddrConns), Handshakes: limit.NewInFlight(cfg.MaxHandshakes)},
 	}
+	rt.api = newAPIClient(cfg)
 	rt.metrics = newMetrics(rt)
 	rt.clients = &httpapi.Door{Limits: rt.door, Auth: cfg.Auth, Upgrader: &rt.upgrader, Refused: rt.metrics.refused, Log: rt.log}
 	ctx, stop := context.WithCancel(context.Background())
@@ -102,6 +104,9 @@ func (rt *Router) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/rooms/{room}", rt.handleResolve)
 	mux.HandleFunc("GET /v1/rooms/{room}/ws", rt.handleWS)
+	mux.HandleFunc("POST /v1/rooms/{room}/messages", rt.handleAPI)
+	mux.HandleFunc("GET /v1/rooms/{room}/messages", rt.handleAPI)
+	mux.HandleFunc("GET /v1/rooms/{room}/presence", rt.handleAPI)
 	mux.Handle("GET /{$}", demoPage)
 	mux.Handle("GET /demo/", http.StripPrefix("/demo/", demoFiles))
 	httpapi.Routes(mux, rt.ring, rt.metrics.reg, func() bool { return !rt.isClosed() })
@@ -173,6 +178,7 @@ func (rt *Router) Close() error {
 	rt.stop()
 	rt.stats.Wait()
 	rt.handlers.Wait()
+	rt.api.CloseIdleConnections()
 	return nil
 }
 

@@ -54,7 +54,7 @@ type benchRow struct {
 // benchWorkloads run by default; allWorkloads adds the ones that take long enough to be asked for
 // by name (scale: 25 nodes, about 2 minutes; more with --scale-nodes).
 const (
-	benchWorkloads = "fanout,quiet,edge,handshake,idle,storm,failure,soak,handoff,replication,placement,rebalance"
+	benchWorkloads = "fanout,quiet,edge,handshake,serverapi,idle,storm,failure,soak,handoff,replication,placement,rebalance"
 	allWorkloads   = benchWorkloads + ",scale,replication-cost,replication-crash,replication-reseed"
 )
 
@@ -101,6 +101,8 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchQuiet(ctx, 2*(*dur), *quick)
 		case "handshake":
 			got, err = benchHandshake(ctx, *quick)
+		case "serverapi":
+			got, err = benchServerAPI(ctx, *dur, *quick)
 		case "idle":
 			got, err = benchIdle(ctx, *quick)
 		case "storm":

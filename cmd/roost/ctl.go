@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -27,7 +28,11 @@ const ctlUsage = `Usage: roost ctl COMMAND [flags]
 
   resolve ROOM                  print the owner of ROOM (follows the redirect)
   tail ROOM [--since N]         join ROOM and print every message as a JSON line
-  publish ROOM JSON [--id ID]   publish one message and print its ack
+  publish ROOM JSON [--id ID] [--http]
+                                publish one message and print its ack (--http: through the
+                                server API, POST /v1/rooms/ROOM/messages, holding no WebSocket)
+  history ROOM [--since N] [--epoch E] [--limit L]
+                                print what ROOM retains after seq N (GET /v1/rooms/ROOM/messages)
   stream ROOM [FILE|-]          be a TCP stream source: send FILE (or stdin) as frames
   status [--json]               the cluster: members, roles, ring version, rooms per node
   token --sub U --rooms 'a,b*' [--pub] [--ttl 1h]
@@ -108,6 +113,8 @@ func runCtl(ctx context.Context, args []string) error {
 		return ctlPublish(ctx, rest)
 	case "status":
 		return ctlStatus(ctx, rest)
+	case "history":
+		return ctlHistory(ctx, rest)
 	case "stream":
 		return ctlStream(ctx, rest)
 	case "token":
@@ -236,6 +243,7 @@ func ctlTail(ctx context.Context, args []string) error {
 func ctlPublish(ctx context.Context, args []string) error {
 	fs, c := newCtlFlags("publish")
 	id := fs.String("id", "", "publish id (default: a random one); repeating an id the room remembers is acked, not delivered again")
+	overHTTP := fs.Bool("http", false, "publish through the server API (POST /v1/rooms/ROOM/messages) rather than a WebSocket")
 	pos, err := parseMixed(fs, args)
 	if err != nil {
 		return err
@@ -248,6 +256,13 @@ func ctlPublish(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	if *id == "" {
+		*id = client.NewID()
+	}
+	if *overHTTP {
+		body, _ := json.Marshal(map[string]any{"id": *id, "data": json.RawMessage(pos[1])})
+		return c.serverAPI(ctx, http.MethodPost, pos[0], "messages", "", body)
+	}
 	opts, err := c.withTLS(&client.Options{Token: c.token, Discard: true})
 	if err != nil {
 		return err
@@ -257,14 +272,78 @@ func ctlPublish(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	if *id == "" {
-		*id = client.NewID()
-	}
 	seq, err := conn.PublishID(ctx, *id, json.RawMessage(pos[1]))
 	if err != nil {
 		return err
 	}
 	return json.NewEncoder(ctlOut).Encode(protocol.Ack{Type: protocol.TypeAck, ID: *id, Seq: seq})
+}
+
+func ctlHistory(ctx context.Context, args []string) error {
+	fs, c := newCtlFlags("history")
+	since := fs.String("since", "", "print the messages after this seq (default: all the room retains)")
+	epoch := fs.String("epoch", "", "the epoch since belongs to (a gap or reset is printed as the server says)")
+	limit := fs.String("limit", "", "at most this many messages (server default 100, max --api-history-max)")
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: roost ctl history ROOM [--since N] [--epoch E] [--limit L]")
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"since": *since, "epoch": *epoch, "limit": *limit} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.serverAPI(ctx, http.MethodGet, pos[0], "messages", q.Encode(), nil)
+}
+
+// serverAPI makes one server API request about room (following redirects, method and body
+// kept) and prints its JSON answer; a refusal is an error with the server's sentence.
+func (c *ctlFlags) serverAPI(ctx context.Context, method, room, what, query string, body []byte) error {
+	if err := protocol.ValidRoom(room); err != nil {
+		return err
+	}
+	u := strings.TrimRight(c.addr, "/") + "/v1/rooms/" + room + "/" + what
+	if query != "" {
+		u += "?" + query
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc, err := c.httpClient()
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e protocol.Error
+		if json.Unmarshal(out, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s %s: %d %s (%s)", method, u, resp.StatusCode, e.Error, e.Code)
+		}
+		return fmt.Errorf("%s %s: %s", method, u, resp.Status)
+	}
+	_, err = ctlOut.Write(append(bytes.TrimSpace(out), '\n'))
+	return err
 }
 
 func ctlStatus(ctx context.Context, args []string) error {

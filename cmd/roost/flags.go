@@ -16,6 +16,7 @@ import (
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/node"
+	"github.com/roost-dev/roost/node/webhook"
 	"github.com/roost-dev/roost/ring"
 )
 
@@ -258,7 +259,118 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the node opens no new room (429); 0: off; default 80% of the container's or machine's memory")
 	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", c.SendQueueBytes, "bytes of messages that may wait for one connection before it is dropped with 4008 (a message of at most 8 KiB counts about 3x its size)")
 	fs.Var((*mebibytes)(&c.MemoryBudget), "memory-budget-mib", "MiB the node may keep for clients (history, queued messages, remembered ids, rooms handed over); past it publishes are refused with 'overloaded'; default 0: half of --max-memory-mib")
+	fs.Var(&apiKeys{keys: &c.APIKeys}, "api-key", "server API: a key trusted backends send as Authorization: Bearer, for every room (comma-separated for several; at least 16 bytes)")
+	fs.Var(&apiKeys{keys: &c.APIKeys, file: true}, "api-key-file", "server API: file of keys (one a line) accepted like --api-key")
+	fs.Float64Var(&c.APIPublishRate, "api-publish-rate", c.APIPublishRate, "server API publishes per second one client address may make (more: 429); 0: off")
+	fs.IntVar(&c.APIPublishBurst, "api-publish-burst", c.APIPublishBurst, "server API publishes one client address may make at once before --api-publish-rate applies")
+	fs.DurationVar(&c.APITimeout, "api-timeout", c.APITimeout, "how long a server API publish waits for its message to be committed (replicated) before answering 503")
+	fs.IntVar(&c.APIHistoryMax, "api-history-max", c.APIHistoryMax, "largest limit of GET /v1/rooms/{room}/messages (default limit 100)")
+	fs.IntVar(&c.APIPresenceMax, "api-presence-max", c.APIPresenceMax, "client ids GET /v1/rooms/{room}/presence lists at most (its count is exact)")
+	fs.StringVar(&c.WebhookURL, "webhook-url", "", "webhooks: URL every room's owner POSTs its events to (signed JSON batches, at least once); empty: off")
+	fs.Var(&webhookSecret{dst: &c.WebhookSecret}, "webhook-secret", "webhooks: secret of the X-Roost-Signature HMAC-SHA256 of every body")
+	fs.Var(&webhookSecret{dst: &c.WebhookSecret, file: true}, "webhook-secret-file", "webhooks: file holding the secret (instead of --webhook-secret)")
+	fs.Var(&webhookEvents{&c.WebhookEvents}, "webhook-events", "webhooks: comma-separated event types sent: room.occupied, room.vacated, member.join, member.leave, message")
+	fs.IntVar(&c.WebhookMaxBytes, "webhook-max-bytes", c.WebhookMaxBytes, "webhooks: bytes of undelivered events each room keeps; past it (a receiver down for long) the oldest are dropped, counted and logged")
+	fs.IntVar(&c.WebhookBatch, "webhook-batch", c.WebhookBatch, "webhooks: events per POST at most")
+	fs.IntVar(&c.WebhookBatchBytes, "webhook-batch-bytes", c.WebhookBatchBytes, "webhooks: bytes of events per POST at most (a larger single event goes alone)")
+	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", c.WebhookTimeout, "webhooks: longest one POST may take (longer: failed, retried)")
+	fs.DurationVar(&c.WebhookBackoffMin, "webhook-backoff-min", c.WebhookBackoffMin, "webhooks: delay before the first retry of a failed batch (doubled per failure, jittered)")
+	fs.DurationVar(&c.WebhookBackoffMax, "webhook-backoff-max", c.WebhookBackoffMax, "webhooks: longest delay between retries")
+	fs.IntVar(&c.WebhookConcurrency, "webhook-concurrency", c.WebhookConcurrency, "webhooks: rooms whose batches are posted at once")
+	fs.DurationVar(&c.WebhookGrace, "webhook-grace", c.WebhookGrace, "webhooks: how long a room that moved here waits for its members to reconnect before they leave")
 	return &c
+}
+
+// webhookSecret is a flag.Value of the webhook secret, given as is or, with file set, in a file.
+type webhookSecret struct {
+	dst  *[]byte
+	file bool
+}
+
+func (w *webhookSecret) String() string { return "" } // never print a secret
+
+func (w *webhookSecret) Set(s string) error {
+	if len(*w.dst) > 0 {
+		return errors.New("give --webhook-secret or --webhook-secret-file, not both")
+	}
+	v := []byte(s)
+	if w.file {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			return err
+		}
+		v = bytes.TrimSpace(b)
+	}
+	if len(v) == 0 {
+		return errors.New("the webhook secret is empty")
+	}
+	*w.dst = v
+	return nil
+}
+
+// webhookEvents is a flag.Value of --webhook-events.
+type webhookEvents struct{ dst *map[string]bool }
+
+func (w *webhookEvents) String() string {
+	if w.dst == nil {
+		return ""
+	}
+	var out []string
+	for _, t := range []string{"room.occupied", "room.vacated", "member.join", "member.leave", "message"} {
+		if (*w.dst)[t] {
+			out = append(out, t)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func (w *webhookEvents) Set(s string) error {
+	types, err := webhook.ParseTypes(s)
+	if err != nil {
+		return err
+	}
+	*w.dst = types
+	return nil
+}
+
+// apiKeys is a flag.Value adding server API keys: a comma-separated list, or with file set the
+// lines of a file (blank lines and lines starting with # skipped).
+type apiKeys struct {
+	keys *[]string
+	file bool
+}
+
+func (a *apiKeys) String() string {
+	if a == nil || a.keys == nil || len(*a.keys) == 0 {
+		return ""
+	}
+	return "(set)" // never print a key
+}
+
+func (a *apiKeys) Set(s string) error {
+	list := splitList(s)
+	if a.file {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			return err
+		}
+		list = nil
+		for _, l := range strings.Split(string(b), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				list = append(list, l)
+			}
+		}
+		if len(list) == 0 {
+			return fmt.Errorf("%s holds no key", s)
+		}
+	}
+	for _, k := range list {
+		if len(k) < 16 {
+			return fmt.Errorf("an API key needs at least 16 bytes (%s), got %d", makeSecret, len(k))
+		}
+	}
+	*a.keys = append(*a.keys, list...)
+	return nil
 }
 
 // mebibytes is a flag.Value of a byte count given in MiB.

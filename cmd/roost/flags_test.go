@@ -2,6 +2,8 @@ package main
 
 import (
 	"flag"
+	"io"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -59,5 +61,51 @@ func TestStaleAfterBelowDetection(t *testing.T) {
 	soonest := m.ring.ProbeInterval * time.Duration(1+m.ring.SuspicionMult)
 	if cfg.StaleAfter >= soonest {
 		t.Fatalf("--stale-after %s is not below the soonest dead verdict, %s", cfg.StaleAfter, soonest)
+	}
+}
+
+// The webhook flags: the secret as is or in a file (not both), the event types checked, and the
+// URL and types held by the node's config check.
+func TestWebhookFlags(t *testing.T) {
+	file := t.TempDir() + "/secret"
+	if err := os.WriteFile(file, []byte("from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	cfg := nodeFlags(fs)
+	if err := parse(fs, []string{"--webhook-url", "http://127.0.0.1:1/hook", "--webhook-secret-file", file, "--webhook-events", "message,member.join"}); err != nil {
+		t.Fatal(err)
+	}
+	if string(cfg.WebhookSecret) != "from-a-file" || len(cfg.WebhookEvents) != 2 || !cfg.WebhookEvents["message"] || cfg.Validate() != nil {
+		t.Fatalf("secret %q, events %v, valid: %v", cfg.WebhookSecret, cfg.WebhookEvents, cfg.Validate())
+	}
+	for name, args := range map[string][]string{
+		"both secrets":   {"--webhook-secret", "a", "--webhook-secret-file", file},
+		"unknown type":   {"--webhook-events", "room.full"},
+		"no type":        {"--webhook-events", ","},
+		"empty secret":   {"--webhook-secret", ""},
+		"missing file":   {"--webhook-secret-file", file + ".not"},
+		"a bad duration": {"--webhook-backoff-min", "soon"},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		nodeFlags(fs)
+		if err := parse(fs, args); err == nil {
+			t.Errorf("%s (%v): accepted", name, args)
+		}
+	}
+	for name, args := range map[string][]string{
+		"not a URL":             {"--webhook-url", "127.0.0.1:9999"},
+		"backoff min above max": {"--webhook-url", "http://h/", "--webhook-backoff-min", "1m", "--webhook-backoff-max", "1s"},
+		"no batch":              {"--webhook-batch", "0"},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		cfg := nodeFlags(fs)
+		if err := parse(fs, args); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cfg.Validate() == nil {
+			t.Errorf("%s (%v): the config check passed", name, args)
+		}
 	}
 }

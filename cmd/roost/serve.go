@@ -270,6 +270,7 @@ func routerFlags(fs *flag.FlagSet) *router.Config {
 	fs.DurationVar(&c.PingInterval, "ping-interval", c.PingInterval, "how often idle proxied connections are pinged")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "longest one write may take")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "longest a dial to the owner may take")
+	fs.DurationVar(&c.APITimeout, "api-timeout", c.APITimeout, "how long a proxied server API request may take, the owner's answer included (keep it above the nodes' --api-timeout)")
 	fs.DurationVar(&c.RedialTimeout, "redial-timeout", c.RedialTimeout, "how long to keep re-dialing a room's new owner after a move or an owner's loss before closing the client")
 	fs.IntVar(&c.PendingBytes, "pending-bytes", c.PendingBytes, "bytes of one client's unacked publishes the router keeps to re-send after a move (more: error frame 'overloaded')")
 	fs.IntVar(&c.DedupeIDs, "dedupe-ids", c.DedupeIDs, "the nodes' --dedupe-ids: after a broken owner leg, a publish is re-sent only while the room still remembers its id (older: error frame 'owner_unavailable')")

@@ -13,7 +13,7 @@ import (
 
 // chunkRooms and chunkBytes bound one hand-off call: its rooms are frozen from the snapshot
 // until the receiver answers, so a call carries at most this many rooms and (past its first
-// room) this much history.
+// room) this much history and webhook events.
 const (
 	chunkRooms = 64
 	chunkBytes = 8 << 20
@@ -95,7 +95,7 @@ func (m *Mover) Rebalance(ctx context.Context) {
 		run(func() { m.settle(ctx, p, r) })
 	}
 	for id, rooms := range groups {
-		for _, chunk := range chunks(rooms, (*room.Room).HistoryBytes) {
+		for _, chunk := range chunks(rooms, (*room.Room).StateBytes) {
 			run(func() { m.handOff(ctx, owners[id], p.Version(), chunk) })
 		}
 	}

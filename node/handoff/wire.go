@@ -114,9 +114,9 @@ func Decode(body []byte) (Batch, error) {
 	return b, nil
 }
 
-// MaxBody bounds a batch's body: a batch holds up to chunkBytes of history, or one room's whole
-// history when that is larger (historyBytes, and a newest message of up to maxFrame), plus up to
-// ids remembered publish ids per room.
+// MaxBody bounds a batch's body: a batch holds up to chunkBytes of history and webhook events,
+// or one room's whole when that is larger (historyBytes, its history and outbox, and a newest
+// message of up to maxFrame), plus up to ids remembered publish ids per room.
 func MaxBody(historyBytes int, maxFrame int64, ids int) int64 {
 	return int64(chunkBytes) + int64(historyBytes) + maxFrame + int64(ids)*512 + 1<<20
 }

@@ -25,6 +25,8 @@ type Append struct {
 	ID     string // the publish id, if any
 	Client string // its publisher
 	Source string // the named stream source that sent it, if one did
+	// Outbox, when set, extends the replica's copy of the room's webhook outbox (see outbox.go).
+	Outbox *Outbox
 }
 
 // pending is a message sequenced but not committed, or an ack owed once a seq commits.
@@ -39,8 +41,9 @@ type pending struct {
 // commitOrHold delivers e and acks it now, or, when a replicator waits for the replicas, keeps
 // it for Commit. r.mu is held.
 func (r *Room) commitOrHold(e *entry, from *Conn, client, id, source string) {
-	if r.cfg.Replicator != nil && r.cfg.Replicator.Append(r, Append{Epoch: r.epoch, Term: r.term,
-		Msg: Message{Seq: e.seq, Binary: e.binary, Frame: e.frame}, ID: id, Client: client, Source: source}, r.snapshot) {
+	a := Append{Epoch: r.epoch, Term: r.term, Msg: Message{Seq: e.seq, Binary: e.binary, Frame: e.frame}, ID: id, Client: client, Source: source}
+	r.lastAppend = &a
+	if r.cfg.Replicator != nil && r.cfg.Replicator.Append(r, a, r.snapshot) {
 		r.held = append(r.held, pending{e: e, seq: e.seq, from: from, id: id, source: source})
 		return
 	}
@@ -51,7 +54,9 @@ func (r *Room) commitOrHold(e *entry, from *Conn, client, id, source string) {
 		return
 	}
 	r.committed = e.seq
+	r.committedMore()
 	r.fanout(outFrame{msg: e})
+	r.emitMessage(e)
 	if from != nil {
 		from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: id, Seq: e.seq})
 	}
@@ -103,6 +108,7 @@ func (r *Room) commit(seq uint64) {
 				p.e.prepared() // framed once here, not raced for by every subscriber's writer
 			}
 			r.fanout(outFrame{msg: p.e})
+			r.emitMessage(p.e)
 		}
 		if p.from != nil {
 			p.from.sendJSON(protocol.Ack{Type: protocol.TypeAck, ID: p.id, Seq: p.seq})
@@ -111,6 +117,7 @@ func (r *Room) commit(seq uint64) {
 	clear(r.held[n:])
 	r.held = append(r.held[:n], waiting...)
 	r.committed = seq
+	r.committedMore()
 }
 
 // Handed commits every held message of a room just handed off: they went in its state, so the

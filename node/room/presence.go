@@ -29,6 +29,7 @@ func (r *Room) addMember(client string) {
 	r.members[client]++
 	if r.members[client] == 1 {
 		r.memberChanged(client, true)
+		r.memberEvent(client, true)
 	}
 }
 
@@ -38,6 +39,7 @@ func (r *Room) removeMember(client string) {
 	if r.members[client] <= 0 {
 		delete(r.members, client)
 		r.memberChanged(client, false)
+		r.memberEvent(client, false)
 	}
 }
 

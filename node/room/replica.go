@@ -20,9 +20,14 @@ var (
 
 // Apply extends a replica's copy with one message from the room's owner. An append the copy has
 // already is taken again as it is (a re-send after a reconnect).
-func (r *Room) Apply(a Append) error {
+func (r *Room) Apply(a Append) (err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	defer func() {
+		if err == nil && a.Outbox != nil {
+			r.applyOutbox(a.Outbox) // webhook events, in the order the owner made them
+		}
+	}()
 	switch {
 	case r.state == closed:
 		return ErrClosed
@@ -45,6 +50,9 @@ func (r *Room) Apply(a Append) error {
 		r.feed(a.Source)
 	}
 	r.seq, r.committed = e.seq, e.seq
+	last := a
+	last.Outbox = nil // applied (below); not kept
+	r.lastAppend = &last
 	return nil
 }
 

@@ -52,6 +52,8 @@ type Config struct {
 	WriteTimeout time.Duration
 	PingInterval time.Duration
 	Gate         Gate
+	// Webhook, when set, keeps an outbox of webhook events in every room (see outbox.go).
+	Webhook *Webhook
 	// Quorum says whether the node may sequence anything now (see Quorum). nil: always.
 	Quorum Quorum
 	// Replicator holds each message until the room's replicas have it (see commit.go). nil:
@@ -119,6 +121,9 @@ type Room struct {
 	left       map[string]struct{}
 	timer      *time.Timer // pending presence interval, for large rooms
 	lastActive time.Time
+	commits    chan struct{} // closed when committed grows or the room closes (see awaitCommitted)
+	box        outbox        // webhook events (see outbox.go)
+	lastAppend *Append       // the newest message's append, sent again with outbox changes
 }
 
 // New makes an empty room with a new epoch.
@@ -272,7 +277,7 @@ func (r *Room) sequence(ctx context.Context, from *Conn, client, id string, enco
 	}
 	seq := r.seq + 1
 	e := newEntry(seq, binary, encode(seq))
-	if grow := r.hist.growth(e.size(), e.cost()) + r.ids.growth(client, id); grow > 0 && !r.cfg.Budget.Fits(grow) {
+	if grow := r.hist.growth(e.size(), e.cost()) + r.ids.growth(client, id); grow > 0 && !r.cfg.Budget.Fits(grow) && !r.shedOutbox(grow) {
 		r.mu.Unlock()
 		if m := r.cfg.Metrics.Overloaded; m != nil {
 			m.Inc()
@@ -393,6 +398,8 @@ func (r *Room) Close(f Farewell) {
 		close(r.thaw)
 	}
 	r.state = closed
+	r.committedMore()
+	r.stopOutbox()
 	r.forget()
 	clear(r.held)
 	r.held = nil
@@ -440,8 +447,8 @@ func (r *Room) RemoveSource(s *Source) {
 func (r *Room) ReclaimIfIdle(before time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.state == closed || len(r.subs) > 0 || len(r.sources) > 0 || r.lastActive.After(before) {
-		return false
+	if r.state == closed || len(r.subs) > 0 || len(r.sources) > 0 || r.lastActive.After(before) || len(r.box.Events) > 0 {
+		return false // a room with webhook events to deliver is kept until they are
 	}
 	r.state = closed
 	r.forget()
@@ -454,6 +461,7 @@ func (r *Room) ReclaimIfIdle(before time.Time) bool {
 func (r *Room) forget() {
 	r.hist.clear()
 	r.ids.clear()
+	r.forgetOutbox()
 }
 
 // overloadedSentence is the error of a publish the budget refused.

@@ -25,6 +25,8 @@ type State struct {
 	// Base, when set, is a seq up to which the receiver holds the history already, in its
 	// replica copy: History holds only what follows (see Tail).
 	Base uint64 `json:"base,omitempty"`
+	// Outbox is the room's webhook outbox (see outbox.go), when it keeps one.
+	Outbox *Outbox `json:"outbox,omitempty"`
 }
 
 // Tail is st with its history cut to the messages after seq base, for a receiver whose replica
@@ -96,14 +98,16 @@ func (r *Room) snapshot() State {
 	if len(r.fed) > 0 {
 		st.Sources = maps.Clone(r.fed)
 	}
+	st.Outbox = r.outboxState()
 	return st
 }
 
-// HistoryBytes is the size of the room's history.
-func (r *Room) HistoryBytes() int {
+// StateBytes is about the size of what a hand-off carries of the room: its history and its
+// undelivered webhook events.
+func (r *Room) StateBytes() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.hist.bytes
+	return r.hist.bytes + r.box.bytes
 }
 
 // Position is the room's epoch and its newest seq.
@@ -127,8 +131,12 @@ func Restore(cfg *Config, st State) *Room {
 	if len(st.Sources) > 0 {
 		r.fed = maps.Clone(st.Sources)
 	}
+	r.restoreOutbox(st.Outbox)
 	return r
 }
+
+// MaxOutboxEvents bounds the webhook events (and members) a received state's outbox may carry.
+const MaxOutboxEvents = 1 << 20
 
 // MaxIDs bounds the remembered publish ids a received state may carry (--dedupe-ids is at most
 // this).
@@ -178,6 +186,9 @@ func (st *State) Validate() error {
 		if name == "" || len(name) > protocol.MaxIDLen || n > st.Seq {
 			return fmt.Errorf("named source %q is malformed", protocol.CloseReason(name))
 		}
+	}
+	if o := st.Outbox; o != nil && (len(o.Events) > MaxOutboxEvents || len(o.Members) > MaxOutboxEvents) {
+		return fmt.Errorf("an outbox of %d events and %d members, more than the %d a room keeps", len(o.Events), len(o.Members), MaxOutboxEvents)
 	}
 	seen := make(map[string]struct{}, len(st.IDs))
 	for i, id := range st.IDs {
