@@ -70,7 +70,7 @@ func scaleInNetns(ctx context.Context, sizes []int, rooms int) ([]benchRow, erro
 		ss[i] = strconv.Itoa(n)
 	}
 	cmd := exec.CommandContext(ctx, self, "--roost", roostBin, "--workloads", "scale",
-		"--scale-nodes", strings.Join(ss, ","), "--scale-rooms", strconv.Itoa(rooms), "--detection", "fast")
+		"--scale-nodes", strings.Join(ss, ","), "--scale-rooms", strconv.Itoa(rooms))
 	cmd.Env = append(os.Environ(), scaleNetnsEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	cmd.Stderr = os.Stderr
