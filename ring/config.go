@@ -40,15 +40,16 @@ type Config struct {
 	// Memberlist timers, tuned for a LAN. With the defaults a killed member is suspected once the
 	// probe that finds it fails (ProbeInterval, indirect probes included) and declared dead
 	// SuspicionMult×ProbeInterval×max(1, log10 N) later, stretched up to SuspicionMaxMult times
-	// that while unconfirmed: p99 1.75–2.2 s with 3 and 5 members. A member that does not run (a
+	// that while unconfirmed: p99 1.75–2.45 s with 3 and 5 members. A member that does not run (a
 	// pause, a starved machine) for ProbeInterval × (1+SuspicionMult) can be declared dead, so the
 	// node's pause watchdog (--stale-after, 1 s) must stay below that.
 	//
-	// Faster timers are a choice, not the default: probes every 100 ms (90 ms timeout), gossip
-	// every 50 ms, a fixed suspicion of 6 intervals (SuspicionMaxMult 1) and --stale-after 500 ms
-	// detect a kill in p99 under 1 s on a machine that is not starved, but in a 10-minute soak at
-	// 100% CPU turned starvation into 30 false dead verdicts and 100 rooms dropped by the pause
-	// watchdog (the README's failure-detection figures; roost bench --detection default,fast).
+	// Faster timers are a choice, not the default. Measured side by side in one run (the README's
+	// Failure detection): 100 ms probes with a 50 ms timeout, a suspicion of 3 intervals, 50 ms
+	// gossip and --stale-after 300 ms detect a kill in p99 0.83–0.86 s (3 and 5 members; the
+	// defaults 2.2–2.4 s), but in a 2.5-minute soak at 100% CPU gave 12 false dead verdicts
+	// (the defaults 7, mostly on the router) and 189 rooms dropped by the pause watchdog (the
+	// defaults none).
 	ProbeInterval time.Duration // how often each member probes a random other; default 250ms
 	ProbeTimeout  time.Duration // how long a direct probe waits for its ack; default 150ms
 	SuspicionMult int           // suspicion lasts SuspicionMult × ProbeInterval × max(1, log10 N); default 4

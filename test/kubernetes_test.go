@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -367,4 +368,57 @@ func protocolOf(p corev1.Protocol) corev1.Protocol {
 		return corev1.ProtocolTCP
 	}
 	return p
+}
+
+// TestKubernetesArgsRun: the arguments each manifest gives its container start the built binary
+// as they are (every value parsed, none refused), and the process answers its readiness and
+// liveness probes' paths with 200 on its HTTP listener. Only what a pod's environment decides is
+// replaced: the listeners move to free loopback ports and the router joins the node started here
+// instead of the Service's DNS name.
+func TestKubernetesArgsRun(t *testing.T) {
+	bin := proc.Roost(t)
+	k := loadKube(t)
+	var pods []corev1.PodTemplateSpec
+	for _, s := range k.statefulSets {
+		pods = append(pods, s.Spec.Template)
+	}
+	for _, d := range k.deployments {
+		pods = append(pods, d.Spec.Template)
+	}
+	// Nodes first: the routers join one.
+	slices.SortStableFunc(pods, func(a, b corev1.PodTemplateSpec) int {
+		return strings.Compare(a.Spec.Containers[0].Args[0], b.Spec.Containers[0].Args[0])
+	})
+	set := map[string]bool{"id": true, "gossip": true, "advertise": true, "http": true, "tcp": true, "join": true}
+	seed := ""
+	for _, pod := range pods {
+		c := pod.Spec.Containers[0]
+		cmd := c.Args[0]
+		var args []string
+		for _, a := range c.Args[1:] {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if !set[name] {
+				args = append(args, a)
+			}
+		}
+		if cmd == "router" && seed == "" {
+			t.Fatalf("roost router: no node started for it to join (manifests: %v)", c.Args)
+		}
+		p := proc.StartT(t, proc.Spec{Binary: bin, Role: cmd, ID: "k8s-" + cmd, Join: seed, Args: args, Ready: c.ReadinessProbe.HTTPGet.Path})
+		if cmd == "node" {
+			seed = p.Gossip
+		}
+		for name, pr := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+			resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + p.HTTP + pr.HTTPGet.Path)
+			if err != nil {
+				t.Errorf("roost %s %s: %s probe %s: %v", cmd, args, name, pr.HTTPGet.Path, err)
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("roost %s %s: %s probe %s answered %d", cmd, args, name, pr.HTTPGet.Path, resp.StatusCode)
+			}
+		}
+		t.Logf("roost %s %s: up, probes answered 200", cmd, strings.Join(args, " "))
+	}
 }

@@ -70,7 +70,7 @@ func scaleInNetns(ctx context.Context, sizes []int, rooms int) ([]benchRow, erro
 		ss[i] = strconv.Itoa(n)
 	}
 	cmd := exec.CommandContext(ctx, self, "--roost", roostBin, "--workloads", "scale",
-		"--scale-nodes", strings.Join(ss, ","), "--scale-rooms", strconv.Itoa(rooms), "--detection", "fast")
+		"--scale-nodes", strings.Join(ss, ","), "--scale-rooms", strconv.Itoa(rooms))
 	cmd.Env = append(os.Environ(), scaleNetnsEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	cmd.Stderr = os.Stderr
@@ -355,21 +355,44 @@ func openRooms(ctx context.Context, nodes []*proc.Proc, rooms int) error {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			c, err := client.Dial(ctx, nodes[i%len(nodes)].URL(), scaleRoom(i), &client.Options{Discard: true})
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer c.Close()
-			if _, err := c.PublishID(ctx, "scale", payload); err != nil {
-				errs <- err
-			}
+			errs <- openRoom(ctx, nodes[i%len(nodes)].URL(), scaleRoom(i), payload)
 		})
 	}
 	wg.Wait()
 	close(errs)
 	return <-errs // nil when there was none
 }
+
+// openRoom opens room with one message through url. On a loaded machine a cluster of 25 that
+// agrees on its ring can still be moving a room (503 not_ready) or slow to answer (a read
+// timeout): those are tried again, every 200 ms for up to scaleOpenTimeout, as a user would.
+func openRoom(ctx context.Context, url, room, payload string) error {
+	ctx, cancel := context.WithTimeout(ctx, scaleOpenTimeout)
+	defer cancel()
+	for {
+		err := func() error {
+			c, err := client.Dial(ctx, url, room, &client.Options{Discard: true})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.PublishID(ctx, "scale", payload) // the same id: a retry is not a second message
+			return err
+		}()
+		var he *client.HTTPError
+		if err == nil || (errors.As(err, &he) && !he.Retryable()) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("room %s not opened within %s: %w", room, scaleOpenTimeout, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// scaleOpenTimeout bounds the tries to open one room of the scale workload.
+const scaleOpenTimeout = time.Minute
 
 func scaleMembers(ps []*proc.Proc) []ring.Member {
 	ms := make([]ring.Member, len(ps))
