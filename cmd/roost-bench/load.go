@@ -402,8 +402,15 @@ func runFanoutOn(ctx context.Context, server, base string, pids []int, names []s
 	}
 	rig.sampling.Store(false)
 
-	// Every message to every subscriber, once, in order.
 	rig.catchUp(30 * time.Second)
+	rig.tally(&res)
+	return res, nil
+}
+
+// tally checks that every subscriber got every message once, in order (counting what was lost,
+// doubled or reordered into res), closes the subscribers, and puts the sampled delivery and ack
+// latencies in res.
+func (rig *fanoutRig) tally(res *fanoutResult) {
 	for _, p := range rig.pubs {
 		for _, s := range p.subs {
 			res.Lost += int64(p.sent) - s.received.Load()
@@ -428,7 +435,6 @@ func runFanoutOn(ctx context.Context, server, base string, pids []int, names []s
 		p.mu.Unlock()
 	}
 	res.AckP50ms, res.AckP99ms = latencyMs(acks)
-	return res, nil
 }
 
 // latencyMs is the median and 99th percentile of lat, in milliseconds (0 for none).

@@ -112,22 +112,6 @@ func runQuiet(ctx context.Context, server, base string, pid, rooms, subs int, pe
 	if res.Deliveries > 0 {
 		res.CPUPerDeliver = float64((cpu1 - cpu0).Microseconds()) / float64(res.Deliveries)
 	}
-	for _, p := range rig.pubs {
-		for _, s := range p.subs {
-			res.Lost += int64(p.sent) - s.received.Load()
-			res.Duplicated += s.dup.Load()
-			res.Reordered += s.reordered.Load()
-		}
-	}
-	for _, s := range rig.all {
-		s.ws.Close()
-	}
-	var lat []time.Duration
-	for _, s := range rig.all {
-		<-s.done
-		lat = append(lat, s.lat...)
-	}
-	rig.all = nil
-	res.P50ms, res.P99ms = latencyMs(lat)
+	rig.tally(&res)
 	return res, nil
 }
