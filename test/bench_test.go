@@ -14,7 +14,7 @@ import (
 func TestBenchRuns(t *testing.T) {
 	proc.Binary(t, "roost-bench") // roost bench runs the roost-bench next to it
 	out, err := exec.Command(proc.Roost(t), "bench", "--quick", "--duration", "1s", "--soak", "3s",
-		"--workloads", "fanout,handshake,serverapi,idle,storm,failure,soak,handoff,placement,rebalance").CombinedOutput()
+		"--workloads", "fanout,quiet,handshake,serverapi,idle,storm,failure,soak,handoff,placement,rebalance").CombinedOutput()
 	if err != nil {
 		t.Fatalf("roost bench: %v\n%s", err, out)
 	}
@@ -50,10 +50,11 @@ func TestBenchRuns(t *testing.T) {
 			}
 		}
 	}
-	// 2 shapes × 4 fan-out metrics, 1 handshake, 3 server API, 4 idle, 2 storm, 2 × 4 failure and
-	// 2 × 2 soak (new and old detection defaults), 2 hand-off, 2 placement, 3 rebalance
-	if rows != 37 {
-		t.Fatalf("%d JSON rows, want 37:\n%s", rows, out)
+	// 2 shapes × 4 fan-out metrics, 3 quiet rooms, 1 handshake, 3 server API, 4 idle, 2 storm,
+	// 2 × 4 failure and 2 × 2 soak (new and old detection defaults), 2 hand-off, 2 placement,
+	// 3 rebalance
+	if rows != 40 {
+		t.Fatalf("%d JSON rows, want 40:\n%s", rows, out)
 	}
 	if !strings.Contains(string(out), `"lost":0,`) || strings.Contains(string(out), `"reset":1`) {
 		t.Fatalf("the hand-off lost or reset rooms:\n%s", out)
