@@ -16,6 +16,7 @@ type metrics struct {
 	redirects prometheus.Counter
 	refused   *prometheus.CounterVec
 	redials   *prometheus.CounterVec
+	legs      *prometheus.CounterVec
 }
 
 func newMetrics(rt *Router) *metrics {
@@ -38,7 +39,14 @@ func newMetrics(rt *Router) *metrics {
 	}
 	m.redials = f.NewCounterVec(prometheus.CounterOpts{Name: "roost_router_redials_total",
 		Help: "Owner legs replaced after a room moved or its owner went away, by result (ok, failed)."}, []string{"result"})
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_connections", Help: "Open proxied connections."},
+	m.legs = f.NewCounterVec(prometheus.CounterOpts{Name: "roost_router_edge_legs_total",
+		Help: "Edge legs (one connection per room to its owner, shared by the router's clients in the room), by event (opened, closed)."}, []string{"event"})
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_edge_legs", Help: "Open edge legs."},
+		func() float64 { return float64(rt.Legs()) })
+	for _, e := range []string{"opened", "closed"} {
+		m.legs.WithLabelValues(e)
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_connections", Help: "Open client connections (proxied or on edge legs)."},
 		func() float64 { return float64(rt.Sessions()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_memory_budget_used_bytes",
 		Help: "Memory the router keeps for its clients, as its budget counts it: publishes waiting for their ack."},
