@@ -4,6 +4,10 @@ BIN     ?= bin/roost
 BENCH   ?= bin/roost-bench
 TIMEOUT ?= 15m
 
+# bash, for pipefail: the verbose targets below filter go test's output, and a failing test must
+# still fail the target.
+SHELL := /bin/bash
+
 .PHONY: build run test test-js vet fmt conformance clean chaos stream bench
 
 # The server, and beside it the benchmark suite (kept out of the server binary; `roost bench`
@@ -47,14 +51,14 @@ clean:
 # namespaces (as root; skipped with a line otherwise). Prints the measured figures (time to dead,
 # to served, drain time, freeze per batch, heal time, the history checker's counts and overlap).
 chaos:
-	ROOST_KILL_TRIALS=20 ROOST_DRAIN_ROOMS=3000 ROOST_PARTITION_SECONDS=20 ROOST_FAULT_SECONDS=20 $(GO) test -count=1 -timeout 30m -v \
-		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing|PartitionHeals|TestFault|TestCrashLoses|TestReplicaCrash|TestTwoReplicas|TestOwnerCut|TestNamedSource' ./test \
+	set -o pipefail; ROOST_KILL_TRIALS=20 ROOST_DRAIN_ROOMS=3000 ROOST_PARTITION_SECONDS=20 ROOST_FAULT_SECONDS=20 $(GO) test -count=1 -timeout 30m -v \
+		-run 'KillNine|KillOwner|Stopped|UntilOne|DrainLive|PlannedChanges|JoinsRacing|PartitionHeals|TestFault|TestCrashLoses|TestReplicaCrash|TestTwoReplicas|TestOwnerCut|TestNamedSource|TestKillDuringADrain|TestKillWhileReseeding' ./test \
 		| grep -E '^(---|ok|FAIL)|kill -9|trials|drained|acked|served again|partition|majority|history|one copy|dropped|swallowed|stalled|under-replicated|placed the rooms'
 
 # The stream test at full size (no -race), verbose: 10,000 frames of 1 B to 256 KiB to 50
 # subscribers, steady and through a drain of the owner. About 2 min and 1.2 GB of memory.
 stream:
-	ROOST_STREAM_FULL=1 $(GO) test -count=1 -timeout 20m -v -run 'TestStreamFanOut' ./test \
+	set -o pipefail; ROOST_STREAM_FULL=1 $(GO) test -count=1 -timeout 20m -v -run 'TestStreamFanOut' ./test \
 		| grep -E '^(---|ok|FAIL)|frames,'
 
 # The benchmark suite: roost-bench (fan-out and the edge against a minimal gorilla broadcast

@@ -49,7 +49,13 @@ func TestPausedNodeServesNothingStale(t *testing.T) {
 
 	killed.Signal(syscall.SIGKILL)
 	<-killed.Exited()
-	proc.WaitRingT(t, alive, 2)
+	proc.WaitRingT(t, append(alive, victim), 2)
+	// The victim's rooms whose replica was on the killed node are seeded on the survivor before
+	// the pause: a pause before that would be a second failure with the room on one node.
+	wait.Eventually(t, 15*time.Second, "the victim's rooms replicated again", func() bool {
+		v, err := unlabelled(victim, "roost_rooms_under_replicated")
+		return err == nil && v == 0
+	})
 
 	victim.Signal(syscall.SIGSTOP)
 	stopped := true

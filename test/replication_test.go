@@ -386,3 +386,87 @@ func TestKillDuringADrain(t *testing.T) {
 		})
 	}
 }
+
+// TestKillWhileReseeding: four nodes, one replica per room. Kill -9 the replica of an owner's
+// rooms (heavy ones among them, so that seeding their next heir takes a while), and kill that
+// next heir the moment the owner counts its rooms under-replicated — in the middle of seeding
+// it. The owner seeds the heir after it, and once that one holds every room the owner is killed
+// too: the last node serves every room in its epoch with every acked message, which holds only
+// if what the re-seeding built is whole.
+func TestKillWhileReseeding(t *testing.T) {
+	nodes, rt := startReplicatedCluster(t, 4, 1, "--room-create-rate", "0")
+	owner, replica, next, last := nodes[0], nodes[1], nodes[2], nodes[3]
+	ids := []string{owner.ID, replica.ID, next.ID, last.ID}
+	chain := func(room string) bool {
+		hs := heirsOf(room, 4, ids...)
+		return hs[0] == owner.ID && hs[1] == replica.ID && hs[2] == next.ID
+	}
+	rooms := map[string]string{}
+	for i := 0; len(rooms) < 4; i++ {
+		if room := fmt.Sprint("reseed-", i); chain(room) {
+			rooms[room] = owner.ID
+		}
+	}
+	// Ballast: rooms of the same chain with about 160 KB of history each.
+	var ballast []string
+	for i := 0; len(ballast) < 60; i++ {
+		if room := fmt.Sprint("reseed-ballast-", i); chain(room) {
+			ballast = append(ballast, room)
+		}
+	}
+	blob := strings.Repeat("x", 8000)
+	var fill sync.WaitGroup
+	errs := make(chan error, len(ballast))
+	for _, room := range ballast {
+		fill.Go(func() {
+			c, err := client.Dial(t.Context(), owner.URL(), room, &client.Options{Discard: true})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for i := range 20 {
+				if _, err := c.PublishID(t.Context(), fmt.Sprint("b", i), blob); err != nil {
+					errs <- fmt.Errorf("ballast %s: %w", room, err)
+					return
+				}
+			}
+		})
+	}
+	fill.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	h, stop := traffic(t, rooms, rt, last)
+	time.Sleep(time.Second)
+	replica.Signal(syscall.SIGKILL)
+	<-replica.Exited()
+	wait.Eventually(t, 15*time.Second, "the owner counts rooms under-replicated (seeding the next heir)", func() bool {
+		v, err := unlabelled(owner, "roost_rooms_under_replicated")
+		return err == nil && v > 0
+	})
+	killed := kill9(t, next, []*proc.Proc{owner, last, rt}, 2)
+	wait.Eventually(t, 30*time.Second, "the owner's rooms replicated on the last node", func() bool {
+		v, err := unlabelled(owner, "roost_rooms_under_replicated")
+		return err == nil && v == 0
+	})
+	t.Logf("the second kill came while %s counted rooms under-replicated; re-seeded on %s %s after it",
+		owner.ID, last.ID, time.Since(killed).Round(10*time.Millisecond))
+	time.Sleep(time.Second)
+	killed = kill9(t, owner, []*proc.Proc{last, rt}, 1)
+	time.Sleep(2 * time.Second)
+	stop()
+	invisible(t, h, killed)
+	for _, room := range ballast[:5] {
+		c, err := client.Dial(t.Context(), last.URL(), room, &client.Options{Discard: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := c.Welcome(); w.Seq != 20 || w.Node != last.ID {
+			t.Errorf("ballast room %s on %s at seq %d, want %s at 20", room, w.Node, w.Seq, last.ID)
+		}
+		c.Close()
+	}
+}

@@ -54,8 +54,8 @@ type benchRow struct {
 // benchWorkloads run by default; allWorkloads adds the ones that take long enough to be asked for
 // by name (scale: 25 nodes, about 2 minutes; more with --scale-nodes).
 const (
-	benchWorkloads = "fanout,edge,handshake,idle,storm,failure,soak,handoff,placement,rebalance"
-	allWorkloads   = benchWorkloads + ",scale"
+	benchWorkloads = "fanout,edge,handshake,idle,storm,failure,soak,handoff,replication,placement,rebalance"
+	allWorkloads   = benchWorkloads + ",scale,replication-cost,replication-crash,replication-reseed"
 )
 
 func runBench(ctx context.Context, args []string) error {
@@ -105,6 +105,14 @@ func runBench(ctx context.Context, args []string) error {
 			got, err = benchStorm(ctx, *quick)
 		case "handoff":
 			got, err = benchHandoff(ctx, *quick)
+		case "replication":
+			got, err = benchReplication(ctx, *dur, *quick)
+		case "replication-cost": // the parts of replication, one at a time
+			got, err = replicationCost(ctx, *dur, *quick)
+		case "replication-crash":
+			got, err = replicationCrash(ctx, *quick)
+		case "replication-reseed":
+			got, err = replicationReseed(ctx, *quick)
 		case "failure":
 			got, err = benchFailure(ctx, *quick, strings.Fields(*nodeFlags), sets)
 		case "soak":

@@ -15,7 +15,6 @@ import (
 	"github.com/roost-dev/roost/client"
 	"github.com/roost-dev/roost/internal/proc"
 	"github.com/roost-dev/roost/protocol"
-	"github.com/roost-dev/roost/ring"
 )
 
 // benchHandoff fills one node of two with rooms that each hold about 10 KB of history (ten 1 KiB
@@ -41,89 +40,18 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 	if err := proc.WaitRing(ctx, []*proc.Proc{a, b}, 2, 30*time.Second); err != nil {
 		return nil, err
 	}
-	// Placement is a pure function of the members: compute which rooms land on a.
-	p := ring.NewPlacement([]ring.Member{
-		{ID: "ho-a", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode}},
-		{ID: "ho-b", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode}},
-	}, ring.DefaultPlacementConfig())
-	ownedByA := func(prefix string, n int) []string {
-		var names []string
-		for i := 0; len(names) < n; i++ {
-			name := fmt.Sprint(prefix, i)
-			if o, _ := p.Owner(name); o.ID == "ho-a" {
-				names = append(names, name)
-			}
-		}
-		return names
-	}
-	names := ownedByA("handoff-", rooms)
+	names := ownedBy(a.ID, "handoff-", rooms, a.ID, b.ID)
 
 	// Fill: a member per room publishes ten 1 KiB messages and stays.
-	type member struct {
-		ws    *websocket.Conn
-		epoch string
-	}
-	members := make([]member, rooms)
-	blob, _ := json.Marshal(strings.Repeat("x", 1000))
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var first error
-	sem := make(chan struct{}, 32)
-	for i, name := range names {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			fail := func(err error) {
-				mu.Lock()
-				if first == nil {
-					first = fmt.Errorf("room %s: %w", name, err)
-				}
-				mu.Unlock()
-			}
-			ws, resp, err := dialer(i).DialContext(ctx, "ws://"+a.HTTP+"/v1/rooms/"+name+"/ws", nil)
-			if err != nil {
-				fail(fmt.Errorf("%w%s", err, answer(resp)))
-				return
-			}
-			var w protocol.Welcome
-			if err := ws.ReadJSON(&w); err != nil {
-				fail(err)
-				return
-			}
-			for k := range 10 {
-				if err := ws.WriteJSON(protocol.Publish{Type: protocol.TypePublish, ID: fmt.Sprint(k), Data: blob}); err != nil {
-					fail(err)
-					return
-				}
-			}
-			for acks := 0; acks < 10; {
-				var f protocol.Incoming
-				if err := ws.ReadJSON(&f); err != nil {
-					fail(err)
-					return
-				}
-				if f.Type == protocol.TypeAck {
-					acks++
-				}
-			}
-			members[i] = member{ws: ws, epoch: w.Epoch}
-		})
-	}
-	wg.Wait()
-	defer func() {
-		for _, m := range members {
-			if m.ws != nil {
-				m.ws.Close()
-			}
-		}
-	}()
-	if first != nil {
-		return nil, first
+	members, err := fillRooms(ctx, names, func(string) string { return "ws://" + a.HTTP })
+	defer closeMembers(members)
+	if err != nil {
+		return nil, err
 	}
 
 	// Writers: more rooms of a, each with an SDK client publishing one message at a time
 	// through the drain. A room's write pause is the longest wait between two of its acks.
-	writers := newPauseWriters(ctx, ownedByA("handoff-w-", max(rooms/50, 20)), a.URL(), b.URL())
+	writers := newPauseWriters(ctx, ownedBy(a.ID, "handoff-w-", max(rooms/50, 20), a.ID, b.ID), a.URL(), b.URL())
 	if err := writers.start(); err != nil {
 		writers.stop()
 		return nil, err
@@ -250,4 +178,74 @@ func (w *pauseWriters) stop() ([]time.Duration, error) {
 	w.cancel()
 	w.wg.Wait()
 	return w.pauses, w.err
+}
+
+// member is the connection that filled a room, and the room's epoch it was welcomed in.
+type member struct {
+	ws    *websocket.Conn
+	epoch string
+}
+
+// fillRooms has a member per room (dialled at base(room), ws://host:port) publish ten 1 KiB
+// messages, wait for their acks, and stay: each room then holds about 10 KB of history. The
+// members it connected are returned even when it fails, for closeMembers.
+func fillRooms(ctx context.Context, names []string, base func(room string) string) ([]member, error) {
+	members := make([]member, len(names))
+	blob, _ := json.Marshal(strings.Repeat("x", 1000))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	sem := make(chan struct{}, 32)
+	for i, name := range names {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			fail := func(err error) {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("room %s: %w", name, err)
+				}
+				mu.Unlock()
+			}
+			ws, resp, err := dialer(i).DialContext(ctx, base(name)+"/v1/rooms/"+name+"/ws", nil)
+			if err != nil {
+				fail(fmt.Errorf("%w%s", err, answer(resp)))
+				return
+			}
+			members[i].ws = ws
+			var w protocol.Welcome
+			if err := ws.ReadJSON(&w); err != nil {
+				fail(err)
+				return
+			}
+			for k := range 10 {
+				if err := ws.WriteJSON(protocol.Publish{Type: protocol.TypePublish, ID: fmt.Sprint(k), Data: blob}); err != nil {
+					fail(err)
+					return
+				}
+			}
+			for acks := 0; acks < 10; {
+				var f protocol.Incoming
+				if err := ws.ReadJSON(&f); err != nil {
+					fail(err)
+					return
+				}
+				if f.Type == protocol.TypeAck {
+					acks++
+				}
+			}
+			members[i].epoch = w.Epoch
+		})
+	}
+	wg.Wait()
+	return members, first
+}
+
+// closeMembers closes what fillRooms connected.
+func closeMembers(members []member) {
+	for _, m := range members {
+		if m.ws != nil {
+			m.ws.Close()
+		}
+	}
 }

@@ -105,13 +105,51 @@ func (s *subscriber) read() {
 }
 
 // publisher sends into one room, keeping at most window messages that some subscriber of the
-// room has not received yet: the rate it reaches is what the whole path delivers.
+// room has not received yet: the rate it reaches is what the whole path delivers. While sampling
+// is set it notes when it sent every fourth publish, and its reader how long its ack took.
 type publisher struct {
 	ws        *websocket.Conn
 	subs      []*subscriber
 	window    uint64
 	sent      uint64
 	readerEnd chan struct{}
+	sampling  *atomic.Bool
+
+	mu     sync.Mutex
+	sentAt map[uint64]time.Time // id → send time, for the sampled publishes not yet acked
+	ackLat []time.Duration
+}
+
+// read drains what the room sends the publisher (acks and its own messages), decoding only the
+// acks of sampled publishes.
+func (p *publisher) read() {
+	defer close(p.readerEnd)
+	const key = `{"type":"ack","id":"`
+	for {
+		_, b, err := p.ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		if !p.sampling.Load() || !bytes.HasPrefix(b, []byte(key)) {
+			continue
+		}
+		b = b[len(key):]
+		i := bytes.IndexByte(b, '"')
+		if i < 0 {
+			continue
+		}
+		id, err := strconv.ParseUint(string(b[:i]), 10, 64)
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		p.mu.Lock()
+		if t, ok := p.sentAt[id]; ok {
+			delete(p.sentAt, id)
+			p.ackLat = append(p.ackLat, now.Sub(t))
+		}
+		p.mu.Unlock()
+	}
 }
 
 // inFlight bounds the deliveries in flight across a workload (each room's window is its share):
@@ -146,6 +184,16 @@ func (p *publisher) run(ctx context.Context, lim *rate.Limiter) error {
 			}
 		}
 		p.sent++
+		if p.sent%4 == 0 && p.sampling != nil && p.sampling.Load() {
+			p.mu.Lock()
+			if p.sentAt == nil {
+				p.sentAt = map[uint64]time.Time{}
+			}
+			if len(p.sentAt) < 1<<14 {
+				p.sentAt[p.sent] = time.Now()
+			}
+			p.mu.Unlock()
+		}
 		buf = append(buf[:0], `{"type":"publish","id":"`...)
 		buf = strconv.AppendUint(buf, p.sent, 10)
 		buf = append(buf, `","data":{"t":`...)
@@ -167,6 +215,8 @@ type fanoutResult struct {
 	P50, P99      float64 `json:"-"`
 	P50ms         float64 `json:"p50_ms"`
 	P99ms         float64 `json:"p99_ms"`
+	AckP50ms      float64 `json:"ack_p50_ms"`
+	AckP99ms      float64 `json:"ack_p99_ms"`
 	Lost          int64   `json:"lost"`
 	Duplicated    int64   `json:"duplicated"`
 	Reordered     int64   `json:"reordered"`
@@ -181,13 +231,28 @@ type fanoutRig struct {
 
 // dialFanout connects rooms×subs subscribers and a publisher per room to base (ws://host:port).
 func dialFanout(ctx context.Context, base string, rooms, subs int) (*fanoutRig, error) {
+	return dialFanoutRooms(ctx, base, benchRooms(rooms), subs)
+}
+
+// benchRooms names n rooms bench-0, bench-1, ….
+func benchRooms(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("bench-%d", i)
+	}
+	return names
+}
+
+// dialFanoutRooms connects subs subscribers and a publisher to each of the rooms named, at base.
+func dialFanoutRooms(ctx context.Context, base string, names []string, subs int) (*fanoutRig, error) {
+	rooms := len(names)
 	rig := &fanoutRig{pubs: make([]*publisher, rooms), sampling: &atomic.Bool{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var dialErr error
 	sem := make(chan struct{}, 64)
 	for r := range rooms {
-		room := fmt.Sprintf("bench-%d", r)
+		room := names[r]
 		for i := range subs {
 			wg.Go(func() {
 				sem <- struct{}{}
@@ -215,20 +280,13 @@ func dialFanout(ctx context.Context, base string, rooms, subs int) (*fanoutRig, 
 		return nil, dialErr
 	}
 	for r, p := range rig.pubs {
-		ws, _, err := dialer(r).DialContext(ctx, base+fmt.Sprintf("/v1/rooms/bench-%d/ws", r), nil)
+		ws, _, err := dialer(r).DialContext(ctx, base+"/v1/rooms/"+names[r]+"/ws", nil)
 		if err != nil {
 			rig.close()
 			return nil, fmt.Errorf("publisher: %w", err)
 		}
-		p.ws, p.readerEnd = ws, make(chan struct{})
-		go func() { // acks and its own messages: drained, not decoded
-			defer close(p.readerEnd)
-			for {
-				if _, _, err := ws.NextReader(); err != nil {
-					return
-				}
-			}
-		}()
+		p.ws, p.readerEnd, p.sampling = ws, make(chan struct{}), rig.sampling
+		go p.read()
 	}
 	time.Sleep(200 * time.Millisecond) // welcomes in
 	return rig, nil
@@ -289,15 +347,34 @@ func (rig *fanoutRig) catchUp(d time.Duration) {
 // measures deliveries per second at saturation and the server's CPU time (pid) meanwhile, then
 // latency at half that rate, then checks every subscriber got every message once, in order.
 func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d time.Duration) (fanoutResult, error) {
+	return runFanoutOn(ctx, server, base, []int{pid}, benchRooms(rooms), subs, d, 0)
+}
+
+// runFanoutOn is runFanout for the rooms named, with the CPU time of every server process in
+// pids counted (an owner and its replicas, say), and the publishers' ack latency measured too:
+// at half the saturated rate, or, when light is set, at light messages per second in all.
+func runFanoutOn(ctx context.Context, server, base string, pids []int, names []string, subs int, d time.Duration, light float64) (fanoutResult, error) {
 	res := fanoutResult{Server: server}
-	rig, err := dialFanout(ctx, base, rooms, subs)
+	rooms := len(names)
+	rig, err := dialFanoutRooms(ctx, base, names, subs)
 	if err != nil {
 		return res, err
 	}
 	defer rig.close()
+	cpuTime := func() (time.Duration, error) {
+		var sum time.Duration
+		for _, pid := range pids {
+			t, err := cpuTime(pid)
+			if err != nil {
+				return 0, err
+			}
+			sum += t
+		}
+		return sum, nil
+	}
 
 	// Saturation.
-	cpu0, err := cpuTime(pid)
+	cpu0, err := cpuTime()
 	if err != nil {
 		return res, err
 	}
@@ -306,7 +383,7 @@ func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d
 		return res, err
 	}
 	n1, t1 := rig.received(), time.Now()
-	cpu1, _ := cpuTime(pid)
+	cpu1, _ := cpuTime()
 	res.Deliveries = n1 - n0
 	res.PerSecond = float64(res.Deliveries) / t1.Sub(t0).Seconds()
 	if res.Deliveries > 0 {
@@ -316,6 +393,9 @@ func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d
 	// Latency at half the saturated rate, per room, once the saturation's backlog has drained.
 	rig.catchUp(30 * time.Second)
 	perRoom := res.PerSecond / float64(rooms*subs) / 2
+	if light > 0 {
+		perRoom = light / float64(rooms)
+	}
 	rig.sampling.Store(true)
 	if err := rig.publish(ctx, d, func() *rate.Limiter { return rate.NewLimiter(rate.Limit(max(perRoom, 1)), 1) }); err != nil {
 		return res, err
@@ -340,12 +420,24 @@ func runFanout(ctx context.Context, server, base string, pid, rooms, subs int, d
 		lat = append(lat, s.lat...)
 	}
 	rig.all = nil
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		res.P50ms = float64(lat[len(lat)/2].Microseconds()) / 1000
-		res.P99ms = float64(lat[len(lat)*99/100].Microseconds()) / 1000
+	res.P50ms, res.P99ms = latencyMs(lat)
+	var acks []time.Duration
+	for _, p := range rig.pubs {
+		p.mu.Lock()
+		acks = append(acks, p.ackLat...)
+		p.mu.Unlock()
 	}
+	res.AckP50ms, res.AckP99ms = latencyMs(acks)
 	return res, nil
+}
+
+// latencyMs is the median and 99th percentile of lat, in milliseconds (0 for none).
+func latencyMs(lat []time.Duration) (p50, p99 float64) {
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	slices.Sort(lat)
+	return float64(lat[len(lat)/2].Microseconds()) / 1000, float64(lat[len(lat)*99/100].Microseconds()) / 1000
 }
 
 // answer describes a refused handshake's response, if there was one.

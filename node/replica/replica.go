@@ -90,6 +90,9 @@ type Replicator struct {
 	gens  atomic.Uint64
 	wake  chan struct{}
 	under atomic.Int64
+	// underSince is when some room became under-replicated while none was, underLogged when
+	// that was last logged (rep.mu); both zero while none is.
+	underSince, underLogged time.Time
 
 	mu      sync.Mutex
 	streams map[string]*streamRun
@@ -487,11 +490,32 @@ func (rep *Replicator) reconcile(full bool) {
 		}
 	}
 	rep.mu.Unlock()
-	if old := rep.under.Swap(int64(under)); old != int64(under) && under > 0 {
-		rep.cfg.Log.Warn("rooms under-replicated", "rooms", under, "replicas", rep.cfg.Replicas)
-	}
+	rep.noteUnder(under, now)
 	for _, c := range commits {
 		c.r.Commit(c.seq)
+	}
+}
+
+// noteUnder records that under rooms are under-replicated now, and logs it once some have been
+// for a second (a room just created or moved is until its seed is held, which is no news), then
+// at most every 10 s while some are, and when none is again.
+func (rep *Replicator) noteUnder(under int, now time.Time) {
+	rep.under.Store(int64(under))
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	switch {
+	case under > 0 && rep.underSince.IsZero():
+		rep.underSince = now
+	case under > 0 && now.Sub(rep.underSince) >= time.Second && now.Sub(rep.underLogged) >= 10*time.Second:
+		rep.underLogged = now
+		rep.cfg.Log.Warn("rooms under-replicated", "rooms", under, "replicas", rep.cfg.Replicas,
+			"for", now.Sub(rep.underSince).Round(time.Millisecond))
+	case under == 0 && !rep.underSince.IsZero():
+		if !rep.underLogged.IsZero() {
+			rep.cfg.Log.Info("every room replicated again", "replicas", rep.cfg.Replicas,
+				"took", now.Sub(rep.underSince).Round(time.Millisecond))
+		}
+		rep.underSince, rep.underLogged = time.Time{}, time.Time{}
 	}
 }
 

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -50,29 +51,20 @@ func (s *Store) ServeStream(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.MaxFrame)
 	stop := context.AfterFunc(s.cfg.ctx, func() { ws.Close() })
 	defer stop()
+	c := newConn(ws)
 	for {
-		mt, b, err := ws.ReadMessage()
-		if err != nil {
-			return
-		}
-		if mt != websocket.BinaryMessage {
-			return
-		}
 		var batch Batch
-		if err := decode(b, &batch); err != nil {
-			s.cfg.Log.Warn("closing a replication stream that sent a bad frame", "peer", from, "err", err)
+		if err := c.read(&batch); err != nil {
+			if errors.Is(err, errBadFrame) {
+				s.cfg.Log.Warn("closing a replication stream that sent a bad frame", "peer", from, "err", err)
+			}
 			return
 		}
 		ack := Ack{ID: batch.ID, Status: make([]Status, len(batch.Items))}
 		for i, it := range batch.Items {
 			ack.Status[i] = s.apply(from, it)
 		}
-		out, err := encode(ack)
-		if err != nil {
-			return
-		}
-		_ = ws.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		if ws.WriteMessage(websocket.BinaryMessage, out) != nil {
+		if c.write(ack, time.Now().Add(s.cfg.WriteTimeout)) != nil {
 			return
 		}
 	}

@@ -125,18 +125,15 @@ func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 	s.mu.Unlock()
 	s.rep.reconcileSoon()
 
+	c := newConn(ws)
 	done := make(chan struct{})
 	space := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(done)
 		for {
-			_, b, err := ws.ReadMessage()
-			if err != nil {
-				return
-			}
 			var ack Ack
-			if decode(b, &ack) != nil {
+			if c.read(&ack) != nil {
 				return
 			}
 			s.mu.Lock()
@@ -204,12 +201,8 @@ func (s *stream) serve(ctx context.Context, ws *websocket.Conn) {
 			s.inflight[id] = items
 			s.sentAt[id] = time.Now()
 			s.mu.Unlock()
-			b, err := encode(Batch{ID: id, Items: items})
-			if err != nil {
-				return
-			}
-			_ = ws.SetWriteDeadline(time.Now().Add(s.rep.cfg.ReplicaTimeout / 2)) // a silent heir is given up on as when it stops acking
-			if ws.WriteMessage(websocket.BinaryMessage, b) != nil {
+			// A silent heir is given up on as when it stops acking.
+			if c.write(Batch{ID: id, Items: items}, time.Now().Add(s.rep.cfg.ReplicaTimeout/2)) != nil {
 				return
 			}
 			s.rep.cfg.Metrics.Batches.Inc()

@@ -3,7 +3,12 @@ package replica
 import (
 	"bytes"
 	"encoding/gob"
+	"errors"
 	"fmt"
+	"io"
+	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/roost-dev/roost/node/room"
 )
@@ -63,17 +68,82 @@ const (
 	Refused               // fenced: this node's ring does not name the sender the room's owner, or the term is older
 )
 
-func encode(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := gob.NewEncoder(&buf).Encode(v); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+// conn is one replication stream's framing: a gob stream per connection, one value per
+// WebSocket message. Types are described once, in the connection's first frames, and every later
+// frame carries values only; a fresh gob encoder per frame would describe them again each time
+// and make the decoder compile its plan again (most of replication's cost per message).
+type conn struct {
+	ws   *websocket.Conn
+	buf  bytes.Buffer
+	enc  *gob.Encoder
+	msgs messages
+	dec  *gob.Decoder
 }
 
-func decode(b []byte, v any) error {
-	if err := gob.NewDecoder(bytes.NewReader(b)).Decode(v); err != nil {
-		return fmt.Errorf("replication frame does not decode: %w", err)
+// errBadFrame is a frame that does not decode (not a broken connection).
+var errBadFrame = errors.New("replication frame does not decode")
+
+func newConn(ws *websocket.Conn) *conn {
+	c := &conn{ws: ws, msgs: messages{ws: ws}}
+	c.enc = gob.NewEncoder(&c.buf)
+	c.dec = gob.NewDecoder(&c.msgs)
+	return c
+}
+
+// write sends v as one binary message. It is not safe for concurrent use; a failed write
+// leaves the gob stream unusable, and the caller closes the connection.
+func (c *conn) write(v any, deadline time.Time) error {
+	c.buf.Reset()
+	if err := c.enc.Encode(v); err != nil {
+		return err
+	}
+	_ = c.ws.SetWriteDeadline(deadline)
+	return c.ws.WriteMessage(websocket.BinaryMessage, c.buf.Bytes())
+}
+
+// read decodes the next value into v: the connection's error when it broke, errBadFrame when
+// what arrived does not decode. It is not safe for concurrent use.
+func (c *conn) read(v any) error {
+	if err := c.dec.Decode(v); err != nil {
+		if c.msgs.err != nil {
+			return c.msgs.err
+		}
+		return fmt.Errorf("%w: %v", errBadFrame, err)
 	}
 	return nil
+}
+
+// messages reads a WebSocket's binary messages as one byte stream (the gob stream).
+type messages struct {
+	ws  *websocket.Conn
+	cur io.Reader
+	err error // the connection's, once it broke
+}
+
+func (m *messages) Read(p []byte) (int, error) {
+	for {
+		if m.cur == nil {
+			mt, r, err := m.ws.NextReader()
+			if err != nil {
+				m.err = err
+				return 0, err
+			}
+			if mt != websocket.BinaryMessage {
+				return 0, fmt.Errorf("%w: a replication stream carries binary messages only", errBadFrame)
+			}
+			m.cur = r
+		}
+		n, err := m.cur.Read(p)
+		switch {
+		case err == io.EOF:
+			m.cur = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		case err != nil:
+			m.err = err
+		}
+		return n, err
+	}
 }
