@@ -446,6 +446,15 @@ func (n *Node) handleEdge(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	created := n.rooms.Get(name) == nil
+	if created && res.Epoch == "" {
+		// A leg's first dial is for a client (its address in X-Forwarded-For): a room it would
+		// create counts against that address's rate, as on a direct connect. A leg that moved
+		// here (it names its epoch) creates nothing new for anyone.
+		if refused := n.door.Limits.AdmitRoom(w, r); refused != "" {
+			n.metrics.refused.WithLabelValues(refused).Inc()
+			return
+		}
+	}
 	rm, err := n.mover.Acquire(r.Context(), name)
 	if !n.servedEdge(w, r, name, err) {
 		return

@@ -147,7 +147,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 		}
 	}
 	n.edge = edge.New(edge.Config{Auth: cfg.Auth, PublishRate: cfg.PublishRate, PublishBurst: cfg.PublishBurst,
-		MaxFrame: cfg.MaxFrame, PingInterval: cfg.PingInterval, Gate: n.watchdog, Refused: n.metrics.refused, Drops: n.metrics.drops,
+		MaxFrame: cfg.MaxFrame, PingInterval: cfg.PingInterval, Gate: n.watchdog, Refused: n.metrics.refused, Drops: n.metrics.drops, Connects: n.metrics.connects,
 		Log: n.log, Owner: func(name string) ring.Member { o, _, _ := n.owner(name); return o }})
 	n.mover = handoff.New(handoff.Config{
 		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
@@ -176,7 +176,7 @@ func New(cfg Config, r Ring) (*Node, error) {
 		_ = r.UpdateMeta(ctx, func(m *ring.Meta) { m.Replicas, m.Edge = cfg.RoomReplicas, true })
 		cancel()
 		httpapi.GossipStats(n.ctx, r, cfg.StatsInterval, n.log, func(m *ring.Meta) {
-			m.Rooms, m.Conns, m.Replicas = n.rooms.Len(), int(n.conns.Load()), cfg.RoomReplicas
+			m.Rooms, m.Conns, m.Replicas = n.rooms.Len(), n.clientConns(), cfg.RoomReplicas
 			m.Edge, m.Edges = true, n.edge.Legs()
 			if n.replicas != nil {
 				m.Under = n.replicas.UnderReplicated()
@@ -427,4 +427,20 @@ func newClientID() string {
 }
 
 // Edges is how many routers' edge legs the node serves (one per router and room).
-func (n *Node) Edges() int { return n.edge.Legs() }
+func (n *Node) Edges() int {
+	if n.edge == nil {
+		return 0
+	}
+	return n.edge.Legs()
+}
+
+func (n *Node) edgeClients() int {
+	if n.edge == nil {
+		return 0
+	}
+	return n.edge.Clients()
+}
+
+// clientConns is how many clients the node serves: on connections of their own, and through
+// routers' edge legs.
+func (n *Node) clientConns() int { return int(n.conns.Load()) + n.edgeClients() }

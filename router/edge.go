@@ -49,9 +49,11 @@ type leg struct {
 	ended   bool   // ended for good: takes no client
 	owner   string // the node the leg is on
 
-	// wmu serializes writes to the owner and guards ws and every client's pending publishes; the
-	// reader holds it while it re-attaches.
+	// wmu serializes writes to the owner and guards ws; the reader holds it while it re-attaches.
+	// pmu guards every client's pending publishes; it is taken after wmu, and alone to take an
+	// answer, so the reader never waits for a write to the owner.
 	wmu sync.Mutex
+	pmu sync.Mutex
 	ws  *websocket.Conn
 
 	// The reader's alone.
@@ -82,7 +84,9 @@ func (l *leg) logger() *slog.Logger { return l.rt.log.With("room", l.room) }
 
 // legFor is the router's leg for room, dialed to o now if there is none. A leg being dialed is
 // waited for.
-func (rt *Router) legFor(ctx context.Context, room string, o ring.Member) (*leg, error) {
+// forwarded is the X-Forwarded-For of the client the dial is for: the owner counts a room the
+// leg creates against that address.
+func (rt *Router) legFor(ctx context.Context, room string, o ring.Member, forwarded string) (*leg, error) {
 	for {
 		rt.mu.Lock()
 		if rt.closed {
@@ -98,7 +102,7 @@ func (rt *Router) legFor(ctx context.Context, room string, o ring.Member) (*leg,
 		}
 		rt.mu.Unlock()
 		if made {
-			l.dialFirst(ctx, o)
+			l.dialFirst(ctx, o, forwarded)
 		}
 		select {
 		case <-l.ready:
@@ -119,11 +123,11 @@ func (rt *Router) legFor(ctx context.Context, room string, o ring.Member) (*leg,
 }
 
 // dialFirst dials the leg's first connection and starts its reader.
-func (l *leg) dialFirst(ctx context.Context, o ring.Member) {
+func (l *leg) dialFirst(ctx context.Context, o ring.Member, forwarded string) {
 	rt := l.rt
 	defer close(l.ready)
 	dctx, cancel := context.WithTimeout(ctx, rt.cfg.DialTimeout)
-	ws, w, resp, err := rt.dialLeg(dctx, o, l.room, url.Values{})
+	ws, w, resp, err := rt.dialLeg(dctx, o, l.room, url.Values{}, forwarded)
 	cancel()
 	if err != nil {
 		rt.mu.Lock()
@@ -161,7 +165,7 @@ func (l *leg) dialFirst(ctx context.Context, o ring.Member) {
 
 // dialLeg dials room's leg on o with query, following redirects (each signed for its node), and
 // reads the leg's welcome.
-func (rt *Router) dialLeg(ctx context.Context, o ring.Member, room string, q url.Values) (*websocket.Conn, protocol.Welcome, *http.Response, error) {
+func (rt *Router) dialLeg(ctx context.Context, o ring.Member, room string, q url.Values, forwarded string) (*websocket.Conn, protocol.Welcome, *http.Response, error) {
 	var w protocol.Welcome
 	target := o.HTTPURL() + protocol.EdgePath(room)
 	if len(q) > 0 {
@@ -177,6 +181,9 @@ func (rt *Router) dialLeg(ctx context.Context, o ring.Member, room string, q url
 			scheme = "wss"
 		}
 		h := rt.peers.Stream(u.Host, u.RequestURI())
+		if forwarded != "" {
+			h.Set("X-Forwarded-For", forwarded)
+		}
 		ws, resp, err := rt.legDialer.DialContext(ctx, scheme+"://"+u.Host+u.RequestURI(), h)
 		if err == nil {
 			_ = ws.SetReadDeadline(time.Now().Add(rt.cfg.DialTimeout))
@@ -285,7 +292,10 @@ func (l *leg) writeOp(op protocol.EdgeOp) {
 func (l *leg) publish(c *edgeClient, mt int, msg []byte) *protocol.ErrorFrame {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	if refused := c.keep(mt, msg); refused != nil {
+	l.pmu.Lock()
+	refused := c.keep(mt, msg)
+	l.pmu.Unlock()
+	if refused != nil {
 		return refused
 	}
 	if l.ws == nil {
@@ -319,8 +329,10 @@ func (l *leg) writeClientFrame(ws *websocket.Conn, kind byte, h uint32, msg []by
 	return w.Close()
 }
 
-// forgetPending lets go of c's kept publishes. l.wmu is held.
+// forgetPending lets go of c's kept publishes.
 func (l *leg) forgetPending(c *edgeClient) {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
 	l.rt.budget.Release(c.pendingCost)
 	c.pending, c.pendingCost = nil, 0
 }
@@ -470,8 +482,8 @@ func (l *leg) own(c *edgeClient, msg []byte) bool {
 
 // answered takes the owner's answer to c's kept frame with id (see session.answered).
 func (l *leg) answered(c *edgeClient, id string, moved bool) bool {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
 	for i := range c.pending {
 		p := &c.pending[i]
 		if p.id != id || p.refused {
@@ -552,7 +564,7 @@ func (l *leg) reattach(cause error) bool {
 		}
 		if ok {
 			dctx, dcancel := context.WithTimeout(ctx, rt.cfg.DialTimeout)
-			ws, w, _, err := rt.dialLeg(dctx, target, l.room, q)
+			ws, w, _, err := rt.dialLeg(dctx, target, l.room, q, "")
 			dcancel()
 			if err == nil {
 				if err = l.adopt(ws, w, closed); err == nil {
@@ -607,6 +619,7 @@ func (l *leg) adopt(ws *websocket.Conn, w protocol.Welcome, closed bool) error {
 			ws.Close()
 			return err
 		}
+		l.pmu.Lock()
 		resend, unsure := c.settle(closed, sameEpoch, w.Seq, l.rt.cfg.DedupeIDs)
 		for _, p := range resend {
 			kind := protocol.EdgeText
@@ -614,6 +627,7 @@ func (l *leg) adopt(ws *websocket.Conn, w protocol.Welcome, closed bool) error {
 				kind = protocol.EdgeBinary
 			}
 			if err := l.writeClientFrame(ws, kind, c.h, p.frame); err != nil {
+				l.pmu.Unlock()
 				l.ws = nil
 				ws.Close()
 				return err
@@ -628,6 +642,7 @@ func (l *leg) adopt(ws *websocket.Conn, w protocol.Welcome, closed bool) error {
 			resend[i].refused = false
 		}
 		c.pending, c.doubt = resend, false
+		l.pmu.Unlock()
 	}
 	l.epoch = w.Epoch
 	if !sameEpoch {

@@ -38,7 +38,7 @@ type edgeClient struct {
 	joined bool   // its welcome came: it is sent the room's frames
 	client string // its client id, from its welcome
 
-	// Guarded by leg.wmu.
+	// Guarded by leg.pmu.
 	pending     []pendingPublish
 	pendingCost int
 	doubt       bool
@@ -82,7 +82,7 @@ func (c *edgeClient) send(f edgeFrame) {
 		c.queue, c.queued = c.queue[:0], 0
 		c.kick()
 		c.mu.Unlock()
-		c.leg.rt.metrics.refused.WithLabelValues("slow_consumer").Inc()
+		c.leg.rt.metrics.drops.WithLabelValues("slow_consumer").Inc()
 		go c.leg.remove(c, true) // not under the leg's lock, which fanout holds
 		return
 	}
@@ -240,7 +240,7 @@ func (c *edgeClient) tell(f *protocol.ErrorFrame) {
 }
 
 // keep records a frame of the client's as pending until the owner answers it (session.keep).
-// leg.wmu is held.
+// leg.pmu is held.
 func (c *edgeClient) keep(mt int, msg []byte) *protocol.ErrorFrame {
 	rt := c.leg.rt
 	kept := pendingPublish{binary: mt == websocket.BinaryMessage, seq: c.leg.seen.Load()}
@@ -267,7 +267,7 @@ func (c *edgeClient) keep(mt int, msg []byte) *protocol.ErrorFrame {
 	return nil
 }
 
-// settle is session.settle for a client of a re-attached leg. leg.wmu is held.
+// settle is session.settle for a client of a re-attached leg. leg.pmu is held.
 func (c *edgeClient) settle(closed, sameEpoch bool, seq uint64, dedupe int) (resend, unsure []pendingPublish) {
 	for _, p := range c.pending {
 		switch {
@@ -307,7 +307,8 @@ func (rt *Router) serveEdge(w http.ResponseWriter, r *http.Request, room string,
 		join.Token = auth.FromRequest(r)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.DialTimeout)
-	l, err := rt.legFor(ctx, room, o)
+	forwarded := rt.door.Hops.ForwardedFor(r)
+	l, err := rt.legFor(ctx, room, o, forwarded)
 	cancel()
 	switch {
 	case errors.Is(err, errClosed):
@@ -340,7 +341,7 @@ func (rt *Router) serveEdge(w http.ResponseWriter, r *http.Request, room string,
 	if !l.add(c) {
 		// The leg ended between legFor and now (its last client left, or the router closes):
 		// this client takes a fresh one.
-		if l, err = rt.legFor(r.Context(), room, o); err != nil || l.refusal != nil || l.err != nil || !l.add(c) {
+		if l, err = rt.legFor(r.Context(), room, o, forwarded); err != nil || l.refusal != nil || l.err != nil || !l.add(c) {
 			httpapi.CloseWith(ws, websocket.CloseTryAgainLater, "the room's owner could not be reached; reconnect")
 			ws.Close()
 			rt.untrackEdge()

@@ -17,6 +17,7 @@ type metrics struct {
 	refused   *prometheus.CounterVec
 	redials   *prometheus.CounterVec
 	legs      *prometheus.CounterVec
+	drops     *prometheus.CounterVec
 }
 
 func newMetrics(rt *Router) *metrics {
@@ -43,6 +44,9 @@ func newMetrics(rt *Router) *metrics {
 		Help: "Edge legs (one connection per room to its owner, shared by the router's clients in the room), by event (opened, closed)."}, []string{"event"})
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_edge_legs", Help: "Open edge legs."},
 		func() float64 { return float64(rt.Legs()) })
+	m.drops = f.NewCounterVec(prometheus.CounterOpts{Name: "roost_drops_total",
+		Help: "Clients of edge legs the router closed, by reason (slow_consumer: 4008)."}, []string{"reason"})
+	m.drops.WithLabelValues("slow_consumer")
 	for _, e := range []string{"opened", "closed"} {
 		m.legs.WithLabelValues(e)
 	}

@@ -36,10 +36,11 @@ type Config struct {
 	PingInterval time.Duration
 	Gate         room.Gate
 	// Owner is the room's owner by the node's ring, named when a leg is sent on its way.
-	Owner   func(room string) ring.Member
-	Refused *prometheus.CounterVec // by reason
-	Drops   *prometheus.CounterVec // by reason
-	Log     *slog.Logger
+	Owner    func(room string) ring.Member
+	Refused  *prometheus.CounterVec // by reason
+	Connects prometheus.Counter     // clients joined through a leg, as connections accepted
+	Drops    *prometheus.CounterVec // by reason
+	Log      *slog.Logger
 }
 
 // Server counts and serves a node's legs.
@@ -200,6 +201,9 @@ func (l *leg) join(ctx context.Context, op protocol.EdgeOp) {
 	l.vias[op.Handle] = v
 	l.mu.Unlock()
 	l.s.vias.Add(1)
+	if l.s.cfg.Connects != nil {
+		l.s.cfg.Connects.Inc()
+	}
 }
 
 // expire ends a client whose token has expired with 4401, as a direct connection is ended.

@@ -1,6 +1,7 @@
 package room
 
 import (
+	"cmp"
 	"encoding/json"
 	"sync"
 	"time"
@@ -142,7 +143,11 @@ func (c *Conn) send(f outFrame) bool {
 	}
 	cost := f.cost()
 	held := c.queued + c.writing
-	if len(c.queue) >= c.cfg.SendQueue || (c.cfg.SendQueueBytes > 0 && held > 0 && held+cost > c.cfg.SendQueueBytes) {
+	maxFrames, maxBytes := c.cfg.SendQueue, c.cfg.SendQueueBytes
+	if c.isLeg {
+		maxFrames, maxBytes = cmp.Or(c.cfg.LegSendQueue, maxFrames), cmp.Or(c.cfg.LegSendQueueBytes, maxBytes)
+	}
+	if len(c.queue) >= maxFrames || (maxBytes > 0 && held > 0 && held+cost > maxBytes) {
 		c.closing, c.flush = true, false
 		c.bye = Farewell{Code: protocol.CloseSlowConsumer, Reason: "slow consumer: fell too far behind the room"}
 		c.dropQueue()

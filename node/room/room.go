@@ -46,6 +46,8 @@ type Config struct {
 	HoldWrites          time.Duration // how long a write waits while a hand-off holds the room
 	SendQueue           int           // frames queued to one connection before it is closed with 4008
 	SendQueueBytes      int           // memory queued to one connection (see entry.cost) before it is closed with 4008
+	LegSendQueue        int           // SendQueue for a router's edge leg (see edge.go); 0: SendQueue
+	LegSendQueueBytes   int           // SendQueueBytes for an edge leg; 0: SendQueueBytes
 	// Budget counts the memory rooms keep for clients (history, queued messages, remembered ids)
 	// node-wide, and refuses a publish that would grow it past its limit. nil: unbounded.
 	Budget       *limit.Budget
