@@ -159,3 +159,78 @@ func TestEdgeSlowClientDroppedAlone(t *testing.T) {
 		t.Fatalf("the leg went with the slow client")
 	}
 }
+
+// Over one shared leg each client keeps its own semantics: presence frames only for those that
+// asked, an error frame for its own bad JSON, 1009 for its own oversized frame, and the others
+// untouched by any of it.
+func TestEdgePerClientSemantics(t *testing.T) {
+	cfg := router.DefaultConfig()
+	cfg.MaxFrame = 1 << 10
+	f := start(t, cfg)
+	plain, _ := f.dial(t, "own")
+	pc, _, err := websocket.DefaultDialer.Dial("ws://"+f.addr+"/v1/rooms/own/ws?presence=1&client=watcher", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	readUntil(t, pc, protocol.TypeWelcome)
+	if st := readUntil(t, pc, protocol.TypePresence); st.Event != protocol.PresenceState {
+		t.Fatalf("presence client: %+v, want its state first", st)
+	}
+	other, _, err := websocket.DefaultDialer.Dial("ws://"+f.addr+"/v1/rooms/own/ws?client=late", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if w := readUntil(t, other, protocol.TypeWelcome); w.Client != "late" || w.Count != 3 {
+		t.Fatalf("welcome %+v, want client late, count 3", w)
+	}
+	if j := readUntil(t, pc, protocol.TypePresence); j.Event != protocol.PresenceJoin || j.Client != "late" {
+		t.Fatalf("presence client: %+v, want late's join", j)
+	}
+	// Bad JSON: an error frame to its sender alone.
+	if err := plain.WriteMessage(websocket.TextMessage, []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if e := readUntil(t, plain, protocol.TypeError); e.Code != protocol.CodeBadJSON {
+		t.Fatalf("bad json: %+v", e)
+	}
+	// An oversized frame closes its sender with 1009, and no one else.
+	if err := other.WriteMessage(websocket.TextMessage, make([]byte, 2<<10)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_ = other.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := other.ReadMessage(); err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.CloseMessageTooBig {
+				t.Fatalf("oversized: %v, want 1009", err)
+			}
+			break
+		}
+	}
+	if l := readUntil(t, pc, protocol.TypePresence); l.Event != protocol.PresenceLeave || l.Client != "late" {
+		t.Fatalf("presence client: %+v, want late's leave", l)
+	}
+	if err := plain.WriteJSON(map[string]any{"type": "publish", "id": "after", "data": 1}); err != nil {
+		t.Fatal(err)
+	}
+	// The plain client sees the message and its ack, and never a presence frame.
+	for seen := map[string]bool{}; !seen[protocol.TypeMessage] || !seen[protocol.TypeAck]; {
+		_ = plain.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var m protocol.Incoming
+		if err := plain.ReadJSON(&m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Type == protocol.TypePresence {
+			t.Fatalf("a client without presence=1 got %+v", m)
+		}
+		seen[m.Type] = true
+	}
+	if m := readUntil(t, pc, protocol.TypeMessage); m.ID != "after" {
+		t.Fatalf("presence client: %+v", m)
+	}
+	if f.rt.Legs() != 1 {
+		t.Fatalf("%d legs", f.rt.Legs())
+	}
+}

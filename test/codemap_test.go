@@ -27,9 +27,10 @@ func TestCodeMap(t *testing.T) {
 		"node/handoff":         {"internal/peer", "node/room", "protocol", "ring"},
 		"node/quorum":          {"internal/loop", "internal/peer", "ring"},
 		"node/replica":         {"internal/peer", "node/room", "protocol", "ring"},
+		"node/edge":            {"auth", "node/room", "protocol", "ring"},
 		"internal/httpapi":     {"auth", "internal/loop", "limit", "protocol", "ring"},
-		"router":               {"auth", "batch", "internal/httpapi", "limit", "protocol", "ring"},
-		"node":                 {"auth", "batch", "internal/httpapi", "internal/loop", "internal/peer", "limit", "node/handoff", "node/pause", "node/quorum", "node/replica", "node/room", "protocol", "ring"},
+		"router":               {"auth", "batch", "internal/httpapi", "internal/peer", "limit", "protocol", "ring"},
+		"node":                 {"auth", "batch", "internal/httpapi", "internal/loop", "internal/peer", "limit", "node/edge", "node/handoff", "node/pause", "node/quorum", "node/replica", "node/room", "protocol", "ring"},
 		"internal/proc":        {"internal/wait", "protocol"},
 		"internal/testcluster": {"internal/wait", "node", "ring", "router"},
 	}
