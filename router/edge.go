@@ -411,7 +411,10 @@ func (l *leg) read(ws *websocket.Conn, readWait time.Duration) error {
 			if c == nil {
 				continue
 			}
-			if kind == protocol.EdgeBinary {
+			if kind == protocol.EdgeBinary { // a binary message of its replay
+				if len(rest) >= 8 {
+					c.pos = binary.BigEndian.Uint64(rest)
+				}
 				c.send(edgeFrame{mt: websocket.BinaryMessage, data: rest})
 				continue
 			}
@@ -469,9 +472,30 @@ func (l *leg) own(c *edgeClient, msg []byte) bool {
 	}
 	switch f.Type {
 	case protocol.TypeWelcome:
+		again := c.welcomed
+		if !again {
+			// Where its own replay starts: the resume it asked for, or nowhere (no resume).
+			j := c.join
+			switch {
+			case !j.HasSince && j.Epoch == "":
+				c.pos = f.Seq
+			case (j.Epoch != "" && j.Epoch != f.Epoch) || j.Since > f.Seq:
+				c.pos = 0 // a reset comes next
+			default:
+				c.pos = j.Since
+			}
+		}
+		c.welcomed, c.wseq, c.wepoch = true, f.Seq, f.Epoch
 		l.mu.Lock()
 		c.joined, c.client = true, f.Client
 		l.mu.Unlock()
+		return !again // the client has its welcome: this one ends a re-join (see adopt)
+	case protocol.TypeMessage: // of its replay
+		c.pos = f.Seq
+	case protocol.TypeGap:
+		c.pos = f.To
+	case protocol.TypeReset:
+		c.pos = 0
 	case protocol.TypeAck:
 		l.answered(c, f.ID, false)
 	case protocol.TypeError:
@@ -608,10 +632,19 @@ func (l *leg) adopt(ws *websocket.Conn, w protocol.Welcome, closed bool) error {
 	for _, c := range clients {
 		l.mu.Lock()
 		op, joined := c.join, c.joined
-		l.mu.Unlock()
-		if joined {
+		switch {
+		case joined && c.pos < c.wseq:
+			// Welcomed, but the leg broke before its own replay was all through (it ends at its
+			// welcome's seq, and the room's frames come after it): it joins again from where
+			// its replay got to, and takes the room's frames once the new welcome (swallowed)
+			// says its replay is queued.
+			op = protocol.EdgeOp{Op: protocol.EdgeJoin, Handle: c.h, Client: c.client, Presence: c.presence, Token: c.join.Token,
+				Since: c.pos, HasSince: true, Epoch: c.wepoch}
+			c.joined = false
+		case joined:
 			op = protocol.EdgeOp{Op: protocol.EdgeJoin, Handle: c.h, Client: c.client, Presence: c.presence, Token: c.join.Token, Rejoin: true}
 		}
+		l.mu.Unlock()
 		b, _ := json.Marshal(op)
 		_ = ws.SetWriteDeadline(time.Now().Add(l.rt.cfg.WriteTimeout))
 		if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {

@@ -38,6 +38,12 @@ type edgeClient struct {
 	joined bool   // its welcome came: it is sent the room's frames
 	client string // its client id, from its welcome
 
+	// The leg's reader's alone: where the client's own replay is (see leg.own and leg.adopt).
+	welcomed bool
+	wseq     uint64 // its welcome's seq: its replay ends there
+	wepoch   string
+	pos      uint64 // the last seq of its replay it was sent
+
 	// Guarded by leg.pmu.
 	pending     []pendingPublish
 	pendingCost int
