@@ -88,8 +88,9 @@ func (c *edgeClient) send(f edgeFrame) {
 		c.queue, c.queued = c.queue[:0], 0
 		c.kick()
 		c.mu.Unlock()
+		// It leaves the room when its reader ends: at the close handshake, or a second after
+		// the close frame (see writeQueued); meanwhile nothing more is queued to it.
 		c.leg.rt.metrics.drops.WithLabelValues("slow_consumer").Inc()
-		go c.leg.remove(c, true) // not under the leg's lock, which fanout holds
 		return
 	}
 	c.queue = append(c.queue, f)
