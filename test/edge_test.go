@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,4 +315,83 @@ func TestEdgeSlowClientAloneIsDropped(t *testing.T) {
 		t.Logf("lazy client: %d frames in flight, then %d %q; %d messages to the 10 others", msgs, ce.Code, ce.Text, top)
 		break
 	}
+}
+
+// TestEdgeRoomBiggerThanANode: one room's audience spread over 4 routers; the owner serves 4
+// legs whatever the audience, and every subscriber gets every message in order. 2,000
+// subscribers by default; ROOST_EDGE_SUBSCRIBERS=16000 is the demonstration.
+func TestEdgeRoomBiggerThanANode(t *testing.T) {
+	total := 2000
+	if v := os.Getenv("ROOST_EDGE_SUBSCRIBERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 4 {
+			t.Fatalf("ROOST_EDGE_SUBSCRIBERS=%q: want a number of subscribers ≥ 4", v)
+		}
+		total = n
+	}
+	n1 := startProc(t, "node", "n1", "")
+	routers := make([]*proc.Proc, 4)
+	for i := range routers {
+		routers[i] = startProc(t, "router", fmt.Sprint("r", i+1), n1.Gossip)
+	}
+	proc.WaitRingT(t, append([]*proc.Proc{n1}, routers...), 1)
+	const room = "edge-big"
+	subs := make([]*edgeSub, total)
+	start := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i := range subs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			subs[i] = dialEdgeSub(t, fmt.Sprint("sub-", i), routers[i%len(routers)].URL(), room)
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	joined := time.Since(start)
+	for _, s := range subs {
+		go s.read()
+	}
+	if legs, clients := gauge(t, n1, "roost_edge_legs"), gauge(t, n1, "roost_edge_clients"); legs != 4 || int(clients) != total {
+		t.Fatalf("the owner serves %v legs carrying %v clients; want 4 and %d", legs, clients, total)
+	}
+	pub, err := client.Dial(t.Context(), routers[0].URL(), room, &client.Options{Discard: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pub.Close() })
+	const msgs = 100
+	cpu0 := gauge(t, n1, "process_cpu_seconds_total")
+	sent := time.Now()
+	var top uint64
+	for i := range msgs {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		top, err = pub.PublishID(ctx, fmt.Sprint("big-", i), i)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // within --publish-rate
+	}
+	published := time.Since(sent)
+	wait.Eventually(t, 60*time.Second, "every subscriber to have every message", func() bool {
+		for _, s := range subs {
+			if last, err := s.state(); err != nil || last < top {
+				return false
+			}
+		}
+		return true
+	})
+	took := time.Since(sent)
+	for _, s := range subs {
+		if _, err := s.state(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+	}
+	cpu := gauge(t, n1, "process_cpu_seconds_total") - cpu0
+	t.Logf("%d subscribers over 4 routers (joined in %s): %d messages each (published and acked in %s), all in order in %s; the owner held 4 legs and its process spent %.0f ms of CPU in all",
+		total, joined.Round(time.Millisecond), msgs, published.Round(time.Millisecond), took.Round(time.Millisecond), cpu*1000)
 }
