@@ -40,6 +40,12 @@ type Config struct {
 	// resume's replay of the history is not counted (HistoryBytes bounds it), and a first frame
 	// always fits. Default 16 MiB.
 	SendQueueBytes int
+	// EdgeSendQueue and EdgeSendQueueBytes are SendQueue and SendQueueBytes for a router's edge
+	// leg, which carries every client the router has in the room: their own frames (welcomes,
+	// acks, replays) besides the room's. A leg that falls behind is dropped with 4008 and its
+	// router re-attaches it. Defaults 32768 and 64 MiB.
+	EdgeSendQueue      int
+	EdgeSendQueueBytes int
 	// WriteTimeout bounds one write to a client. Default 10s.
 	WriteTimeout time.Duration
 	// PingInterval is how often idle connections are pinged; a connection that answers nothing
@@ -218,6 +224,8 @@ func DefaultConfig() Config {
 		DedupeClientIDs:     32,
 		SendQueue:           1024,
 		SendQueueBytes:      16 << 20,
+		EdgeSendQueue:       32768,
+		EdgeSendQueueBytes:  64 << 20,
 		WriteTimeout:        10 * time.Second,
 		PingInterval:        30 * time.Second,
 		RoomIdle:            5 * time.Minute,
@@ -274,6 +282,7 @@ func (c Config) Validate() error {
 	}{
 		{"MaxFrame", c.MaxFrame}, {"HistoryCount", int64(c.HistoryCount)}, {"HistoryBytes", int64(c.HistoryBytes)},
 		{"DedupeIDs", int64(c.DedupeIDs)}, {"SendQueue", int64(c.SendQueue)}, {"SendQueueBytes", int64(c.SendQueueBytes)},
+		{"EdgeSendQueue", int64(c.EdgeSendQueue)}, {"EdgeSendQueueBytes", int64(c.EdgeSendQueueBytes)},
 		{"MaxRooms", int64(c.MaxRooms)},
 		{"MaxRoomConns", int64(c.MaxRoomConns)}, {"MaxAddrConns", int64(c.MaxAddrConns)},
 		{"PublishRate", int64(c.PublishRate * 1000)}, {"PublishBurst", int64(c.PublishBurst)}, {"PresenceAnnounceMax", int64(c.PresenceAnnounceMax)},
@@ -352,6 +361,8 @@ func (c Config) roomConfig(node string, gate room.Gate, q room.Quorum, m room.Me
 		HoldWrites:          c.HandoffHold,
 		SendQueue:           c.SendQueue,
 		SendQueueBytes:      c.SendQueueBytes,
+		LegSendQueue:        c.EdgeSendQueue,
+		LegSendQueueBytes:   c.EdgeSendQueueBytes,
 		Budget:              limit.NewBudget(c.memoryBudget(), limit.NewMemory(c.MaxMemory)),
 		WriteTimeout:        c.WriteTimeout,
 		PingInterval:        c.PingInterval,

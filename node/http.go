@@ -38,6 +38,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST "+handoff.Path, n.signed(n.mover.ServeHandoff))
 	mux.HandleFunc("POST "+handoff.FencePath("{room}"), n.signed(n.mover.ServeFence))
 	mux.HandleFunc("GET "+replica.Path, n.serveReplication)
+	mux.HandleFunc("GET "+protocol.EdgePath("{room}"), n.handleEdge)
 	mux.HandleFunc("POST "+quorum.Path, n.signed(func(w http.ResponseWriter, _ *http.Request, _ []byte) { protocol.WriteJSON(w, struct{}{}) }))
 	mux.HandleFunc("POST "+handoff.ReleasePath("{room}"), n.signed(func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		n.mover.ServeRelease(w, r)
@@ -423,4 +424,100 @@ func (n *Node) serveReplication(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.replicas.Store().ServeStream(w, r)
+}
+
+// handleEdge serves a router's edge leg for a room (see package edge), once its signature holds:
+// on the owner, the room; elsewhere a 307 to the owner's leg, before upgrading, which the router
+// follows with a signature of its own for that node.
+func (n *Node) handleEdge(w http.ResponseWriter, r *http.Request) {
+	if err := n.peers.CheckStream(r, n.selfHTTP()); err != nil {
+		n.metrics.refused.WithLabelValues("peer_auth").Inc()
+		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
+		return
+	}
+	if !n.fresh(w, r) {
+		return
+	}
+	name, o, ok := httpapi.Place(w, r, n.ring.Placement(), n.metrics.refused)
+	if !ok {
+		return
+	}
+	if o.ID != n.id {
+		n.metrics.redirects.Inc()
+		httpapi.Redirect(w, r, o.HTTPURL()+protocol.EdgePath(name))
+		return
+	}
+	res, _, _, err := parseResume(r)
+	if err != nil {
+		n.metrics.refused.WithLabelValues("bad_request").Inc()
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	created := n.rooms.Get(name) == nil
+	if created && res.Epoch == "" {
+		// A leg's first dial is for a client (its address in X-Forwarded-For): a room it would
+		// create counts against that address's rate, as on a direct connect. A leg that moved
+		// here (it names its epoch) creates nothing new for anyone.
+		if refused := n.door.Limits.AdmitRoom(w, r); refused != "" {
+			n.metrics.refused.WithLabelValues(refused).Inc()
+			return
+		}
+	}
+	rm, err := n.mover.Acquire(r.Context(), name)
+	if !n.servedEdge(w, r, name, err) {
+		return
+	}
+	acquired := time.Now()
+	if !n.track() {
+		n.forgetUnjoined(created, rm, acquired)
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
+		return
+	}
+	ws, err := n.upgrader.Upgrade(&batch.Hijacker{ResponseWriter: w}, r, nil)
+	if err != nil {
+		n.forgetUnjoined(created, rm, acquired)
+		n.handlers.Done()
+		return
+	}
+	leg := room.NewLeg(n.roomCfg, ws)
+	for attempt := 0; ; attempt++ {
+		err = rm.JoinLeg(leg, res)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, room.ErrStale) && n.watchdog.AwaitFresh(r.Context()) == nil && attempt <= 3 {
+			continue
+		}
+		if rm, err = n.mover.Acquire(r.Context(), name); err != nil || attempt > 3 {
+			o, _, _ := n.owner(name)
+			b, _ := json.Marshal(protocol.MovedReason{Node: o.ID})
+			httpapi.CloseWith(ws, protocol.CloseMoved, string(b))
+			ws.Close()
+			n.handlers.Done()
+			return
+		}
+	}
+	leg.StartPings()
+	go func() {
+		defer n.handlers.Done()
+		defer ws.Close()
+		n.edge.Serve(n.ctx, ws, leg, rm)
+	}()
+}
+
+// servedEdge is served for a leg: a room held elsewhere is a redirect to that node's leg.
+func (n *Node) servedEdge(w http.ResponseWriter, r *http.Request, name string, err error) bool {
+	var held *handoff.HeldError
+	switch {
+	case errors.As(err, &held):
+		n.metrics.redirects.Inc()
+		httpapi.Redirect(w, r, held.To.HTTPURL()+protocol.EdgePath(name))
+		return false
+	case errors.Is(err, ErrNotOwner):
+		if o, _, ok := n.owner(name); ok {
+			httpapi.Redirect(w, r, o.HTTPURL()+protocol.EdgePath(name))
+			return false
+		}
+	}
+	return n.served(w, r, name, err)
 }

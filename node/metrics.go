@@ -116,9 +116,12 @@ func newMetrics(n *Node) *metrics {
 			}
 			return float64(n.quorum.Reached())
 		})
-	gauge("roost_connections", "Open client connections.", func() float64 { return float64(n.conns.Load()) })
+	gauge("roost_connections", "Open client connections: direct, and routers' clients on edge legs.", func() float64 { return float64(n.clientConns()) })
 	gauge("roost_handshakes_in_progress", "WebSocket handshakes under way (--max-handshakes bounds them).",
 		func() float64 { return float64(n.door.Limits.Handshakes.Len()) })
+	gauge("roost_edge_legs", "Routers' edge legs served: one connection per router and room, however many clients it carries.",
+		func() float64 { return float64(n.Edges()) })
+	gauge("roost_edge_clients", "Routers' clients on the edge legs served.", func() float64 { return float64(n.edgeClients()) })
 	gauge("roost_memory_budget_used_bytes",
 		"Memory the node keeps for its clients, as its budget counts it: room history, queued messages, remembered ids.",
 		func() float64 { return float64(n.budget().Used()) })

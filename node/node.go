@@ -19,6 +19,7 @@ import (
 	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/limit"
+	"github.com/roost-dev/roost/node/edge"
 	"github.com/roost-dev/roost/node/handoff"
 	"github.com/roost-dev/roost/node/pause"
 	"github.com/roost-dev/roost/node/quorum"
@@ -70,6 +71,7 @@ type Node struct {
 	quorum   *quorum.Tracker
 	replicas *replica.Replicator // nil: replication off
 	hooks    *webhook.Dispatcher // nil: webhooks off
+	edge     *edge.Server        // routers' edge legs
 	peers    *peer.Client        // node-to-node calls, signed
 	metrics  *metrics
 	upgrader websocket.Upgrader
@@ -173,6 +175,9 @@ func New(cfg Config, r Ring) (*Node, error) {
 			}
 		}
 	}
+	n.edge = edge.New(edge.Config{Auth: cfg.Auth, PublishRate: cfg.PublishRate, PublishBurst: cfg.PublishBurst,
+		MaxFrame: cfg.MaxFrame, PingInterval: cfg.PingInterval, Gate: n.watchdog, Refused: n.metrics.refused, Drops: n.metrics.drops, Connects: n.metrics.connects,
+		Log: n.log, Owner: func(name string) ring.Member { o, _, _ := n.owner(name); return o }})
 	n.mover = handoff.New(handoff.Config{
 		Ring: r, Rooms: n.rooms, Room: n.roomCfg, Peers: n.peers, Gate: n.watchdog, Log: n.log,
 		Metrics: handoff.Metrics{Handoffs: n.metrics.handoffs, Bytes: n.metrics.handoffBytes, Seconds: n.metrics.handoffSeconds,
@@ -195,13 +200,13 @@ func New(cfg Config, r Ring) (*Node, error) {
 	go func() { defer n.wg.Done(); n.reclaimIdle(n.ctx) }()
 	go func() {
 		defer n.wg.Done()
-		if cfg.RoomReplicas > 0 { // at once: /v1/cluster says room_replicas from the start
-			ctx, cancel := context.WithTimeout(n.ctx, time.Second)
-			_ = r.UpdateMeta(ctx, func(m *ring.Meta) { m.Replicas = cfg.RoomReplicas })
-			cancel()
-		}
+		// At once: /v1/cluster says room_replicas from the start, and routers use edge legs.
+		ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+		_ = r.UpdateMeta(ctx, func(m *ring.Meta) { m.Replicas, m.Edge = cfg.RoomReplicas, true })
+		cancel()
 		httpapi.GossipStats(n.ctx, r, cfg.StatsInterval, n.log, func(m *ring.Meta) {
-			m.Rooms, m.Conns, m.Replicas = n.rooms.Len(), int(n.conns.Load()), cfg.RoomReplicas
+			m.Rooms, m.Conns, m.Replicas = n.rooms.Len(), n.clientConns(), cfg.RoomReplicas
+			m.Edge, m.Edges = true, n.edge.Legs()
 			if n.replicas != nil {
 				m.Under = n.replicas.UnderReplicated()
 			}
@@ -453,3 +458,22 @@ func newClientID() string {
 	_, _ = rand.Read(b[:])
 	return "c-" + hex.EncodeToString(b[:])
 }
+
+// Edges is how many routers' edge legs the node serves (one per router and room).
+func (n *Node) Edges() int {
+	if n.edge == nil {
+		return 0
+	}
+	return n.edge.Legs()
+}
+
+func (n *Node) edgeClients() int {
+	if n.edge == nil {
+		return 0
+	}
+	return n.edge.Clients()
+}
+
+// clientConns is how many clients the node serves: on connections of their own, and through
+// routers' edge legs.
+func (n *Node) clientConns() int { return int(n.conns.Load()) + n.edgeClients() }

@@ -78,4 +78,7 @@ type Member struct {
 	Conns  int    `json:"conns"`
 	// UnderReplicated (nodes only) counts the node's rooms with fewer live copies than asked.
 	UnderReplicated *int `json:"under_replicated,omitempty"`
+	// Edges (nodes only) counts the router connections (edge legs) the node serves: one per
+	// router and room, however many clients each carries.
+	Edges *int `json:"edges,omitempty"`
 }

@@ -11,6 +11,7 @@ func (p *Placement) Cluster(self string) protocol.Cluster {
 			State: string(m.State), Gossip: m.Gossip, Rooms: m.Rooms, Conns: m.Conns}
 		if m.Role == RoleNode {
 			pm.UnderReplicated = &m.Under
+			pm.Edges = &m.Edges
 		}
 		c.Members = append(c.Members, pm)
 		if m.Role == RoleNode && m.Live() {

@@ -42,6 +42,10 @@ type Meta struct {
 	// last counted (for operators).
 	Replicas int `json:"p,omitempty"`
 	Under    int `json:"u,omitempty"`
+	// Edge: a node serves routers' edge legs (one connection per router and room); Edges is how
+	// many it holds, as last counted.
+	Edge  bool `json:"e,omitempty"`
+	Edges int  `json:"g,omitempty"`
 }
 
 // maxMetaSize is memberlist's limit on node metadata.

@@ -69,6 +69,19 @@ type Config struct {
 	// publishes are refused as past PendingBytes. 0: half of MaxMemory, or unbounded when
 	// MaxMemory is 0. Default 0.
 	MemoryBudget uint64
+	// Edge: a client's room is served over the router's one edge leg to the room's owner (see
+	// edge.go), when the owner serves legs; false proxies each client over a connection of its
+	// own, as before v1.1. Default true.
+	Edge bool
+	// SendQueue is how many frames may wait for one client of an edge leg before the router
+	// closes it with 4008 (the node's --send-queue). Default 1024.
+	SendQueue int
+	// SendQueueBytes is how much the frames waiting for one client of an edge leg may hold before
+	// the router closes it with 4008, in bytes (a first frame always fits). Default 16 MiB.
+	SendQueueBytes int
+	// PeerKey signs the router's edge legs as the cluster's node-to-node calls are signed (from
+	// --cluster-secret); nil: unsigned, for a cluster that runs open.
+	PeerKey []byte
 	// DialTLS configures wss:// dials to owners that serve TLS (trusted CAs); nil uses the
 	// system's roots.
 	DialTLS *tls.Config
@@ -80,7 +93,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{MaxFrame: 1 << 20, PingInterval: 30 * time.Second, WriteTimeout: 10 * time.Second,
 		DialTimeout: 5 * time.Second, MaxRedirects: 3, StatsInterval: 2 * time.Second, RedialTimeout: 10 * time.Second, APITimeout: 15 * time.Second,
-		MaxAddrConns: 1000, MaxHandshakes: 1024, PendingBytes: 4 << 20, DedupeIDs: 1000, MaxMemory: limit.DefaultMemoryLimit()}
+		MaxAddrConns: 1000, MaxHandshakes: 1024, PendingBytes: 4 << 20, DedupeIDs: 1000, MaxMemory: limit.DefaultMemoryLimit(),
+		Edge: true, SendQueue: 1024, SendQueueBytes: 16 << 20}
 }
 
 // Validate reports the first field that cannot work.
@@ -92,6 +106,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("router: PingInterval, WriteTimeout, DialTimeout, StatsInterval, RedialTimeout and APITimeout must be positive")
 	case c.PendingBytes <= 0:
 		return fmt.Errorf("router: PendingBytes must be positive, got %d", c.PendingBytes)
+	case c.Edge && (c.SendQueue <= 0 || c.SendQueueBytes <= 0):
+		return fmt.Errorf("router: SendQueue and SendQueueBytes must be positive, got %d and %d", c.SendQueue, c.SendQueueBytes)
 	case c.DedupeIDs <= 0:
 		return fmt.Errorf("router: DedupeIDs must be positive (the nodes' --dedupe-ids), got %d", c.DedupeIDs)
 	case c.MaxAddrConns <= 0:

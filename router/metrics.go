@@ -16,6 +16,8 @@ type metrics struct {
 	redirects prometheus.Counter
 	refused   *prometheus.CounterVec
 	redials   *prometheus.CounterVec
+	legs      *prometheus.CounterVec
+	drops     *prometheus.CounterVec
 }
 
 func newMetrics(rt *Router) *metrics {
@@ -38,7 +40,17 @@ func newMetrics(rt *Router) *metrics {
 	}
 	m.redials = f.NewCounterVec(prometheus.CounterOpts{Name: "roost_router_redials_total",
 		Help: "Owner legs replaced after a room moved or its owner went away, by result (ok, failed)."}, []string{"result"})
-	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_connections", Help: "Open proxied connections."},
+	m.legs = f.NewCounterVec(prometheus.CounterOpts{Name: "roost_router_edge_legs_total",
+		Help: "Edge legs (one connection per room to its owner, shared by the router's clients in the room), by event (opened, closed)."}, []string{"event"})
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_edge_legs", Help: "Open edge legs."},
+		func() float64 { return float64(rt.Legs()) })
+	m.drops = f.NewCounterVec(prometheus.CounterOpts{Name: "roost_drops_total",
+		Help: "Clients of edge legs the router closed, by reason (slow_consumer: 4008)."}, []string{"reason"})
+	m.drops.WithLabelValues("slow_consumer")
+	for _, e := range []string{"opened", "closed"} {
+		m.legs.WithLabelValues(e)
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_router_connections", Help: "Open client connections (proxied or on edge legs)."},
 		func() float64 { return float64(rt.Sessions()) })
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "roost_handshakes_in_progress", Help: "WebSocket handshakes under way (--max-handshakes bounds them)."},
 		func() float64 { return float64(rt.door.Handshakes.Len()) })

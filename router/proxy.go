@@ -41,6 +41,10 @@ func (rt *Router) handleWS(w http.ResponseWriter, r *http.Request) {
 			"the router is near its memory limit (--max-memory-mib); try again later")
 		return
 	}
+	if rt.cfg.Edge && o.Edge {
+		rt.serveEdge(w, r, room, o, adm)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.DialTimeout)
 	up, resp, err := rt.dialOwner(ctx, o.WSURL(room), r)
 	cancel()

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/internal/httpapi"
+	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/ring"
 )
@@ -35,11 +37,16 @@ type Router struct {
 	clients  *httpapi.Door // lets clients' WebSockets in, through door
 	budget   *limit.Budget // what sessions keep for clients: unacked publishes
 	api      *http.Client  // proxies the server API to owners
+	peers    *peer.Client  // signs edge legs
+	// legDialer dials edge legs: bigger buffers than a client's, as a leg carries a whole room.
+	legDialer websocket.Dialer
 
-	mu       sync.Mutex
-	closed   bool
-	sessions map[*session]struct{}
-	handlers sync.WaitGroup
+	mu        sync.Mutex
+	closed    bool
+	sessions  map[*session]struct{}
+	legs      map[string]*leg // the edge legs, by room
+	handlers  sync.WaitGroup
+	edgeConns atomic.Int64 // clients on edge legs
 
 	stop  context.CancelFunc // ends gossipStats
 	stats sync.WaitGroup
@@ -60,6 +67,14 @@ func New(cfg Config, r Ring) (*Router, error) {
 		log:      cfg.Logger.With("node", r.ID()),
 		budget:   limit.NewBudget(cfg.memoryBudget(), limit.NewMemory(cfg.MaxMemory)),
 		sessions: map[*session]struct{}{},
+		legs:     map[string]*leg{},
+		peers:    peer.New(cfg.PeerKey, nil, 1<<10, cfg.DialTLS),
+		legDialer: websocket.Dialer{
+			HandshakeTimeout: cfg.DialTimeout,
+			ReadBufferSize:   64 << 10,
+			WriteBufferSize:  16 << 10,
+			TLSClientConfig:  cfg.DialTLS,
+		},
 		upgrader: httpapi.NewUpgrader(),
 		dialer: websocket.Dialer{
 			HandshakeTimeout: cfg.DialTimeout,
@@ -136,10 +151,20 @@ func (rt *Router) watchOwners(ctx context.Context, changes <-chan *ring.Placemen
 					gone = append(gone, s)
 				}
 			}
+			var lost []*leg
+			for _, l := range rt.legs {
+				if l.ownerGone(p) {
+					lost = append(lost, l)
+				}
+			}
 			rt.mu.Unlock()
 			for _, s := range gone {
 				rt.log.Debug("owner declared dead: re-dialing the room's new owner", "room", s.room, "peer", *s.owner.Load())
 				s.dropOwnerLeg()
+			}
+			for _, l := range lost {
+				rt.log.Debug("owner declared dead: re-attaching the edge leg at the room's new owner", "room", l.room)
+				l.drop()
 			}
 		}
 	}
@@ -156,11 +181,18 @@ func (rt *Router) handleResolve(w http.ResponseWriter, r *http.Request) {
 	httpapi.Redirect(w, r, o.HTTPURL()+"/v1/rooms/"+room)
 }
 
-// Sessions is the number of open proxied connections.
+// Sessions is the number of open client connections, proxied or on edge legs.
 func (rt *Router) Sessions() int {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	return len(rt.sessions)
+	return len(rt.sessions) + int(rt.edgeConns.Load())
+}
+
+// Legs is the number of open edge legs: one per room the router's clients are in.
+func (rt *Router) Legs() int {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return len(rt.legs)
 }
 
 // Close closes every proxied connection with 1001 and waits for their goroutines.
@@ -174,11 +206,19 @@ func (rt *Router) Close() error {
 	for s := range rt.sessions {
 		s.shutdown()
 	}
+	legs := make([]*leg, 0, len(rt.legs))
+	for _, l := range rt.legs {
+		legs = append(legs, l)
+	}
 	rt.mu.Unlock()
+	for _, l := range legs {
+		l.shutdown()
+	}
 	rt.stop()
 	rt.stats.Wait()
 	rt.handlers.Wait()
 	rt.api.CloseIdleConnections()
+	rt.peers.Close()
 	return nil
 }
 
@@ -192,6 +232,23 @@ func (rt *Router) track(s *session) error {
 	rt.sessions[s] = struct{}{}
 	rt.handlers.Add(1)
 	return nil
+}
+
+// trackEdge counts in a client's goroutine on an edge leg unless the router is closing.
+func (rt *Router) trackEdge() error {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.closed {
+		return errClosed
+	}
+	rt.handlers.Add(1)
+	rt.edgeConns.Add(1)
+	return nil
+}
+
+func (rt *Router) untrackEdge() {
+	rt.edgeConns.Add(-1)
+	rt.handlers.Done()
 }
 
 func (rt *Router) untrack(s *session) {

@@ -215,6 +215,9 @@ func raiseFileLimit() {
 // and the baseline is roost direct: the edge's overhead.
 func benchFanout(ctx context.Context, d time.Duration, quick, viaRouter bool) ([]benchRow, error) {
 	shapes := []struct{ rooms, subs int }{{1, 1000}, {1000, 10}}
+	if viaRouter {
+		shapes[1].subs = 8 // the edge issue's shape (#21)
+	}
 	if quick {
 		shapes = []struct{ rooms, subs int }{{1, 100}, {100, 10}}
 	}
@@ -246,9 +249,13 @@ func benchFanout(ctx context.Context, d time.Duration, quick, viaRouter bool) ([
 		ratio := roost.PerSecond / base.PerSecond
 		detail := map[string]fanoutResult{"roost": roost, "baseline": base}
 		if viaRouter {
+			// The router's edge leg: the owner writes each message once for the router, which
+			// fans it out; so the owner's CPU per delivery is a fraction of a direct one's.
+			cpu := roost.CPUPerDeliver / base.CPUPerDeliver
 			rows = append(rows,
 				benchRow{Workload: name, Metric: "deliveries/s", Roost: roost.PerSecond, Baseline: base.PerSecond, Ratio: ratio,
-					Goal: "≥ 0.8× direct", Met: clean && ratio >= 0.8, Detail: detail},
+					Goal: "≥ 1.0× direct, 0 lost", Met: clean && ratio >= 1.0, Detail: detail},
+				ownerCPU(name, sh.rooms, roost, base, cpu),
 				benchRow{Workload: name, Metric: "p50 ms (half load)", Roost: roost.P50ms, Baseline: base.P50ms, Ratio: roost.P50ms / base.P50ms,
 					Goal: "≤ direct + 0.1 ms", Met: roost.P50ms <= base.P50ms+0.1},
 				benchRow{Workload: name, Metric: "p99 ms (half load)", Roost: roost.P99ms, Baseline: base.P99ms, Ratio: roost.P99ms / base.P99ms,
@@ -264,6 +271,18 @@ func benchFanout(ctx context.Context, d time.Duration, quick, viaRouter bool) ([
 			benchRow{Workload: name, Metric: "p99 ms (half load)", Roost: roost.P99ms, Baseline: base.P99ms, Ratio: roost.P99ms / base.P99ms, Goal: "report"})
 	}
 	return rows, nil
+}
+
+// ownerCPU is the edge row of the owner's CPU per delivery. In one big room the owner writes each
+// message once for the router instead of once per client: at most a tenth of direct. In many small
+// rooms its cost per message (reading the publisher, sequencing, the ack) stays and is shared by
+// few deliveries: reported.
+func ownerCPU(name string, rooms int, roost, base fanoutResult, ratio float64) benchRow {
+	r := benchRow{Workload: name, Metric: "owner CPU µs/delivery", Roost: roost.CPUPerDeliver, Baseline: base.CPUPerDeliver, Ratio: ratio, Goal: "report"}
+	if rooms == 1 {
+		r.Goal, r.Met = "≤ 0.1× direct", ratio <= 0.1
+	}
+	return r
 }
 
 // roostServerFlags let the load generator saturate the server: no publish rate, a deep send queue
@@ -294,7 +313,8 @@ func startBenchNode(ctx context.Context) (*proc.Proc, error) {
 // startBenchRouter starts a router joined to node.
 func startBenchRouter(ctx context.Context, node *proc.Proc) (*proc.Proc, error) {
 	return startRoost(ctx, "router", "bench-r1", node.Gossip,
-		"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms")
+		"--log-level", "warn", "--max-addr-conns", "1000000", "--probe-interval", "1s", "--probe-timeout", "500ms",
+		"--send-queue", "65536") // as deep as the node's, for its clients on edge legs
 }
 
 func fanoutOnRoost(ctx context.Context, rooms, subs int, d time.Duration, viaRouter bool) (fanoutResult, error) {

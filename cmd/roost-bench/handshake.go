@@ -54,22 +54,45 @@ func benchHandshake(ctx context.Context, quick bool) ([]benchRow, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var viaDirect, viaRouter []time.Duration
-	for i := range n {
-		for _, path := range []struct {
-			base string
-			took *[]time.Duration
-		}{{direct, &viaDirect}, {routed, &viaRouter}} {
-			d, err := handshake(path.base, fmt.Sprintf("hs-%d-%d", i, len(*path.took)))
-			if err != nil {
-				return nil, err
+	measure := func(room func(i int) string) (viaDirect, viaRouter []time.Duration, err error) {
+		for i := range n {
+			for _, path := range []struct {
+				base string
+				took *[]time.Duration
+			}{{direct, &viaDirect}, {routed, &viaRouter}} {
+				d, err := handshake(path.base, room(i))
+				if err != nil {
+					return nil, nil, err
+				}
+				*path.took = append(*path.took, d)
 			}
-			*path.took = append(*path.took, d)
 		}
+		return viaDirect, viaRouter, nil
 	}
-	p50d, p50r := msAt(viaDirect, 0.5), msAt(viaRouter, 0.5)
-	name := fmt.Sprintf("edge handshake (%d each way)", n)
-	return []benchRow{{Workload: name, Metric: "p50 ms dial → welcome", Roost: p50r, Baseline: p50d, Ratio: p50r / p50d,
-		Goal: "≤ 1.2× direct", Met: p50r <= 1.2*p50d,
-		Detail: map[string]float64{"p99_ms_router": msAt(viaRouter, 0.99), "p99_ms_direct": msAt(viaDirect, 0.99)}}}, nil
+	row := func(name string, viaDirect, viaRouter []time.Duration) benchRow {
+		p50d, p50r := msAt(viaDirect, 0.5), msAt(viaRouter, 0.5)
+		return benchRow{Workload: name, Metric: "p50 ms dial → welcome", Roost: p50r, Baseline: p50d, Ratio: p50r / p50d,
+			Goal: "≤ 1.2× direct", Met: p50r <= 1.2*p50d,
+			Detail: map[string]float64{"p99_ms_router": msAt(viaRouter, 0.99), "p99_ms_direct": msAt(viaDirect, 0.99)}}
+	}
+	// A new room each time: the router dials the room's edge leg for the client.
+	d1, r1, err := measure(func(i int) string { return fmt.Sprintf("hs-%d", i) })
+	if err != nil {
+		return nil, err
+	}
+	rows := []benchRow{row(fmt.Sprintf("edge handshake, new room (%d each way)", n), d1, r1)}
+	// A room with a client in it on each path: the router's leg is up, so the welcome comes over
+	// it with no dial to the owner.
+	for _, base := range []string{direct, routed} {
+		hold, _, err := dialer.DialContext(ctx, base+"/v1/rooms/hs-shared/ws", nil)
+		if err != nil {
+			return rows, err
+		}
+		defer hold.Close()
+	}
+	d2, r2, err := measure(func(int) string { return "hs-shared" })
+	if err != nil {
+		return rows, err
+	}
+	return append(rows, row(fmt.Sprintf("edge handshake, leg present (%d each way)", n), d2, r2)), nil
 }

@@ -50,7 +50,7 @@ func benchIdle(ctx context.Context, quick bool) ([]benchRow, error) {
 		{Workload: fmt.Sprintf("idle %d at the owner", direct), Metric: "KiB RSS/conn", Roost: nodeRSS, Goal: "≤ 10 (stretch 4)", Met: nodeRSS <= 10,
 			Detail: map[string]float64{"heap_kib_per_conn": nodeHeap, "connections": float64(direct)}},
 		{Workload: fmt.Sprintf("idle %d at the owner", direct), Metric: "KiB heap+stack/conn", Roost: nodeHeap, Goal: "report"},
-		{Workload: fmt.Sprintf("idle %d at the router", proxied), Metric: "KiB RSS/conn", Roost: rtRSS, Goal: "≤ 16", Met: rtRSS <= 16,
+		{Workload: fmt.Sprintf("idle %d at the router", proxied), Metric: "KiB RSS/conn", Roost: rtRSS, Goal: "≤ 8", Met: rtRSS <= 8,
 			Detail: map[string]float64{"heap_kib_per_conn": rtHeap, "connections": float64(proxied)}},
 		{Workload: fmt.Sprintf("idle %d at the router", proxied), Metric: "KiB heap+stack/conn", Roost: rtHeap, Goal: "report"},
 	}, nil

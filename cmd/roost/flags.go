@@ -258,6 +258,8 @@ func nodeFlags(fs *flag.FlagSet) *node.Config {
 	fs.IntVar(&c.RoomCreateBurst, "room-create-burst", c.RoomCreateBurst, "rooms one client address may create at once before --room-create-rate applies")
 	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the node opens no new room (429); 0: off; default 80% of the container's or machine's memory")
 	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", c.SendQueueBytes, "bytes of messages that may wait for one connection before it is dropped with 4008 (a message of at most 8 KiB counts about 3x its size)")
+	fs.IntVar(&c.EdgeSendQueue, "edge-send-queue", c.EdgeSendQueue, "frames that may wait for one router's edge leg (all its clients in a room) before it is dropped with 4008 and re-attached")
+	fs.IntVar(&c.EdgeSendQueueBytes, "edge-send-queue-bytes", c.EdgeSendQueueBytes, "bytes of frames that may wait for one router's edge leg before it is dropped with 4008 and re-attached")
 	fs.Var((*mebibytes)(&c.MemoryBudget), "memory-budget-mib", "MiB the node may keep for clients (history, queued messages, remembered ids, rooms handed over); past it publishes are refused with 'overloaded'; default 0: half of --max-memory-mib")
 	fs.Var(&apiKeys{keys: &c.APIKeys}, "api-key", "server API: a key trusted backends send as Authorization: Bearer, for every room (comma-separated for several; at least 16 bytes)")
 	fs.Var(&apiKeys{keys: &c.APIKeys, file: true}, "api-key-file", "server API: file of keys (one a line) accepted like --api-key")

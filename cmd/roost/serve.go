@@ -107,6 +107,9 @@ func startRouter(m *member, cfg router.Config, log *slog.Logger) (*server, error
 	}
 	cfg.Logger, cfg.Auth, cfg.Origins, cfg.DialTLS = log, m.auth, m.allowedOrigins, m.clientTLS
 	cfg.MaxAddrConns, cfg.MaxHandshakes, cfg.TrustedProxies = m.maxAddrConns, m.maxHandshakes, m.trustedProxies
+	if m.secret != "" {
+		cfg.PeerKey = peer.Key(m.secret) // edge legs are signed like node-to-node calls
+	}
 	limit.SoftLimit(cfg.MaxMemory)
 	rt, err := router.New(cfg, r)
 	if err != nil {
@@ -275,6 +278,9 @@ func routerFlags(fs *flag.FlagSet) *router.Config {
 	fs.IntVar(&c.PendingBytes, "pending-bytes", c.PendingBytes, "bytes of one client's unacked publishes the router keeps to re-send after a move (more: error frame 'overloaded')")
 	fs.IntVar(&c.DedupeIDs, "dedupe-ids", c.DedupeIDs, "the nodes' --dedupe-ids: after a broken owner leg, a publish is re-sent only while the room still remembers its id (older: error frame 'owner_unavailable')")
 	fs.Var((*mebibytes)(&c.MaxMemory), "max-memory-mib", "MiB of memory above which the router keeps (so takes) no more publishes; 0: off; default 80% of the container's or machine's memory")
+	fs.BoolVar(&c.Edge, "edge", c.Edge, "serve each room's clients over one connection (an edge leg) to its owner, fanning its frames out here; false: one owner connection per client")
+	fs.IntVar(&c.SendQueue, "send-queue", c.SendQueue, "frames that may wait for one client of an edge leg before it alone is dropped with 4008")
+	fs.IntVar(&c.SendQueueBytes, "send-queue-bytes", c.SendQueueBytes, "bytes of frames that may wait for one client of an edge leg before it alone is dropped with 4008")
 	fs.Var((*mebibytes)(&c.MemoryBudget), "memory-budget-mib", "MiB all clients' unacked publishes may hold together (more: 'overloaded'); default 0: half of --max-memory-mib")
 	return &c
 }

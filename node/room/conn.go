@@ -1,6 +1,7 @@
 package room
 
 import (
+	"cmp"
 	"encoding/json"
 	"sync"
 	"time"
@@ -18,6 +19,11 @@ type outFrame struct {
 	replay []*entry // history to send, oldest first (one queue slot however long)
 	text   []byte   // a text frame for this connection only (welcome, ack, error, gap, ...)
 	shared *websocket.PreparedMessage
+	// On an edge leg (see edge.go): via marks a frame for its client to alone; code, one that
+	// ends that client (text is the reason).
+	via  bool
+	to   uint32
+	code int
 }
 
 // sharedCost is what a shared frame (a presence event) is counted as in a send queue: it is
@@ -81,6 +87,9 @@ type Conn struct {
 	client   string
 	presence bool
 	ping     *time.Timer // fires every PingInterval; the writer sends the ping
+	isLeg    bool        // a router's edge leg (see edge.go)
+	leg      *Conn       // a via: the leg its frames go on
+	handle   uint32      // a via's handle on its leg
 
 	mu      sync.Mutex
 	queue   []outFrame
@@ -124,6 +133,9 @@ func (c *Conn) kick() {
 // so a resume's replay of a whole history goes through): the connection is then closing with
 // 4008, what was queued is dropped, and the caller must stop sending to it.
 func (c *Conn) send(f outFrame) bool {
+	if c.leg != nil {
+		return c.sendVia(f)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closing || c.ended {
@@ -131,7 +143,11 @@ func (c *Conn) send(f outFrame) bool {
 	}
 	cost := f.cost()
 	held := c.queued + c.writing
-	if len(c.queue) >= c.cfg.SendQueue || (c.cfg.SendQueueBytes > 0 && held > 0 && held+cost > c.cfg.SendQueueBytes) {
+	maxFrames, maxBytes := c.cfg.SendQueue, c.cfg.SendQueueBytes
+	if c.isLeg {
+		maxFrames, maxBytes = cmp.Or(c.cfg.LegSendQueue, maxFrames), cmp.Or(c.cfg.LegSendQueueBytes, maxBytes)
+	}
+	if len(c.queue) >= maxFrames || (maxBytes > 0 && held > 0 && held+cost > maxBytes) {
 		c.closing, c.flush = true, false
 		c.bye = Farewell{Code: protocol.CloseSlowConsumer, Reason: "slow consumer: fell too far behind the room"}
 		c.dropQueue()
@@ -166,6 +182,10 @@ func (c *Conn) sendJSON(v any) bool {
 // close asks the writer to send f's close frame, after what is queued when f.Flush is set.
 // epoch is the room's, for a 4001's reason.
 func (c *Conn) close(f Farewell, epoch string) {
+	if c.leg != nil {
+		c.CloseVia(f.Code, f.closeReason(epoch, 0))
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closing {
@@ -285,6 +305,9 @@ func (c *Conn) write(f *outFrame) error {
 	if err := c.ws.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
+	if f.via {
+		return c.writeVia(f)
+	}
 	switch {
 	case f.msg != nil:
 		return c.writeEntry(f.msg)
@@ -305,6 +328,8 @@ func (c *Conn) write(f *outFrame) error {
 func (c *Conn) writeEntry(e *entry) error {
 	var err error
 	switch pm := e.prepared(); {
+	case c.isLeg && e.binary:
+		err = c.writeTagged(protocol.EdgeRoom, 0, e.frame)
 	case pm != nil:
 		err = c.ws.WritePreparedMessage(pm)
 	case e.binary:

@@ -8,8 +8,7 @@ func (r *Room) Evict(c *Conn, f Farewell) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.subs[c]; ok {
-		delete(r.subs, c)
-		r.removeMember(c.client)
+		r.dropSub(c)
 	}
 	c.close(f, r.epoch)
 }

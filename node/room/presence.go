@@ -18,8 +18,7 @@ func (r *Room) presenceOut(p protocol.Presence) {
 	}
 	for s := range r.subs {
 		if s.presence && !s.send(outFrame{shared: pm}) {
-			delete(r.subs, s)
-			r.removeMember(s.client)
+			r.dropSub(s)
 		}
 	}
 }

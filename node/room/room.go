@@ -46,6 +46,8 @@ type Config struct {
 	HoldWrites          time.Duration // how long a write waits while a hand-off holds the room
 	SendQueue           int           // frames queued to one connection before it is closed with 4008
 	SendQueueBytes      int           // memory queued to one connection (see entry.cost) before it is closed with 4008
+	LegSendQueue        int           // SendQueue for a router's edge leg (see edge.go); 0: SendQueue
+	LegSendQueueBytes   int           // SendQueueBytes for an edge leg; 0: SendQueueBytes
 	// Budget counts the memory rooms keep for clients (history, queued messages, remembered ids)
 	// node-wide, and refuses a publish that would grow it past its limit. nil: unbounded.
 	Budget       *limit.Budget
@@ -114,6 +116,8 @@ type Room struct {
 	hist       history
 	ids        dedupe
 	subs       map[*Conn]struct{}
+	legs       int                  // how many of subs are routers' edge legs (see edge.go)
+	vias       map[*Conn]struct{}   // clients joined through a leg: counted and welcomed, written to on their leg
 	sources    map[*Source]struct{} // TCP stream sources
 	fed        map[string]uint64    // frames held of each named stream source (see Fed)
 	members    map[string]int       // presence: client id → open connections
@@ -136,6 +140,7 @@ func New(cfg *Config, name string) *Room {
 		hist:       history{maxCount: cfg.HistoryCount, maxBytes: cfg.HistoryBytes, budget: cfg.Budget},
 		ids:        dedupe{max: cfg.DedupeIDs, perClient: cfg.DedupeClientIDs, budget: cfg.Budget},
 		subs:       map[*Conn]struct{}{},
+		vias:       map[*Conn]struct{}{},
 		sources:    map[*Source]struct{}{},
 		members:    map[string]int{},
 		lastActive: time.Now(),
@@ -157,6 +162,9 @@ type Resume struct {
 	Since    uint64
 	HasSince bool
 	Epoch    string
+	// Rejoin: a client whose router moved its edge leg here; it has the room up to the leg's own
+	// resume point, so it is counted in again without a welcome or a replay (see JoinLeg).
+	Rejoin bool
 }
 
 // Join registers c and queues, in order: welcome, a reset or gap if the resume needs one, the
@@ -170,15 +178,36 @@ func (r *Room) Join(c *Conn, res Resume) error {
 	if r.cfg.Gate.Stale() {
 		return ErrStale // woken from a pause: this copy may be stale until the watchdog decides
 	}
-	if len(r.subs) >= r.cfg.MaxConns {
+	if r.conns() >= r.cfg.MaxConns {
 		return ErrFull
+	}
+	if c.leg != nil {
+		if _, ok := r.subs[c.leg]; !ok {
+			return ErrClosed // its leg was dropped: the router re-attaches it
+		}
 	}
 	r.lastActive = time.Now()
 	r.addMember(c.client) // before c is a subscriber: its own join reaches the others only
-	r.subs[c] = struct{}{}
-	c.sendJSON(protocol.Welcome{Type: protocol.TypeWelcome, Room: r.name, Node: r.cfg.Node, Client: c.client,
-		Epoch: r.epoch, Seq: r.committed, Count: len(r.members)})
+	if c.leg != nil {
+		r.vias[c] = struct{}{}
+	} else {
+		r.subs[c] = struct{}{}
+	}
+	if !res.Rejoin {
+		c.sendJSON(protocol.Welcome{Type: protocol.TypeWelcome, Room: r.name, Node: r.cfg.Node, Client: c.client,
+			Epoch: r.epoch, Seq: r.committed, Count: len(r.members)})
+		r.replay(c, res)
+	}
+	if c.presence {
+		c.sendJSON(protocol.Presence{Type: protocol.TypePresence, Event: protocol.PresenceState,
+			Clients: r.memberList(), Count: len(r.members)})
+	}
+	return nil
+}
 
+// replay queues to c what its resume res is owed: a reset or gap if it needs one, then the
+// history. r.mu is held.
+func (r *Room) replay(c *Conn, res Resume) {
 	if res.HasSince || res.Epoch != "" {
 		since := res.Since
 		if (res.Epoch != "" && res.Epoch != r.epoch) || since > r.committed {
@@ -198,22 +227,22 @@ func (r *Room) Join(c *Conn, res Resume) error {
 			c.send(outFrame{replay: slices.Clone(owed)})
 		}
 	}
-	if c.presence {
-		c.sendJSON(protocol.Presence{Type: protocol.TypePresence, Event: protocol.PresenceState,
-			Clients: r.memberList(), Count: len(r.members)})
-	}
-	return nil
 }
 
 // Leave unregisters c.
 func (r *Room) Leave(c *Conn) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if _, ok := r.vias[c]; ok {
+		delete(r.vias, c)
+		r.removeMember(c.client)
+		r.lastActive = time.Now()
+		return
+	}
 	if _, ok := r.subs[c]; !ok {
 		return
 	}
-	delete(r.subs, c)
-	r.removeMember(c.client)
+	r.dropSub(c)
 	r.lastActive = time.Now()
 }
 
@@ -380,8 +409,7 @@ func (r *Room) Unfreeze() {
 func (r *Room) fanout(f outFrame) {
 	for s := range r.subs {
 		if !s.send(f) {
-			delete(r.subs, s)
-			r.removeMember(s.client)
+			r.dropSub(s)
 		}
 	}
 }
@@ -413,7 +441,7 @@ func (r *Room) Close(f Farewell) {
 	for s := range r.sources {
 		s.Stop(f)
 	}
-	r.subs, r.sources = nil, nil
+	r.subs, r.sources, r.vias, r.legs = nil, nil, nil, 0
 }
 
 // AddSource registers a TCP stream source and returns the room's seq.
@@ -481,5 +509,5 @@ type Stats struct {
 func (r *Room) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return Stats{Name: r.name, Epoch: r.epoch, Term: r.term, Seq: r.committed, Conns: len(r.subs), Count: len(r.members)}
+	return Stats{Name: r.name, Epoch: r.epoch, Term: r.term, Seq: r.committed, Conns: r.conns(), Count: len(r.members)}
 }
