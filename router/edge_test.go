@@ -95,6 +95,7 @@ func TestEdgeClientsShareOneLeg(t *testing.T) {
 func TestEdgeSlowClientDroppedAlone(t *testing.T) {
 	cfg := router.DefaultConfig()
 	cfg.SendQueueBytes = 8 << 20
+	cfg.WriteTimeout = time.Minute // the slow client reads its backlog late, slower still under -race
 	f := start(t, cfg)
 	slow, _ := f.dial(t, "slow")
 	fast, _ := f.dial(t, "slow")
@@ -104,7 +105,7 @@ func TestEdgeSlowClientDroppedAlone(t *testing.T) {
 	go func() {
 		for i := 0; ; i++ {
 			var m protocol.Incoming
-			_ = fast.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_ = fast.SetReadDeadline(time.Now().Add(60 * time.Second)) // long: -race slows the 39 MB down
 			if err := fast.ReadJSON(&m); err != nil {
 				done <- err
 				return
@@ -117,6 +118,7 @@ func TestEdgeSlowClientDroppedAlone(t *testing.T) {
 	}()
 	go func() { // pub's own frames are read so it is not slow itself
 		for {
+			_ = pub.SetReadDeadline(time.Now().Add(60 * time.Second))
 			if _, _, err := pub.ReadMessage(); err != nil {
 				t.Logf("publisher: %v", err)
 				return
