@@ -50,10 +50,10 @@ func TestBenchRuns(t *testing.T) {
 			}
 		}
 	}
-	// 2 shapes × 4 fan-out metrics, 1 handshake, 4 idle, 2 storm, 2 × 4 failure and 2 × 2 soak (new
+	// 2 shapes × 4 fan-out metrics, 2 handshake (a new room, the leg present), 4 idle, 2 storm, 2 × 4 failure and 2 × 2 soak (new
 	// and old detection defaults), 2 hand-off, 2 placement, 3 rebalance
-	if rows != 34 {
-		t.Fatalf("%d JSON rows, want 34:\n%s", rows, out)
+	if rows != 35 {
+		t.Fatalf("%d JSON rows, want 35:\n%s", rows, out)
 	}
 	if !strings.Contains(string(out), `"lost":0,`) || strings.Contains(string(out), `"reset":1`) {
 		t.Fatalf("the hand-off lost or reset rooms:\n%s", out)
