@@ -55,6 +55,9 @@ type leg struct {
 	wmu sync.Mutex
 	pmu sync.Mutex
 	ws  *websocket.Conn
+	// up is ws once it serves, nil while the reader re-attaches: drop cuts it without waiting
+	// for a write to the owner to end.
+	up atomic.Pointer[websocket.Conn]
 
 	// The reader's alone.
 	epoch   string
@@ -156,6 +159,7 @@ func (l *leg) dialFirst(ctx context.Context, o ring.Member, forwarded string) {
 	rt.metrics.dials.WithLabelValues("ok").Inc()
 	rt.metrics.legs.WithLabelValues("opened").Inc()
 	l.ws, l.epoch, l.lastSeq, l.owner = ws, w.Epoch, w.Seq, w.Node
+	l.up.Store(ws)
 	l.seen.Store(w.Seq)
 	go func() {
 		defer rt.handlers.Done()
@@ -564,6 +568,7 @@ func (l *leg) reattach(cause error) bool {
 	defer l.wmu.Unlock()
 	old := l.ws
 	l.ws = nil
+	l.up.Store(nil)
 	start := time.Now()
 	var moved protocol.MovedReason
 	var ce *websocket.CloseError
@@ -592,6 +597,7 @@ func (l *leg) reattach(cause error) bool {
 			dcancel()
 			if err == nil {
 				if err = l.adopt(ws, w, closed); err == nil {
+					l.up.Store(ws)
 					old.Close()
 					rt.metrics.redials.WithLabelValues("ok").Inc()
 					l.logger().Debug("re-attached the leg at the room's owner", "cause", cause, "since", q.Get("since"), "took", time.Since(start))
@@ -741,12 +747,7 @@ func (l *leg) shutdown() {
 
 // drop cuts the leg's connection, so its reader re-attaches it (its owner was declared dead).
 func (l *leg) drop() {
-	if !l.wmu.TryLock() {
-		return // re-attaching already
-	}
-	ws := l.ws
-	l.wmu.Unlock()
-	if ws != nil {
+	if ws := l.up.Load(); ws != nil { // nil: re-attaching already
 		_ = ws.NetConn().Close()
 	}
 }

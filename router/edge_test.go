@@ -12,10 +12,23 @@ import (
 	"github.com/roost-dev/roost/router"
 )
 
+// awaitEdge waits until the router knows its node serves edge legs (gossiped just after the node
+// joins: a client before that is proxied on a connection of its own).
+func awaitEdge(t *testing.T, f *fixture) {
+	t.Helper()
+	wait.Eventually(t, 5*time.Second, "the router to use edge legs", func() bool {
+		c, _ := f.dial(t, "edge-probe")
+		defer c.Close()
+		return f.rt.Legs() == 1
+	})
+	wait.Eventually(t, 5*time.Second, "the probe's leg to end", func() bool { return f.rt.Legs() == 0 })
+}
+
 // Clients of one room behind a router share one edge leg to the owner, and each still sees its
 // own welcome and its own acks.
 func TestEdgeClientsShareOneLeg(t *testing.T) {
 	f := start(t, router.DefaultConfig())
+	awaitEdge(t, f)
 	const n = 5
 	conns := make([]*websocket.Conn, n)
 	ids := map[string]bool{}
@@ -95,7 +108,9 @@ func TestEdgeClientsShareOneLeg(t *testing.T) {
 func TestEdgeSlowClientDroppedAlone(t *testing.T) {
 	cfg := router.DefaultConfig()
 	cfg.SendQueueBytes = 8 << 20
+	cfg.WriteTimeout = time.Minute // the slow client reads its backlog late, slower still under -race
 	f := start(t, cfg)
+	awaitEdge(t, f)
 	slow, _ := f.dial(t, "slow")
 	fast, _ := f.dial(t, "slow")
 	pub, _ := f.dial(t, "slow")
@@ -104,7 +119,7 @@ func TestEdgeSlowClientDroppedAlone(t *testing.T) {
 	go func() {
 		for i := 0; ; i++ {
 			var m protocol.Incoming
-			_ = fast.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_ = fast.SetReadDeadline(time.Now().Add(60 * time.Second)) // long: -race slows the 39 MB down
 			if err := fast.ReadJSON(&m); err != nil {
 				done <- err
 				return
@@ -117,6 +132,7 @@ func TestEdgeSlowClientDroppedAlone(t *testing.T) {
 	}()
 	go func() { // pub's own frames are read so it is not slow itself
 		for {
+			_ = pub.SetReadDeadline(time.Now().Add(60 * time.Second))
 			if _, _, err := pub.ReadMessage(); err != nil {
 				t.Logf("publisher: %v", err)
 				return
@@ -167,6 +183,7 @@ func TestEdgePerClientSemantics(t *testing.T) {
 	cfg := router.DefaultConfig()
 	cfg.MaxFrame = 1 << 10
 	f := start(t, cfg)
+	awaitEdge(t, f)
 	plain, _ := f.dial(t, "own")
 	pc, _, err := websocket.DefaultDialer.Dial("ws://"+f.addr+"/v1/rooms/own/ws?presence=1&client=watcher", nil)
 	if err != nil {
