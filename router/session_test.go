@@ -173,6 +173,7 @@ func TestStalePublishIsNotResent(t *testing.T) {
 // ends the owner leg; the publish, kept, reaches the next owner and its ack the client.
 func TestUpstreamWriteErrorRedials(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.Edge = false // the per-client proxy's own re-dial (a leg's is TestEdge…)
 	cfg.WriteTimeout = 2 * time.Second
 	cfg.MaxFrame, cfg.PendingBytes = 64<<20, 128<<20
 	a, b := newOwner(t, "a", "e1", 0, true), newOwner(t, "b", "e1", 0, false)
