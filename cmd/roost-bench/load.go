@@ -397,7 +397,7 @@ func runFanoutOn(ctx context.Context, server, base string, pids []int, names []s
 		perRoom = light / float64(rooms)
 	}
 	rig.sampling.Store(true)
-	if err := rig.publish(ctx, d, func() *rate.Limiter { return rate.NewLimiter(rate.Limit(max(perRoom, 1)), 1) }); err != nil {
+	if err := rig.publish(ctx, d, func() *rate.Limiter { return paced(max(perRoom, 1)) }); err != nil {
 		return res, err
 	}
 	rig.sampling.Store(false)

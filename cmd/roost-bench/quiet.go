@@ -92,15 +92,7 @@ func runQuiet(ctx context.Context, server, base string, pid, rooms, subs int, pe
 	}
 	n0, t0 := rig.received(), time.Now()
 	rig.sampling.Store(true)
-	// Each room at its own phase, as people type: rooms that all published at the same instants
-	// would send the server bursts of every room at once and measure the burst's queue.
-	period := time.Duration(float64(time.Second) / perRoom)
-	paced := func() *rate.Limiter {
-		l := rate.NewLimiter(rate.Limit(perRoom), 1)
-		l.ReserveN(time.Now().Add(-rand.N(period)), 1)
-		return l
-	}
-	if err := rig.publish(ctx, d, paced); err != nil {
+	if err := rig.publish(ctx, d, func() *rate.Limiter { return paced(perRoom) }); err != nil {
 		return res, err
 	}
 	rig.sampling.Store(false)
@@ -114,4 +106,13 @@ func runQuiet(ctx context.Context, server, base string, pid, rooms, subs int, pe
 	}
 	rig.tally(&res)
 	return res, nil
+}
+
+// paced is a limiter of perSecond publishes at a phase of its own, as people type: rooms that
+// all published at the same instants would send the server bursts of every room at once, and a
+// latency measured so would be the burst's queue.
+func paced(perSecond float64) *rate.Limiter {
+	l := rate.NewLimiter(rate.Limit(perSecond), 1)
+	l.ReserveN(time.Now().Add(-rand.N(time.Duration(float64(time.Second)/perSecond))), 1)
+	return l
 }
