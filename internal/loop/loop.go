@@ -16,6 +16,11 @@ func Every(ctx context.Context, d time.Duration, f func(now time.Time)) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			// select picks at random when both are ready: a tick that raced the
+			// cancel must not run f after the context has ended.
+			if ctx.Err() != nil {
+				return
+			}
 			f(now)
 		}
 	}
