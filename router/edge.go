@@ -32,7 +32,7 @@ import (
 // (1001, or the connection broke), the leg's reader re-attaches it at the room's owner with the
 // leg's since/epoch (the owner replays what the leg missed, to every client), joins its clients
 // again without a welcome, and re-sends each client's unanswered publishes by the rules of
-// session.settle. No client sees a close, a hole or a duplicate.
+// pending.settle. No client sees a close, a hole or a duplicate.
 
 // leg is one router's connection to a room's owner and the clients it carries.
 type leg struct {
@@ -297,7 +297,7 @@ func (l *leg) publish(c *edgeClient, mt int, msg []byte) *protocol.ErrorFrame {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.pmu.Lock()
-	refused := c.keep(mt, msg)
+	refused := c.kept.keep(l.rt, l.seen.Load(), mt, msg)
 	l.pmu.Unlock()
 	if refused != nil {
 		return refused
@@ -337,8 +337,7 @@ func (l *leg) writeClientFrame(ws *websocket.Conn, kind byte, h uint32, msg []by
 func (l *leg) forgetPending(c *edgeClient) {
 	l.pmu.Lock()
 	defer l.pmu.Unlock()
-	l.rt.budget.Release(c.pendingCost)
-	c.pending, c.pendingCost = nil, 0
+	c.kept.forget(l.rt.budget)
 }
 
 // run reads the leg until it ends for good, re-attaching it after a move or an owner's loss.
@@ -508,25 +507,11 @@ func (l *leg) own(c *edgeClient, msg []byte) bool {
 	return true
 }
 
-// answered takes the owner's answer to c's kept frame with id (see session.answered).
+// answered takes the owner's answer to c's kept frame (see pending.answered).
 func (l *leg) answered(c *edgeClient, id string, moved bool) bool {
 	l.pmu.Lock()
 	defer l.pmu.Unlock()
-	for i := range c.pending {
-		p := &c.pending[i]
-		if p.id != id || p.refused {
-			continue
-		}
-		if moved {
-			p.refused, c.doubt = true, true
-			return true
-		}
-		l.rt.budget.Release(p.cost())
-		c.pendingCost -= p.cost()
-		c.pending = append(c.pending[:i], c.pending[i+1:]...)
-		return false
-	}
-	return false
+	return c.kept.answered(l.rt.budget, id, moved)
 }
 
 // fanout queues one room frame, encoded once, to every client in the room.
@@ -659,7 +644,7 @@ func (l *leg) adopt(ws *websocket.Conn, w protocol.Welcome, closed bool) error {
 			return err
 		}
 		l.pmu.Lock()
-		resend, unsure := c.settle(closed, sameEpoch, w.Seq, l.rt.cfg.DedupeIDs)
+		resend, unsure := c.kept.settle(closed, sameEpoch, w.Seq, l.rt.cfg.DedupeIDs)
 		for _, p := range resend {
 			kind := protocol.EdgeText
 			if p.binary {
@@ -672,15 +657,10 @@ func (l *leg) adopt(ws *websocket.Conn, w protocol.Welcome, closed bool) error {
 				return err
 			}
 		}
+		c.kept.settled(l.rt.budget, resend, unsure)
 		for _, p := range unsure {
-			l.rt.budget.Release(p.cost())
-			c.pendingCost -= p.cost()
 			c.tellUnsure(p)
 		}
-		for i := range resend {
-			resend[i].refused = false
-		}
-		c.pending, c.doubt = resend, false
 		l.pmu.Unlock()
 	}
 	l.epoch = w.Epoch

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,7 +16,6 @@ import (
 	"github.com/roost-dev/roost/auth"
 	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/internal/httpapi"
-	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -45,9 +43,7 @@ type edgeClient struct {
 	pos      uint64 // the last seq of its replay it was sent
 
 	// Guarded by leg.pmu.
-	pending     []pendingPublish
-	pendingCost int
-	doubt       bool
+	kept pending
 
 	mu      sync.Mutex
 	queue   []edgeFrame
@@ -246,58 +242,8 @@ func (c *edgeClient) tell(f *protocol.ErrorFrame) {
 	c.send(edgeFrame{mt: websocket.TextMessage, data: b})
 }
 
-// keep records a frame of the client's as pending until the owner answers it (session.keep).
-// leg.pmu is held.
-func (c *edgeClient) keep(mt int, msg []byte) *protocol.ErrorFrame {
-	rt := c.leg.rt
-	kept := pendingPublish{binary: mt == websocket.BinaryMessage, seq: c.leg.seen.Load()}
-	if !kept.binary {
-		p, bad := protocol.ParsePublish(msg)
-		switch {
-		case bad == nil:
-			kept.id = p.ID
-		case bad.ID != "":
-			return nil // the owner answers it with the same error frame, naming its id
-		default:
-			kept.harmless = true
-		}
-	}
-	kept.frame = bytes.Clone(msg)
-	cost := kept.cost()
-	if len(c.pending) > 0 && c.pendingCost+cost > rt.cfg.PendingBytes || rt.budget.Reserve(cost) != nil {
-		rt.metrics.refused.WithLabelValues(limit.CodeOverloaded).Inc()
-		return &protocol.ErrorFrame{Type: protocol.TypeError, Code: limit.CodeOverloaded, ID: kept.id,
-			Error: "the router has too many of your publishes waiting for the room's owner to ack them (--pending-bytes), or is near its memory limit; the publish was not delivered, send it again later"}
-	}
-	c.pending = append(c.pending, kept)
-	c.pendingCost += cost
-	return nil
-}
-
-// settle is session.settle for a client of a re-attached leg. leg.pmu is held.
-func (c *edgeClient) settle(closed, sameEpoch bool, seq uint64, dedupe int) (resend, unsure []pendingPublish) {
-	for _, p := range c.pending {
-		switch {
-		case p.harmless, p.refused, closed && !c.doubt:
-			resend = append(resend, p)
-		case p.id != "" && (!sameEpoch || seq < p.seq+uint64(dedupe)):
-			resend = append(resend, p)
-		default:
-			unsure = append(unsure, p)
-		}
-	}
-	return resend, unsure
-}
-
-// tellUnsure answers a frame a re-attach could not re-send (session.tellUnsure).
-func (c *edgeClient) tellUnsure(p pendingPublish) {
-	c.leg.rt.metrics.refused.WithLabelValues("publish_in_doubt").Inc()
-	why := "the connection to the room's owner broke before it answered this publish, and the router cannot re-send it without risking a duplicate (it has no id); it may or may not have been delivered: give publishes an id to make this safe"
-	if p.id != "" {
-		why = "the connection to the room's owner broke before it answered this publish, and so many messages followed it that the room may no longer remember its id; the router did not re-send it: it may or may not have been delivered"
-	}
-	c.tell(&protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeUnavailable, ID: p.id, Error: why})
-}
+// tellUnsure answers a frame a re-attach could not re-send (see inDoubt).
+func (c *edgeClient) tellUnsure(p pendingPublish) { c.tell(inDoubt(c.leg.rt, p)) }
 
 // serveEdge serves a client on the room's edge leg, dialing the leg first if the router has none:
 // the client is upgraded only once the leg is up, so one the owner refuses gets the owner's own

@@ -18,7 +18,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/roost-dev/roost/batch"
 	"github.com/roost-dev/roost/internal/httpapi"
-	"github.com/roost-dev/roost/limit"
 	"github.com/roost-dev/roost/protocol"
 	"github.com/roost-dev/roost/ring"
 )
@@ -33,7 +32,7 @@ import (
 // duplicate. To resume exactly, the session follows what it forwards: the client id and epoch
 // (welcome, reset) and the last seq (messages, gap). The new owner's welcome is swallowed. The
 // client's publishes that have no answer yet are kept and re-sent on the new leg when that
-// cannot double them (see settle); the owner acks a repeated id once and delivers it once.
+// cannot double them (see pending.settle); the owner acks a repeated id once and delivers it once.
 type session struct {
 	rt     *Router
 	room   string
@@ -47,12 +46,10 @@ type session struct {
 	ended    bool           // the session is over: no more pings
 	pinging  sync.WaitGroup // the ping timer's callback, while it runs
 
-	upMu         sync.Mutex // guards up, pending, pendingCost and doubt; held while writing upstream and while re-dialing
+	upMu         sync.Mutex // guards up and kept; held while writing upstream and while re-dialing
 	up           *websocket.Conn
 	owner        atomic.Pointer[string] // the node the owner leg is on, once welcomed
-	pending      []pendingPublish       // the client's unanswered publishes, oldest first
-	pendingCost  int                    // what pending holds, as the router's budget counts it
-	doubt        bool                   // the owner refused a publish on this leg as moved (see settle)
+	kept         pending                // the client's unanswered publishes, oldest first
 	seen         atomic.Uint64          // lastSeq, for the up pump
 	clientWrites sync.Mutex             // the down pump's writes to the client, and the up pump's refusals
 
@@ -65,32 +62,6 @@ type session struct {
 	lastSeq  uint64
 	unsure   []pendingPublish // dropped by the last re-dial as not safe to re-send: the client is told
 }
-
-// pendingPublish is a frame of the client's that the owner has not answered yet. The owner
-// answers every frame a client sends exactly once (ack or error) and in the order sent, so an
-// answer with an id is the kept frame with that id, and one without is the oldest kept frame
-// without: a binary publish, a publish the client gave no id, or a bad frame.
-//
-// The router gives an id-less publish no id of its own. An id would be needed only where the
-// owner's answer is lost and the router cannot tell whether the owner took the publish — a leg
-// that broke, not one the owner closed (see settle) — and then only if the new owner remembers
-// what the old one took (replication on, same epoch). Every id the router made up would take a
-// place in the room's window of remembered ids (--dedupe-ids) for nothing in all other cases,
-// pushing out the ids clients chose to make their own retries safe. A client that wants its
-// publishes kept across such a break gives them ids (the Go and JavaScript clients always do);
-// one that does not is told when the router cannot know.
-type pendingPublish struct {
-	id       string // the client's id; "" for one answered in order
-	frame    []byte
-	binary   bool
-	seq      uint64 // the room's seq as this session had seen it when the frame was first sent
-	refused  bool   // the owner refused it as moved: it did not take it
-	harmless bool   // a frame no owner takes (bad_json, ...): re-sending it only repeats the error
-}
-
-// cost is what a kept publish holds: its frame, its id and its place in pending. The overhead
-// bounds how many PendingBytes can keep: there is no bound by count besides.
-func (p pendingPublish) cost() int { return cap(p.frame) + len(p.id) + 96 }
 
 // pumpEnd says how a pump ended: an error reading its source, or writing its destination.
 type pumpEnd struct {
@@ -321,7 +292,7 @@ func (s *session) endBatch() { _ = s.out.End() }
 // pumpUp forwards the client's frames to the owner, keeping them until they are answered. It
 // ends only when the client leg does. A failed write upstream ends the owner leg (a gorilla
 // connection takes no write after one fails, while its reads may go on): the down pump then
-// re-dials, and the frame, kept, goes to the next leg with the others (see settle), or the
+// re-dials, and the frame, kept, goes to the next leg with the others (see pending.settle), or the
 // session ends and the client is closed.
 func (s *session) pumpUp(readWait time.Duration) pumpEnd {
 	frames, bytes := s.rt.metrics.frames.WithLabelValues("up"), s.rt.metrics.bytes.WithLabelValues("up")
@@ -333,7 +304,7 @@ func (s *session) pumpUp(readWait time.Duration) pumpEnd {
 		_ = s.client.SetReadDeadline(time.Now().Add(readWait))
 		msg := buf.Bytes()
 		s.upMu.Lock()
-		refused := s.keep(mt, msg)
+		refused := s.kept.keep(s.rt, s.seen.Load(), mt, msg)
 		if refused == nil {
 			_ = s.up.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
 			if err := s.up.WriteMessage(mt, msg); err == nil {
@@ -368,40 +339,7 @@ func (s *session) tell(f *protocol.ErrorFrame) {
 func (s *session) forgetPending() {
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
-	s.rt.budget.Release(s.pendingCost)
-	s.pending, s.pendingCost = nil, 0
-}
-
-// keep records a frame of the client's as pending until the owner answers it, for re-sending
-// after a move; the frame itself is sent as it came. A frame the router has no memory to keep —
-// more than PendingBytes kept for this client already (a first one always fits), or the
-// router's budget spent — is refused: it is not sent, and keep returns the error frame
-// `overloaded` to answer the client with (a frame it could not re-send after a move could be
-// lost). A bad frame whose error names an id is not kept: that answer needs no order. s.upMu is
-// held.
-func (s *session) keep(mt int, msg []byte) *protocol.ErrorFrame {
-	kept := pendingPublish{binary: mt == websocket.BinaryMessage, seq: s.seen.Load()}
-	if !kept.binary {
-		p, bad := protocol.ParsePublish(msg)
-		switch {
-		case bad == nil:
-			kept.id = p.ID
-		case bad.ID != "":
-			return nil // the owner answers it with the same error frame, naming its id
-		default:
-			kept.harmless = true
-		}
-	}
-	kept.frame = bytes.Clone(msg)
-	cost := kept.cost()
-	if len(s.pending) > 0 && s.pendingCost+cost > s.rt.cfg.PendingBytes || s.rt.budget.Reserve(cost) != nil {
-		s.rt.metrics.refused.WithLabelValues(limit.CodeOverloaded).Inc()
-		return &protocol.ErrorFrame{Type: protocol.TypeError, Code: limit.CodeOverloaded, ID: kept.id,
-			Error: "the router has too many of your publishes waiting for the room's owner to ack them (--pending-bytes), or is near its memory limit; the publish was not delivered, send it again later"}
-	}
-	s.pending = append(s.pending, kept)
-	s.pendingCost += cost
-	return nil
+	s.kept.forget(s.rt.budget)
 }
 
 var (
@@ -458,26 +396,11 @@ func (s *session) observe(mt int, msg []byte) bool {
 	return true
 }
 
-// answered takes the owner's answer to the kept frame with id (the oldest without one for "").
-// It reports whether the frame stays kept: refused as moved, it is re-sent on the next leg.
+// answered takes the owner's answer to a kept frame (see pending.answered).
 func (s *session) answered(id string, moved bool) bool {
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
-	for i := range s.pending {
-		p := &s.pending[i]
-		if p.id != id || p.refused {
-			continue
-		}
-		if moved {
-			p.refused, s.doubt = true, true
-			return true
-		}
-		s.rt.budget.Release(p.cost())
-		s.pendingCost -= p.cost()
-		s.pending = append(s.pending[:i], s.pending[i+1:]...)
-		return false
-	}
-	return false
+	return s.kept.answered(s.rt.budget, id, moved)
 }
 
 // shouldRedial: the owner leg ended in a way another owner can take over from.
@@ -566,28 +489,18 @@ func (s *session) adopt(c *websocket.Conn, closed bool) error {
 		c.Close()
 		return errors.New("no welcome from the new owner")
 	}
-	resend, unsure := s.settle(closed, w)
+	resend, unsure := s.kept.settle(closed, w.Epoch == s.epoch, w.Seq, s.rt.cfg.DedupeIDs)
 	for _, p := range resend {
 		_ = c.SetWriteDeadline(time.Now().Add(s.rt.cfg.WriteTimeout))
-		mt := websocket.TextMessage
-		if p.binary {
-			mt = websocket.BinaryMessage
-		}
-		if err := c.WriteMessage(mt, p.frame); err != nil {
+		if err := c.WriteMessage(p.messageType(), p.frame); err != nil {
 			c.Close()
 			// pending is as it was and the next attempt settles it again, but that leg may
 			// have taken some of what it was sent: its end is not a close of the owner's.
 			return fmt.Errorf("%w: %w", errResend, err)
 		}
 	}
-	for _, p := range unsure {
-		s.rt.budget.Release(p.cost())
-		s.pendingCost -= p.cost()
-	}
-	for i := range resend {
-		resend[i].refused = false
-	}
-	s.pending, s.doubt, s.unsure = resend, false, unsure
+	s.kept.settled(s.rt.budget, resend, unsure)
+	s.unsure = unsure
 	if len(resend)+len(unsure) > 0 {
 		s.logger().Debug("re-sent the client's unanswered publishes to the room's new owner", "resent", len(resend), "in_doubt", len(unsure))
 	}
@@ -600,40 +513,12 @@ func (s *session) adopt(c *websocket.Conn, closed bool) error {
 	return nil
 }
 
-// settle splits the pending frames, in order, into those the new owner w can be sent and those
-// that may be lost or doubled either way. A frame is re-sent when the old owner did not take it:
-// it refused it as moved, or it closed the leg (closed) without answering it — unless it had
-// refused an earlier publish as moved on that leg, as it may still take the next ones when the
-// room thaws in place. Otherwise a frame with an id is re-sent while the room still remembers
-// the ids of what it took since the frame was sent: fewer than Config.DedupeIDs messages later
-// (or the room lost that epoch: nothing of it can be doubled). The rest — a binary or id-less
-// publish on a leg that broke, or one so old that the room may have forgotten its id — the
-// client is told of (see tellUnsure). s.upMu is held.
-func (s *session) settle(closed bool, w protocol.Welcome) (resend, unsure []pendingPublish) {
-	for _, p := range s.pending {
-		switch {
-		case p.harmless, p.refused, closed && !s.doubt:
-			resend = append(resend, p)
-		case p.id != "" && (w.Epoch != s.epoch || w.Seq < p.seq+uint64(s.rt.cfg.DedupeIDs)):
-			resend = append(resend, p)
-		default:
-			unsure = append(unsure, p)
-		}
-	}
-	return resend, unsure
-}
-
 // tellUnsure answers, in order, the frames the last re-dial could not re-send: the old owner may
 // or may not have taken them. The error frame carries the publish's id ("" for a binary or an
 // id-less one, as the owner's own answers to those do).
 func (s *session) tellUnsure() {
 	for _, p := range s.unsure {
-		s.rt.metrics.refused.WithLabelValues("publish_in_doubt").Inc()
-		why := "the connection to the room's owner broke before it answered this publish, and the router cannot re-send it without risking a duplicate (it has no id); it may or may not have been delivered: give publishes an id to make this safe"
-		if p.id != "" {
-			why = "the connection to the room's owner broke before it answered this publish, and so many messages followed it that the room may no longer remember its id; the router did not re-send it: it may or may not have been delivered"
-		}
-		s.tell(&protocol.ErrorFrame{Type: protocol.TypeError, Code: protocol.CodeUnavailable, ID: p.id, Error: why})
+		s.tell(inDoubt(s.rt, p))
 	}
 	s.unsure = nil
 }
