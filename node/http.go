@@ -150,28 +150,9 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	// A room this request would create counts against its address's rate; joining one the node
 	// holds does not. Admit has checked the whole handshake, so only a client that will be in
 	// gets this far.
-	created := n.rooms.Get(name) == nil
-	if created {
-		if refused := n.door.Limits.AdmitRoom(w, r); refused != "" {
-			n.metrics.refused.WithLabelValues(refused).Inc()
-			return
-		}
-	}
-	rm, err := n.mover.Acquire(r.Context(), name)
-	if !n.served(w, r, name, err) {
+	rm, ws, forget, ok := n.upgradeInto(w, r, name, true, n.served)
+	if !ok {
 		return
-	}
-	acquired := time.Now()
-	if !n.track() {
-		n.forgetUnjoined(created, rm, acquired)
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
-		return
-	}
-	ws, err := n.upgrader.Upgrade(&batch.Hijacker{ResponseWriter: w}, r, nil)
-	if err != nil {
-		n.forgetUnjoined(created, rm, acquired)
-		n.handlers.Done()
-		return // the upgrader has answered
 	}
 	// The handler returns, so net/http lets go of the request, its 4 KiB reader and the
 	// handler's deep stack; the connection lives on in a goroutine of its own, counted in
@@ -180,7 +161,7 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 	n.metrics.connects.Inc()
 	c := n.join(r.Context(), ws, rm, client, presence, !claims.Pub, res)
 	if c == nil {
-		n.forgetUnjoined(created, rm, acquired)
+		forget()
 		n.conns.Add(-1)
 		ws.Close()
 		n.handlers.Done()
@@ -229,6 +210,39 @@ func (n *Node) served(w http.ResponseWriter, r *http.Request, name string, err e
 		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "the room is moving here; try again shortly")
 	}
 	return false
+}
+
+// upgradeInto takes the request's room — creating it if it must, the creation counted against
+// the client's address rate when rated — and upgrades the connection. served answers a room it
+// could not take. When it reports true the handler is counted in n.handlers, and forget drops
+// the room again if this request created it and nobody joined; when false, it has answered.
+func (n *Node) upgradeInto(w http.ResponseWriter, r *http.Request, name string, rated bool,
+	served func(http.ResponseWriter, *http.Request, string, error) bool) (rm *room.Room, ws *websocket.Conn, forget func(), ok bool) {
+	created := n.rooms.Get(name) == nil
+	if created && rated {
+		if refused := n.door.Limits.AdmitRoom(w, r); refused != "" {
+			n.metrics.refused.WithLabelValues(refused).Inc()
+			return nil, nil, nil, false
+		}
+	}
+	rm, err := n.mover.Acquire(r.Context(), name)
+	if !served(w, r, name, err) {
+		return nil, nil, nil, false
+	}
+	acquired := time.Now()
+	forget = func() { n.forgetUnjoined(created, rm, acquired) }
+	if !n.track() {
+		forget()
+		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
+		return nil, nil, nil, false
+	}
+	ws, err = n.upgrader.Upgrade(&batch.Hijacker{ResponseWriter: w}, r, nil)
+	if err != nil {
+		forget()
+		n.handlers.Done()
+		return nil, nil, nil, false // the upgrader has answered
+	}
+	return rm, ws, forget, true
 }
 
 // forgetUnjoined drops rm again when this request created it (created) and no client has been in
@@ -453,30 +467,11 @@ func (n *Node) handleEdge(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}
-	created := n.rooms.Get(name) == nil
-	if created && res.Epoch == "" {
-		// A leg's first dial is for a client (its address in X-Forwarded-For): a room it would
-		// create counts against that address's rate, as on a direct connect. A leg that moved
-		// here (it names its epoch) creates nothing new for anyone.
-		if refused := n.door.Limits.AdmitRoom(w, r); refused != "" {
-			n.metrics.refused.WithLabelValues(refused).Inc()
-			return
-		}
-	}
-	rm, err := n.mover.Acquire(r.Context(), name)
-	if !n.servedEdge(w, r, name, err) {
-		return
-	}
-	acquired := time.Now()
-	if !n.track() {
-		n.forgetUnjoined(created, rm, acquired)
-		protocol.WriteError(w, http.StatusServiceUnavailable, protocol.CodeNotReady, "node shutting down; reconnect to be served by another node")
-		return
-	}
-	ws, err := n.upgrader.Upgrade(&batch.Hijacker{ResponseWriter: w}, r, nil)
-	if err != nil {
-		n.forgetUnjoined(created, rm, acquired)
-		n.handlers.Done()
+	// A leg's first dial is for a client (its address in X-Forwarded-For): a room it would
+	// create counts against that address's rate, as on a direct connect. A leg that moved here
+	// (it names its epoch) creates nothing new for anyone.
+	rm, ws, _, ok := n.upgradeInto(w, r, name, res.Epoch == "", n.servedEdge)
+	if !ok {
 		return
 	}
 	leg := room.NewLeg(n.roomCfg, ws)
