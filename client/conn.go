@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -342,12 +343,8 @@ func (c *Conn) reconnect(cause error, failures int) (*websocket.Conn, protocol.W
 			if asked, ok := overloaded(last); ok {
 				wait = max(wait, jitter(asked)) // the member said when; the jitter spreads the storm
 			}
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if loop.Sleep(ctx, wait) != nil {
 				return nil, protocol.Welcome{}, failures, c.gaveUp(attempt-1, last)
-			case <-t.C:
 			}
 		}
 		ws, w, err := c.dialAny(ctx, c.query(true, c.rx))

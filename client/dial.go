@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/protocol"
 )
 
@@ -113,12 +114,8 @@ func (c *Conn) dialPatiently(ctx context.Context, q url.Values) (*websocket.Conn
 		if !ok {
 			return ws, w, err
 		}
-		t := time.NewTimer(jitter(wait))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if loop.Sleep(ctx, jitter(wait)) != nil {
 			return nil, protocol.Welcome{}, err
-		case <-t.C:
 		}
 	}
 }

@@ -335,13 +335,9 @@ func (n *Node) undemote(ctx context.Context) {
 				}
 				wg.Wait()
 			}
-			t := time.NewTimer(100 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if loop.Sleep(ctx, 100*time.Millisecond) != nil {
 				n.undemoting.Store(false)
 				return
-			case <-t.C:
 			}
 		}
 		n.undemoting.Store(false)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/internal/proc"
 	"golang.org/x/time/rate"
 )
@@ -169,14 +170,7 @@ type verdicts struct {
 
 func (v *verdicts) run(ctx context.Context, members []*proc.Proc) {
 	was := map[string]string{} // observer/member -> state at the last poll
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	loop.Every(ctx, 100*time.Millisecond, func(time.Time) {
 		for _, s := range members {
 			c, err := s.Cluster()
 			if err != nil {
@@ -200,7 +194,7 @@ func (v *verdicts) run(ctx context.Context, members []*proc.Proc) {
 				was[key] = m.State
 			}
 		}
-	}
+	})
 }
 
 type soakCount struct{ ringChanges, pauses, staleDrops float64 }

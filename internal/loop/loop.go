@@ -25,3 +25,15 @@ func Every(ctx context.Context, d time.Duration, f func(now time.Time)) {
 		}
 	}
 }
+
+// Sleep waits for d, or until ctx ends: it returns ctx's error then, nil after d.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -28,3 +28,18 @@ func TestEveryRunsUntilTheContextEnds(t *testing.T) {
 		t.Fatalf("%d calls, want 5 (none after the cancel)", got)
 	}
 }
+
+func TestSleepEndsWithItsContext(t *testing.T) {
+	if err := Sleep(t.Context(), time.Millisecond); err != nil {
+		t.Fatalf("a sleep that ran its course: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(10*time.Millisecond, cancel)
+	start := time.Now()
+	if err := Sleep(ctx, time.Minute); err != context.Canceled {
+		t.Fatalf("a sleep whose context ended: %v, want %v", err, context.Canceled)
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("the sleep outlived its context by %s", waited)
+	}
+}

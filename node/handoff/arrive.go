@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/ring"
 )
@@ -102,12 +103,8 @@ func (m *Mover) arrive(ctx context.Context, name string) (*room.Room, error) {
 			m.cfg.Gate.NoteTakeover(silent)
 			return m.create(name, "timeout")
 		}
-		t := time.NewTimer(100 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := loop.Sleep(ctx, 100*time.Millisecond); err != nil {
+			return nil, err
 		}
 	}
 }
@@ -210,14 +207,7 @@ func (m *Mover) awaitSilence(ctx context.Context, name string, current *ring.Pla
 		return nil
 	}
 	m.cfg.Log.Info("waiting for the room's dead owner to have stopped writing before starting it afresh", "room", name, "wait", d)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return loop.Sleep(ctx, d)
 }
 
 // settleWindow is how long after a placement change the ring counts as unsettled: views may

@@ -144,14 +144,7 @@ func (w *Watchdog) AwaitQuarantine(ctx context.Context) error {
 	if left <= 0 {
 		return nil
 	}
-	t := time.NewTimer(left)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return loop.Sleep(ctx, left)
 }
 
 // Quarantined reports whether the node recently woke from a pause and must not create rooms.

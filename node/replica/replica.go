@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/roost-dev/roost/internal/loop"
 	"github.com/roost-dev/roost/internal/peer"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/ring"
@@ -561,12 +562,8 @@ func (rep *Replicator) Promote(ctx context.Context, name string) (*room.Room, er
 		if r != nil || !held {
 			return r, nil
 		}
-		t := time.NewTimer(50 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := loop.Sleep(ctx, 50*time.Millisecond); err != nil {
+			return nil, err
 		}
 	}
 }
