@@ -39,8 +39,9 @@ type Ring struct {
 
 	seedAddrs []string // cfg.Join with the gossip port where none is given
 
+	feed Feed // each new placement, to the member's parts
+
 	mu   sync.Mutex
-	subs map[chan *Placement]struct{}
 	live map[string]Member     // members memberlist lists as alive, copied in its callbacks
 	gone map[string]goneMember // members that left or died, kept for operators
 	lost map[string]time.Time  // when each member was last seen leave or die, kept for good
@@ -100,7 +101,6 @@ func New(cfg Config) (*Ring, error) {
 		log:  cfg.Logger.With("node", cfg.ID),
 		self: cfg.ID,
 		kick: make(chan struct{}, 1),
-		subs: map[chan *Placement]struct{}{},
 		live: map[string]Member{},
 		gone: map[string]goneMember{},
 		lost: map[string]time.Time{},
@@ -180,17 +180,7 @@ func (r *Ring) Ready() bool {
 
 // Subscribe returns a channel that receives each new placement (only the newest one, if the
 // reader is slow) and a function that ends the subscription.
-func (r *Ring) Subscribe() (<-chan *Placement, func()) {
-	ch := make(chan *Placement, 1)
-	r.mu.Lock()
-	r.subs[ch] = struct{}{}
-	r.mu.Unlock()
-	return ch, func() {
-		r.mu.Lock()
-		delete(r.subs, ch)
-		r.mu.Unlock()
-	}
-}
+func (r *Ring) Subscribe() (<-chan *Placement, func()) { return r.feed.Subscribe() }
 
 // UpdateMeta changes this member's gossiped metadata and spreads it. A change that affects
 // placement (draining) rebuilds the local placement at once, without waiting for gossip.
@@ -396,13 +386,7 @@ func (r *Ring) rebuild() {
 		ids[i] = n.ID
 	}
 	r.log.Info("ring changed", "ring", next.version, "previous", prev.version, "nodes", ids, "load", next.load)
-	for ch := range r.subs {
-		select {
-		case <-ch: // drop the stale one: subscribers want the newest
-		default:
-		}
-		ch <- next
-	}
+	r.feed.Send(next)
 }
 
 // members lists live and recently gone members, sorted by ID. r.mu is held.

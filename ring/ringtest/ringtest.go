@@ -12,15 +12,16 @@ import (
 
 // Ring is one member's view of the membership, as the test sets it.
 type Ring struct {
-	id   string
-	mu   sync.Mutex
-	p    *ring.Placement
-	subs map[chan *ring.Placement]struct{}
+	ring.Feed // Subscribe: the placements set after the call, only the newest if unread
+
+	id string
+	mu sync.Mutex
+	p  *ring.Placement
 }
 
 // New is member id's ring, at placement p (nil: no placement yet).
 func New(id string, p *ring.Placement) *Ring {
-	return &Ring{id: id, p: p, subs: map[chan *ring.Placement]struct{}{}}
+	return &Ring{id: id, p: p}
 }
 
 // ID is the member's id.
@@ -36,32 +37,12 @@ func (r *Ring) Placement() *ring.Placement {
 	return r.p
 }
 
-// Subscribe returns a channel that holds the latest placement set after the call (older ones
-// are replaced, as the real ring's are), and a function that ends the subscription.
-func (r *Ring) Subscribe() (<-chan *ring.Placement, func()) {
-	ch := make(chan *ring.Placement, 1)
-	r.mu.Lock()
-	r.subs[ch] = struct{}{}
-	r.mu.Unlock()
-	return ch, func() {
-		r.mu.Lock()
-		delete(r.subs, ch)
-		r.mu.Unlock()
-	}
-}
-
 // Set makes p the placement and tells every subscriber.
 func (r *Ring) Set(p *ring.Placement) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.p = p
-	for ch := range r.subs {
-		select {
-		case <-ch:
-		default:
-		}
-		ch <- p
-	}
+	r.Send(p)
 }
 
 // GoneSince reports that no member has left: a test's members leave by a new placement.
