@@ -23,6 +23,7 @@ import (
 	"github.com/roost-dev/roost/node/replica"
 	"github.com/roost-dev/roost/node/room"
 	"github.com/roost-dev/roost/protocol"
+	"github.com/roost-dev/roost/ring"
 	"golang.org/x/time/rate"
 )
 
@@ -117,22 +118,8 @@ func parseResumeQuery(q url.Values) (res room.Resume, client string, presence bo
 
 // handleWS serves a room's WebSocket on its owner and redirects (307, before upgrading) elsewhere.
 func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
-	if !n.fresh(w, r) {
-		return
-	}
-	name, o, ok := httpapi.Place(w, r, n.ring.Placement(), n.metrics.refused)
+	name, res, client, presence, ok := n.placedHere(w, r, ring.Member.WSURL)
 	if !ok {
-		return
-	}
-	if o.ID != n.id {
-		n.metrics.redirects.Inc()
-		httpapi.Redirect(w, r, o.WSURL(name))
-		return
-	}
-	res, client, presence, err := parseResume(r)
-	if err != nil {
-		n.metrics.refused.WithLabelValues("bad_request").Inc()
-		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}
 	adm, ok := n.door.Admit(w, r, name)
@@ -180,6 +167,32 @@ func (n *Node) handleWS(w http.ResponseWriter, r *http.Request) {
 		defer ws.Close()
 		n.read(c)
 	}()
+}
+
+// placedHere answers a request for a room that this node is not to serve — while its rooms may
+// be stale, with no room or no owner, for a room another node owns (a 307 to elsewhere(owner,
+// room), before upgrading) or with a bad resume — and returns the room and the resume asked
+// for otherwise.
+func (n *Node) placedHere(w http.ResponseWriter, r *http.Request, elsewhere func(ring.Member, string) string) (name string, res room.Resume, client string, presence, ok bool) {
+	if !n.fresh(w, r) {
+		return "", res, "", false, false
+	}
+	name, o, ok := httpapi.Place(w, r, n.ring.Placement(), n.metrics.refused)
+	if !ok {
+		return "", res, "", false, false
+	}
+	if o.ID != n.id {
+		n.metrics.redirects.Inc()
+		httpapi.Redirect(w, r, elsewhere(o, name))
+		return "", res, "", false, false
+	}
+	res, client, presence, err := parseResume(r)
+	if err != nil {
+		n.metrics.refused.WithLabelValues("bad_request").Inc()
+		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		return "", res, "", false, false
+	}
+	return name, res, client, presence, true
 }
 
 // served reports whether Acquire's err lets the request be served here, answering it otherwise:
@@ -449,22 +462,8 @@ func (n *Node) handleEdge(w http.ResponseWriter, r *http.Request) {
 		protocol.WriteError(w, http.StatusUnauthorized, protocol.CodeUnauthorized, err.Error())
 		return
 	}
-	if !n.fresh(w, r) {
-		return
-	}
-	name, o, ok := httpapi.Place(w, r, n.ring.Placement(), n.metrics.refused)
+	name, res, _, _, ok := n.placedHere(w, r, func(o ring.Member, name string) string { return o.HTTPURL() + protocol.EdgePath(name) })
 	if !ok {
-		return
-	}
-	if o.ID != n.id {
-		n.metrics.redirects.Inc()
-		httpapi.Redirect(w, r, o.HTTPURL()+protocol.EdgePath(name))
-		return
-	}
-	res, _, _, err := parseResume(r)
-	if err != nil {
-		n.metrics.refused.WithLabelValues("bad_request").Inc()
-		protocol.WriteError(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
 		return
 	}
 	// A leg's first dial is for a client (its address in X-Forwarded-For): a room it would
@@ -476,7 +475,7 @@ func (n *Node) handleEdge(w http.ResponseWriter, r *http.Request) {
 	}
 	leg := room.NewLeg(n.roomCfg, ws)
 	for attempt := 0; ; attempt++ {
-		err = rm.JoinLeg(leg, res)
+		err := rm.JoinLeg(leg, res)
 		if err == nil {
 			break
 		}
