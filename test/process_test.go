@@ -64,23 +64,31 @@ func ownerFrom(ctx context.Context, p *proc.Proc, room string) (protocol.Owner, 
 // startProcCluster starts n node processes and waits until they agree on a ring of n nodes.
 func startProcCluster(t *testing.T, n int) []*proc.Proc {
 	t.Helper()
+	ps := startNodes(t, n)
+	proc.WaitRingT(t, ps, n)
+	return ps
+}
+
+// startNodes starts n node processes, n1 to nN, each with the extra flags; n1 joins nobody and
+// the others join n1. It does not wait for them to agree on a ring.
+func startNodes(t *testing.T, n int, extra ...string) []*proc.Proc {
+	t.Helper()
 	var ps []*proc.Proc
 	for i := 1; i <= n; i++ {
 		join := ""
 		if i > 1 {
 			join = ps[0].Gossip
 		}
-		ps = append(ps, startProc(t, "node", fmt.Sprintf("n%d", i), join))
+		ps = append(ps, startProc(t, "node", fmt.Sprintf("n%d", i), join, extra...))
 	}
-	proc.WaitRingT(t, ps, n)
 	return ps
 }
 
-// startProcClusterWithRouter starts n node processes and a router, r1, and waits until all of
-// them agree on a ring of n nodes.
-func startProcClusterWithRouter(t *testing.T, n int) ([]*proc.Proc, *proc.Proc) {
+// startProcClusterWithRouter starts n node processes (with the extra flags) and a router, r1,
+// and waits until all of them agree on a ring of n nodes.
+func startProcClusterWithRouter(t *testing.T, n int, extra ...string) ([]*proc.Proc, *proc.Proc) {
 	t.Helper()
-	nodes := startProcCluster(t, n)
+	nodes := startNodes(t, n, extra...)
 	rt := startProc(t, "router", "r1", nodes[0].Gossip)
 	proc.WaitRingT(t, append(nodes, rt), n)
 	return nodes, rt

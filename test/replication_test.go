@@ -20,17 +20,7 @@ import (
 // router.
 func startReplicatedCluster(t *testing.T, n, replicas int, extra ...string) ([]*proc.Proc, *proc.Proc) {
 	t.Helper()
-	var nodes []*proc.Proc
-	for i := 1; i <= n; i++ {
-		join := ""
-		if i > 1 {
-			join = nodes[0].Gossip
-		}
-		nodes = append(nodes, startProc(t, "node", fmt.Sprintf("n%d", i), join, append([]string{"--room-replicas", fmt.Sprint(replicas)}, extra...)...))
-	}
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(nodes, rt), n)
-	return nodes, rt
+	return startProcClusterWithRouter(t, n, append([]string{"--room-replicas", fmt.Sprint(replicas)}, extra...)...)
 }
 
 // traffic runs, for every room, a subscriber and a publisher (ids, 5 s per ack) through each of
@@ -301,16 +291,7 @@ func TestOwnerCutFromItsReplica(t *testing.T) {
 // (its log says "sent=tail"), and the room goes on there in the same epoch with its whole
 // history, which a client resuming from seq 0 gets, each message once.
 func TestDrainToTheReplicaSendsTheTail(t *testing.T) {
-	var nodes []*proc.Proc
-	for i := 1; i <= 3; i++ {
-		join := ""
-		if i > 1 {
-			join = nodes[0].Gossip
-		}
-		nodes = append(nodes, startProc(t, "node", fmt.Sprintf("n%d", i), join, "--room-replicas", "1", "--log-level", "info"))
-	}
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(nodes, rt), 3)
+	nodes, rt := startReplicatedCluster(t, 3, 1, "--log-level", "info")
 	var name string
 	for room := range roomsByOwner(t, rt, "tail-", 1, nodes[0].ID) {
 		name = room

@@ -102,16 +102,7 @@ func TestWebhooksAcrossMoves(t *testing.T) {
 	flags := []string{"--webhook-url", h.srv.URL + "/hook", "--webhook-secret", secret,
 		"--webhook-events", "room.occupied,room.vacated,member.join,member.leave,message",
 		"--webhook-backoff-min", "20ms", "--webhook-backoff-max", "300ms", "--webhook-grace", "3s", "--drain-timeout", "20s"}
-	var nodes []*proc.Proc
-	for i := 1; i <= 3; i++ {
-		join := ""
-		if i > 1 {
-			join = nodes[0].Gossip
-		}
-		nodes = append(nodes, startProc(t, "node", fmt.Sprintf("n%d", i), join, flags...))
-	}
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(slices.Clone(nodes), rt), 3)
+	nodes, rt := startProcClusterWithRouter(t, 3, flags...)
 
 	rooms := []string{"hook-a", "hook-b", "hook-c", "hook-d"}
 	var members []*client.Conn
@@ -281,16 +272,7 @@ func TestWebhooksAcrossCrash(t *testing.T) {
 	flags := []string{"--webhook-url", h.srv.URL + "/hook", "--webhook-secret", secret,
 		"--webhook-events", "room.occupied,room.vacated,member.join,member.leave,message",
 		"--webhook-backoff-min", "20ms", "--webhook-backoff-max", "300ms", "--webhook-grace", "3s"}
-	var nodes []*proc.Proc
-	for i := 1; i <= 3; i++ {
-		join := ""
-		if i > 1 {
-			join = nodes[0].Gossip
-		}
-		nodes = append(nodes, startProc(t, "node", fmt.Sprintf("n%d", i), join, flags...))
-	}
-	rt := startProc(t, "router", "r1", nodes[0].Gossip)
-	proc.WaitRingT(t, append(slices.Clone(nodes), rt), 3)
+	nodes, rt := startProcClusterWithRouter(t, 3, flags...)
 	rooms := []string{"crash-a"}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	member, err := client.Dial(ctx, rt.URL(), rooms[0], &client.Options{Discard: true, ClientID: "member-0"})

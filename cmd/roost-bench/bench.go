@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -308,6 +309,20 @@ const stopTimeout = 10 * time.Second
 // startBenchNode starts the one node of a bench run.
 func startBenchNode(ctx context.Context) (*proc.Proc, error) {
 	return startRoost(ctx, "node", "bench-n1", "", roostServerFlags...)
+}
+
+// startBenchPair starts the one node of a bench run, with the extra flags, and a router joined
+// to it; stop stops both.
+func startBenchPair(ctx context.Context, extra ...string) (node, rt *proc.Proc, stop func(), err error) {
+	node, err = startRoost(ctx, "node", "bench-n1", "", append(slices.Clone(roostServerFlags), extra...)...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if rt, err = startBenchRouter(ctx, node); err != nil {
+		node.Stop(stopTimeout)
+		return nil, nil, nil, err
+	}
+	return node, rt, func() { rt.Stop(stopTimeout); node.Stop(stopTimeout) }, nil
 }
 
 // startBenchRouter starts a router joined to node.

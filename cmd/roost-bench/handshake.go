@@ -17,16 +17,11 @@ func benchHandshake(ctx context.Context, quick bool) ([]benchRow, error) {
 	if quick {
 		n = 50
 	}
-	node, err := startBenchNode(ctx)
+	node, rt, stop, err := startBenchPair(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer node.Stop(stopTimeout)
-	rt, err := startBenchRouter(ctx, node)
-	if err != nil {
-		return nil, err
-	}
-	defer rt.Stop(stopTimeout)
+	defer stop()
 
 	dialer := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
 	handshake := func(base, room string) (time.Duration, error) {

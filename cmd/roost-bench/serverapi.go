@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,16 +32,11 @@ func benchServerAPI(ctx context.Context, d time.Duration, quick bool) ([]benchRo
 	if quick {
 		publishers, rounds = 4, 1
 	}
-	node, err := startRoost(ctx, "node", "bench-api-n1", "", append(slices.Clone(roostServerFlags), "--api-publish-rate", "0")...)
+	node, rt, stop, err := startBenchPair(ctx, "--api-publish-rate", "0")
 	if err != nil {
 		return nil, err
 	}
-	defer node.Stop(stopTimeout)
-	rt, err := startBenchRouter(ctx, node)
-	if err != nil {
-		return nil, err
-	}
-	defer rt.Stop(stopTimeout)
+	defer stop()
 
 	rooms := make([]string, publishers)
 	for i := range rooms {
