@@ -239,7 +239,7 @@ func (n *Node) apiServed(w http.ResponseWriter, r *http.Request, name, id string
 			return false
 		}
 	}
-	return n.served(w, r, name, err)
+	return n.served(w, r, name, nil, err)
 }
 
 // apiRoom is the room a server API read is about, answering 404 no_room when this node (its

@@ -196,10 +196,17 @@ func (n *Node) placedHere(w http.ResponseWriter, r *http.Request, elsewhere func
 }
 
 // served reports whether Acquire's err lets the request be served here, answering it otherwise:
-// a redirect to where the room is, or the refusal.
-func (n *Node) served(w http.ResponseWriter, r *http.Request, name string, err error) bool {
+// a redirect to where the room is, or the refusal. rm, the room acquired (nil for a request
+// that does not join it), is refused when full.
+func (n *Node) served(w http.ResponseWriter, r *http.Request, name string, rm *room.Room, err error) bool {
 	var held *handoff.HeldError
 	switch {
+	case err == nil && rm != nil && rm.Full():
+		// Answered before upgrading, as every other limit is: a client that reads only the
+		// handshake's status learns why. One that races another into the last place is
+		// closed with 1013 instead (see join).
+		n.metrics.refused.WithLabelValues("room_full").Inc()
+		protocol.WriteError(w, http.StatusTooManyRequests, protocol.CodeLimit, "room full (--max-room-conns); try again later")
 	case err == nil:
 		return true
 	case errors.As(err, &held): // the previous owner still holds it: send the client there
@@ -230,7 +237,7 @@ func (n *Node) served(w http.ResponseWriter, r *http.Request, name string, err e
 // could not take. When it reports true the handler is counted in n.handlers, and forget drops
 // the room again if this request created it and nobody joined; when false, it has answered.
 func (n *Node) upgradeInto(w http.ResponseWriter, r *http.Request, name string, rated bool,
-	served func(http.ResponseWriter, *http.Request, string, error) bool) (rm *room.Room, ws *websocket.Conn, forget func(), ok bool) {
+	served func(http.ResponseWriter, *http.Request, string, *room.Room, error) bool) (rm *room.Room, ws *websocket.Conn, forget func(), ok bool) {
 	created := n.rooms.Get(name) == nil
 	if created && rated {
 		if refused := n.door.Limits.AdmitRoom(w, r); refused != "" {
@@ -239,7 +246,7 @@ func (n *Node) upgradeInto(w http.ResponseWriter, r *http.Request, name string, 
 		}
 	}
 	rm, err := n.mover.Acquire(r.Context(), name)
-	if !served(w, r, name, err) {
+	if !served(w, r, name, rm, err) {
 		return nil, nil, nil, false
 	}
 	acquired := time.Now()
@@ -500,7 +507,7 @@ func (n *Node) handleEdge(w http.ResponseWriter, r *http.Request) {
 }
 
 // servedEdge is served for a leg: a room held elsewhere is a redirect to that node's leg.
-func (n *Node) servedEdge(w http.ResponseWriter, r *http.Request, name string, err error) bool {
+func (n *Node) servedEdge(w http.ResponseWriter, r *http.Request, name string, _ *room.Room, err error) bool {
 	var held *handoff.HeldError
 	switch {
 	case errors.As(err, &held):
@@ -513,5 +520,5 @@ func (n *Node) servedEdge(w http.ResponseWriter, r *http.Request, name string, e
 			return false
 		}
 	}
-	return n.served(w, r, name, err)
+	return n.served(w, r, name, nil, err)
 }

@@ -668,3 +668,39 @@ func TestMovedRefusalClosesTheConnection(t *testing.T) {
 		t.Fatalf("the publish again: %+v", acks)
 	}
 }
+
+// A room at --max-room-conns refuses the next client before upgrading, with 429 limit_reached
+// like every other limit, and takes one again when a member leaves.
+func TestFullRoomIsRefusedBeforeUpgrading(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxRoomConns = 2
+	n := startNode(t, "n1", cfg)
+	dial(t, n.addr, "full", nil)
+	second := dial(t, n.addr, "full", nil)
+	ws, resp, err := websocket.DefaultDialer.Dial("ws://"+n.addr+"/v1/rooms/full/ws", nil)
+	if err == nil {
+		ws.Close()
+		t.Fatal("a third client joined a room of at most 2")
+	}
+	if resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a third client: %v, response %+v; want 429 before the upgrade", err, resp)
+	}
+	var body protocol.Error
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Code != protocol.CodeLimit {
+		t.Fatalf("the refusal's body: %+v (%v), want code %s", body, err, protocol.CodeLimit)
+	}
+	if got := testutil.ToFloat64(n.metrics.refused.WithLabelValues("room_full")); got != 1 {
+		t.Fatalf("room_full refusals counted: %v, want 1", got)
+	}
+	second.ws.Close()
+	<-second.done
+	wait.Eventually(t, 5*time.Second, "a place in the room after a member left", func() bool {
+		c, err := tryDial(n.addr, "full", nil, nil)
+		if err != nil {
+			return false
+		}
+		c.ws.Close()
+		<-c.done
+		return true
+	})
+}

@@ -506,6 +506,14 @@ type Stats struct {
 }
 
 // Stats reads the room's counters.
+// Full reports whether the room holds as many connections as Config.MaxConns allows: one more
+// would be refused by Join with ErrFull.
+func (r *Room) Full() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns() >= r.cfg.MaxConns
+}
+
 func (r *Room) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
