@@ -74,15 +74,20 @@ func invisible(t *testing.T, h *history, at time.Time) {
 	}
 	h.mu.Lock()
 	after := 0
+	var first time.Time
 	for _, r := range h.records {
 		if r.kind == "ack" && r.at.After(at) {
 			after++
+			if first.IsZero() || r.at.Before(first) {
+				first = r.at
+			}
 		}
 	}
 	h.mu.Unlock()
 	if after == 0 {
 		t.Fatal("no publish was acked after the last kill")
 	}
+	t.Logf("the first ack after the last kill came %s after it", first.Sub(at).Round(10*time.Millisecond))
 }
 
 // kill9 kills p and waits until the others agree on a ring of the nodes left, returning when
