@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -27,7 +30,12 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 		rooms = 200
 	}
 	flags := append(append([]string{}, roostServerFlags...), "--log-level", "info", "--drain-timeout", "60s")
-	a, err := startRoost(ctx, "node", "ho-a", "", flags...)
+	aFlags := flags
+	profile := os.Getenv("ROOST_BENCH_PROFILE") // a file: the drained node's CPU profile of the drain
+	if profile != "" {
+		aFlags = append(slices.Clone(flags), "--pprof", "127.0.0.1:6061")
+	}
+	a, err := startRoost(ctx, "node", "ho-a", "", aFlags...)
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +66,12 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 	}
 
 	// Drain a; its members are told 4001 and resume on b.
+	var profiled sync.WaitGroup
+	if profile != "" {
+		started := make(chan struct{})
+		profiled.Go(func() { cpuProfile(ctx, "http://127.0.0.1:6061", time.Second, profile, started) })
+		<-started
+	}
 	t0 := time.Now()
 	a.Signal(syscall.SIGTERM)
 	select {
@@ -67,8 +81,12 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 		return nil, fmt.Errorf("the drained node did not exit within 90s")
 	}
 	exited := time.Since(t0)
+	profiled.Wait()
 	time.Sleep(500 * time.Millisecond) // the last rooms' writers resume on b
 	pauses, werr := writers.stop()
+	if os.Getenv("ROOST_BENCH_LOGS") != "" {
+		fmt.Fprintf(os.Stderr, "--- drained node's log:\n%s\n--- receiver's log:\n%s\n", a.Log(), b.Log())
+	}
 	if werr != nil {
 		return nil, werr
 	}
@@ -247,5 +265,29 @@ func closeMembers(members []member) {
 		if m.ws != nil {
 			m.ws.Close()
 		}
+	}
+}
+
+// cpuProfile saves the CPU profile of the server whose --pprof listener is at base, over d, to
+// file; started is closed once the request is on its way.
+func cpuProfile(ctx context.Context, base string, d time.Duration, file string, started chan<- struct{}) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, int(d.Seconds())), nil)
+	if err != nil {
+		close(started)
+		return
+	}
+	go func() { time.Sleep(100 * time.Millisecond); close(started) }()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "profile: %v\n", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(file, b, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "profile: %v\n", err)
 	}
 }

@@ -103,6 +103,7 @@ type Replicator struct {
 	streams map[string]*streamRun
 	rooms   map[string]*roomState
 	version string // the placement the last full pass worked from
+	retry   bool   // a replica refused a room: the next tick makes a full pass to seed it again
 	wg      sync.WaitGroup
 	// acquiring are the rooms of dead owners being acquired (see acquire).
 	acquiring map[string]bool
@@ -241,7 +242,7 @@ func (rep *Replicator) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			pass(rep.cfg.Ring.Placement().Version() != rep.seen())
+			pass(rep.cfg.Ring.Placement().Version() != rep.seen() || rep.takeRetry())
 		case <-rep.wake:
 			pass(true)
 		}
@@ -376,6 +377,7 @@ func (rep *Replicator) acked(s *stream, items []Item, status []Status) {
 	now := time.Now()
 	rep.mu.Lock()
 	touched := map[*roomState]bool{}
+	reseed := false
 	for i, it := range items {
 		rs := rep.rooms[it.room()]
 		if rs == nil || i >= len(status) {
@@ -392,9 +394,12 @@ func (rep *Replicator) acked(s *stream, items []Item, status []Status) {
 			}
 			t.acked = max(t.acked, it.seq())
 		case Reseed:
-			t.gen = 0
+			t.gen, reseed = 0, true
 		case Refused:
-			t.gen, t.seeded = 0, false
+			// Seeded again on the next tick, not at once: a replica that refuses (its ring
+			// lags, or names another owner) would refuse a seed sent right back too, and a
+			// pass over every room per refusal kept a node that held many busy.
+			t.gen, t.seeded, rep.retry = 0, false, true
 			rep.cfg.Log.Debug("replica refused the room: its ring does not name this node the owner yet, or it heard from a later one",
 				"room", it.room(), "peer", s.peer)
 		}
@@ -407,8 +412,8 @@ func (rep *Replicator) acked(s *stream, items []Item, status []Status) {
 	for _, c := range commits {
 		c.r.Commit(c.seq)
 	}
-	if len(touched) > 0 {
-		rep.reconcileSoon() // seed what was refused or fell behind
+	if reseed {
+		rep.reconcileSoon() // seed what fell behind
 	}
 }
 
@@ -431,6 +436,15 @@ func (rep *Replicator) lost(s *stream, since time.Time) {
 }
 
 // seen is the placement version of the last full pass.
+// takeRetry reports whether a replica refused a room since the last call.
+func (rep *Replicator) takeRetry() bool {
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	retry := rep.retry
+	rep.retry = false
+	return retry
+}
+
 func (rep *Replicator) seen() string {
 	rep.mu.Lock()
 	defer rep.mu.Unlock()

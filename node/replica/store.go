@@ -77,17 +77,32 @@ func (s *Store) apply(from string, it Item) Status {
 	if s.cfg.Gate.Stale() {
 		return Refused // woken from a pause: this node decides nothing until its watchdog has
 	}
-	if o, ok := s.cfg.Ring.Placement().Owner(name); !ok || o.ID != from {
-		return Refused
-	}
+	p := s.cfg.Ring.Placement()
+	o, ok := p.Owner(name)
+	owner := ok && o.ID == from
 	if it.Seed != nil {
+		if !owner {
+			return Refused
+		}
 		return s.seed(from, *it.Seed)
 	}
 	s.mu.Lock()
 	c := s.copies[name]
 	s.mu.Unlock()
 	if c == nil || c.from != from {
+		if !owner {
+			return Refused
+		}
 		return Reseed
+	}
+	// The writer of this copy may go on extending it after the ring has named another owner,
+	// as long as it lives: it still holds the room until its hand-off (a drain, a join) moves
+	// it, and its writes until then are acked only once replicated. Refusing them would make
+	// it ack them unreplicated — and re-seed every room it holds, for nothing, while it drains.
+	// A new owner's copy comes with a later term (ErrOldTerm below refuses the old writer then),
+	// and a writer the ring declared dead is refused here.
+	if m, known := p.Member(from); !owner && (!known || !m.Live()) {
+		return Refused
 	}
 	switch err := c.r.Apply(it.Append.Append); err {
 	case nil:
