@@ -150,3 +150,43 @@ func TestReplicaRefusesANonOwner(t *testing.T) {
 		t.Fatalf("an append from an older term: %v, want Refused", got)
 	}
 }
+
+// A replica goes on taking appends from its copy's writer after its ring names another owner,
+// while that writer lives: a draining owner holds its rooms until their hand-off, and its writes
+// until then must be replicated to be acked. It takes no new seed from it, and nothing once the
+// ring declares it dead.
+func TestReplicaFollowsADrainingWriter(t *testing.T) {
+	a, b := newMember(t, "n1"), newMember(t, "n2")
+	both := placement([]*member{a, b})
+	name := ""
+	for i := 0; name == ""; i++ {
+		if o, _ := both.Owner(fmt.Sprint("r", i)); o.ID == "n1" {
+			name = fmt.Sprint("r", i)
+		}
+	}
+	b.ring.Set(both)
+	st := room.New(a.cfg, name).Snapshot()
+	if got := b.rep.Store().apply("n1", Item{Seed: &st}); got != Held {
+		t.Fatalf("seed from the owner: %v, want Held", got)
+	}
+	draining := ring.NewPlacement([]ring.Member{
+		{ID: "n1", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: a.addr, Draining: true}},
+		{ID: "n2", State: ring.StateAlive, Meta: ring.Meta{Role: ring.RoleNode, HTTP: b.addr}},
+	}, ring.DefaultPlacementConfig())
+	if o, _ := draining.Owner(name); o.ID != "n2" {
+		t.Fatalf("with n1 draining, %s is owned by %s", name, o.ID)
+	}
+	b.ring.Set(draining)
+	e := &Entry{Room: name, Append: room.Append{Epoch: st.Epoch, Term: st.Term, Msg: room.Message{Seq: 1, Binary: true, Frame: make([]byte, 9)}}}
+	if got := b.rep.Store().apply("n1", Item{Append: e}); got != Held {
+		t.Fatalf("an append from the draining writer of the copy: %v, want Held", got)
+	}
+	if got := b.rep.Store().apply("n1", Item{Seed: &st}); got != Refused {
+		t.Fatalf("a seed from a node that no longer owns the room: %v, want Refused", got)
+	}
+	b.ring.Set(placement([]*member{b}, a))
+	e.Msg.Seq = 2
+	if got := b.rep.Store().apply("n1", Item{Append: e}); got != Refused {
+		t.Fatalf("an append from a writer declared dead: %v, want Refused", got)
+	}
+}
