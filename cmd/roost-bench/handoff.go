@@ -31,7 +31,7 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 	}
 	flags := append(append([]string{}, roostServerFlags...), "--log-level", "info", "--drain-timeout", "60s")
 	aFlags := flags
-	profile := os.Getenv("ROOST_BENCH_PROFILE") // a file: the drained node's CPU profile of the drain
+	profile := os.Getenv("ROOST_BENCH_PROFILE") // a file: the drained node's CPU profile of the drain (and file.receiver, the other's)
 	if profile != "" {
 		aFlags = append(slices.Clone(flags), "--pprof", "127.0.0.1:6061")
 	}
@@ -40,7 +40,11 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 		return nil, err
 	}
 	defer a.Stop(stopTimeout)
-	b, err := startRoost(ctx, "node", "ho-b", a.Gossip, flags...)
+	bFlags := flags
+	if profile != "" {
+		bFlags = append(slices.Clone(flags), "--pprof", "127.0.0.1:6062")
+	}
+	b, err := startRoost(ctx, "node", "ho-b", a.Gossip, bFlags...)
 	if err != nil {
 		return nil, err
 	}
@@ -68,9 +72,11 @@ func benchHandoff(ctx context.Context, quick bool) ([]benchRow, error) {
 	// Drain a; its members are told 4001 and resume on b.
 	var profiled sync.WaitGroup
 	if profile != "" {
-		started := make(chan struct{})
+		started, receiving := make(chan struct{}), make(chan struct{})
 		profiled.Go(func() { cpuProfile(ctx, "http://127.0.0.1:6061", time.Second, profile, started) })
+		profiled.Go(func() { cpuProfile(ctx, "http://127.0.0.1:6062", time.Second, profile+".receiver", receiving) })
 		<-started
+		<-receiving
 	}
 	t0 := time.Now()
 	a.Signal(syscall.SIGTERM)

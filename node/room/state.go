@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/roost-dev/roost/protocol"
@@ -208,6 +209,9 @@ func validText(h Message) error {
 	if !utf8.Valid(h.Frame) {
 		return errors.New("not UTF-8")
 	}
+	if canonicalText(h.Frame, h.Seq) {
+		return nil
+	}
 	var m struct {
 		Type   string          `json:"type"`
 		Seq    *uint64         `json:"seq"`
@@ -236,4 +240,55 @@ func validText(h Message) error {
 		return errors.New(`no "data"`)
 	}
 	return nil
+}
+
+// canonicalText reports whether frame is exactly what protocol.AppendMessage makes of a message
+// of seq: its fields in its order, its strings without escapes, and its data one JSON value.
+// Every frame a roost node makes of a publish with a plain client id and id is; checking that
+// costs a fifth of decoding the frame (a receiver of a big hand-off spent half its time in that
+// decoding). What it does not recognise, validText decodes in full.
+func canonicalText(frame []byte, seq uint64) bool {
+	rest, ok := bytes.CutPrefix(frame, []byte(`{"type":"message","seq":`))
+	if !ok {
+		return false
+	}
+	var digits [20]byte
+	if rest, ok = bytes.CutPrefix(rest, strconv.AppendUint(digits[:0], seq, 10)); !ok {
+		return false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"client":`)); !ok {
+		return false
+	}
+	var client, id []byte
+	if client, rest, ok = plainString(rest); !ok || len(client) > maxClient {
+		return false
+	}
+	if after, isID := bytes.CutPrefix(rest, []byte(`,"id":`)); isID {
+		if id, rest, ok = plainString(after); !ok || len(id) > protocol.MaxIDLen {
+			return false
+		}
+	}
+	data, ok := bytes.CutPrefix(rest, []byte(`,"data":`))
+	if !ok {
+		return false
+	}
+	data, ok = bytes.CutSuffix(data, []byte("}"))
+	return ok && len(data) > 0 && json.Valid(data)
+}
+
+// plainString splits a JSON string with no escape and no control character off the start of b:
+// its content, and what follows it.
+func plainString(b []byte) (s, rest []byte, ok bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return nil, nil, false
+	}
+	for i := 1; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return b[1:i], b[i+1:], true
+		case c == '\\' || c < 0x20:
+			return nil, nil, false
+		}
+	}
+	return nil, nil, false
 }

@@ -91,3 +91,54 @@ func TestTailCompletesFromTheReplicasCopy(t *testing.T) {
 		t.Fatal("a tail that does not follow on from its base was accepted")
 	}
 }
+
+// The fast check recognises what AppendMessage makes and nothing the full check would refuse;
+// a frame it does not recognise (an escaped client id) is still taken by the full check.
+func TestCanonicalTextIsWhatAPublishMakes(t *testing.T) {
+	for _, m := range []struct {
+		client, id, data string
+	}{{"ann", "p1", `{"t":1}`}, {"bo", "", `null`}, {"c", "x", `"}"`}, {"d", "", `[1,{"a":"}"}]`}} {
+		frame := protocol.AppendMessage(nil, 42, m.client, m.id, []byte(m.data))
+		if !canonicalText(frame, 42) {
+			t.Errorf("%s: not recognised", frame)
+		}
+		if canonicalText(frame, 41) {
+			t.Errorf("%s: recognised as seq 41", frame)
+		}
+	}
+	escaped := protocol.AppendMessage(nil, 1, "a\"b", "", []byte(`1`))
+	if canonicalText(escaped, 1) {
+		t.Errorf("%s: an escaped client id taken by the fast check", escaped)
+	}
+	if err := validText(Message{Seq: 1, Frame: escaped}); err != nil {
+		t.Errorf("%s: %v", escaped, err)
+	}
+	for _, frame := range []string{
+		`{"type":"message","seq":1,"client":"a","data":1,"admin":true}`,
+		`{"type":"message","seq":1,"client":"a","data":1} {}`,
+		`{"type":"message","seq":1,"client":"a","data":}`,
+		`{"type":"message","seq":1,"client":"a","data":1`,
+		`{"type":"message","seq":10,"client":"a","data":1}`,
+		"{\"type\":\"message\",\"seq\":1,\"client\":\"a\x01\",\"data\":1}",
+	} {
+		if canonicalText([]byte(frame), 1) {
+			t.Errorf("%s: recognised", frame)
+		}
+	}
+}
+
+// BenchmarkValidateHandOff: checking a hand-off's room of ten 1 KiB messages, as its receiver
+// does for each room (b.N rooms).
+func BenchmarkValidateHandOff(b *testing.B) {
+	st := State{Room: "a", Epoch: "e", Seq: 10}
+	data := []byte(`"` + strings.Repeat("x", 1000) + `"`)
+	for seq := uint64(1); seq <= 10; seq++ {
+		st.History = append(st.History, Message{Seq: seq, Frame: protocol.AppendMessage(nil, seq, "client-1", "id-"+strings.Repeat("7", 8), data)})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := st.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
