@@ -97,7 +97,7 @@ func TestTailCompletesFromTheReplicasCopy(t *testing.T) {
 func TestCanonicalTextIsWhatAPublishMakes(t *testing.T) {
 	for _, m := range []struct {
 		client, id, data string
-	}{{"ann", "p1", `{"t":1}`}, {"bo", "", `null`}, {"c", "x", `"}"`}, {"d", "", `[1,{"a":"}"}]`}} {
+	}{{"ann", "p1", `{"t":1}`}, {"bo", "", `null`}, {"c", "x", `"}"`}, {"d", "", `[1,{"a":"}"}]`}, {"e", "", `"plain"`}, {"f", "", `"esc\"aped"`}} {
 		frame := protocol.AppendMessage(nil, 42, m.client, m.id, []byte(m.data))
 		if !canonicalText(frame, 42) {
 			t.Errorf("%s: not recognised", frame)
@@ -120,6 +120,8 @@ func TestCanonicalTextIsWhatAPublishMakes(t *testing.T) {
 		`{"type":"message","seq":1,"client":"a","data":1`,
 		`{"type":"message","seq":10,"client":"a","data":1}`,
 		"{\"type\":\"message\",\"seq\":1,\"client\":\"a\x01\",\"data\":1}",
+		`{"type":"message","seq":1,"client":"a","data":"abc}`,
+		`{"type":"message","seq":1,"client":"a","data":"a"x}`,
 	} {
 		if canonicalText([]byte(frame), 1) {
 			t.Errorf("%s: recognised", frame)
