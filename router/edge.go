@@ -568,30 +568,42 @@ func (l *leg) reattach(cause error) bool {
 	q.Set("epoch", l.epoch)
 	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.RedialTimeout)
 	defer cancel()
-	err := rt.retryOwner(ctx, l.room, moved.Node, func(m ring.Member) bool { return m.Edge }, func(o ring.Member) error {
-		dctx, dcancel := context.WithTimeout(ctx, rt.cfg.DialTimeout)
-		ws, w, _, err := rt.dialLeg(dctx, o, l.room, q, "")
-		dcancel()
-		if err != nil {
-			return err
+	for attempt := 0; ; attempt++ {
+		var target ring.Member
+		ok := false
+		if m, found := rt.ring.Placement().Member(moved.Node); found && attempt == 0 && m.Edge {
+			target, ok = m, true
+		} else if o, found := rt.ring.Placement().Owner(l.room); found && o.Edge {
+			target, ok = o, true
 		}
-		if err := l.adopt(ws, w, closed); err != nil {
-			closed = false // that leg may have taken some of what it was sent
-			return err
+		if ok {
+			dctx, dcancel := context.WithTimeout(ctx, rt.cfg.DialTimeout)
+			ws, w, _, err := rt.dialLeg(dctx, target, l.room, q, "")
+			dcancel()
+			if err == nil {
+				if err = l.adopt(ws, w, closed); err == nil {
+					l.up.Store(ws)
+					old.Close()
+					rt.metrics.redials.WithLabelValues("ok").Inc()
+					l.logger().Debug("re-attached the leg at the room's owner", "cause", cause, "since", q.Get("since"), "took", time.Since(start))
+					return true
+				}
+				closed = false // that leg may have taken some of what it was sent
+			}
 		}
-		l.up.Store(ws)
-		return nil
-	}, rt.isClosed)
-	old.Close()
-	switch {
-	case err == nil:
-		rt.metrics.redials.WithLabelValues("ok").Inc()
-		l.logger().Debug("re-attached the leg at the room's owner", "cause", cause, "since", q.Get("since"), "took", time.Since(start))
-	case !errors.Is(err, errClosed):
-		rt.metrics.redials.WithLabelValues("failed").Inc()
-		l.logger().Warn("could not re-attach the leg at the room's owner; closing its clients", "cause", cause, "took", time.Since(start))
+		if rt.isClosed() {
+			old.Close()
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			rt.metrics.redials.WithLabelValues("failed").Inc()
+			l.logger().Warn("could not re-attach the leg at the room's owner; closing its clients", "cause", cause, "took", time.Since(start))
+			old.Close()
+			return false
+		case <-time.After(min(50*time.Millisecond<<min(attempt, 5), time.Second)):
+		}
 	}
-	return err == nil
 }
 
 // adopt makes ws, welcomed with w, the leg's connection: it joins every client again (those

@@ -48,9 +48,6 @@ type Router struct {
 	handlers  sync.WaitGroup
 	edgeConns atomic.Int64 // clients on edge legs
 
-	placedMu sync.Mutex
-	placed   chan struct{} // closed at the next placement (see retryOwner)
-
 	stop  context.CancelFunc // ends gossipStats
 	stats sync.WaitGroup
 }
@@ -71,7 +68,6 @@ func New(cfg Config, r Ring) (*Router, error) {
 		budget:   limit.NewBudget(cfg.memoryBudget(), limit.NewMemory(cfg.MaxMemory)),
 		sessions: map[*session]struct{}{},
 		legs:     map[string]*leg{},
-		placed:   make(chan struct{}),
 		peers:    peer.New(cfg.PeerKey, nil, 1<<10, cfg.DialTLS),
 		legDialer: websocket.Dialer{
 			HandshakeTimeout: cfg.DialTimeout,
@@ -148,7 +144,6 @@ func (rt *Router) watchOwners(ctx context.Context, changes <-chan *ring.Placemen
 		case <-ctx.Done():
 			return
 		case p := <-changes:
-			rt.placementChanged()
 			rt.mu.Lock()
 			var gone []*session
 			for s := range rt.sessions {

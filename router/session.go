@@ -445,26 +445,38 @@ func (s *session) redial(cause error) error {
 	closed := ce != nil && (ce.Code == protocol.CloseMoved || ce.Code == websocket.CloseGoingAway)
 	ctx, cancel := context.WithTimeout(context.Background(), s.rt.cfg.RedialTimeout)
 	defer cancel()
-	err := s.rt.retryOwner(ctx, s.room, moved.Node, nil, func(o ring.Member) error {
-		dctx, dcancel := context.WithTimeout(ctx, s.rt.cfg.DialTimeout)
-		c, _, err := s.rt.dial(dctx, o.WSURL(s.room), q.Encode(), s.header)
-		dcancel()
-		if err != nil {
-			return err
+	for attempt := 0; ; attempt++ {
+		target := ""
+		if m, ok := s.rt.ring.Placement().Member(moved.Node); ok && attempt == 0 {
+			target = m.WSURL(s.room)
+		} else if o, ok := s.rt.ring.Placement().Owner(s.room); ok {
+			target = o.WSURL(s.room)
 		}
-		err = s.adopt(c, closed)
-		closed = closed && !errors.Is(err, errResend)
-		return err
-	}, s.isStopping)
-	switch {
-	case err == nil:
-		s.rt.metrics.redials.WithLabelValues("ok").Inc()
-		s.logger().Debug("re-dialed the room's owner", "cause", cause, "since", s.lastSeq, "took", time.Since(start))
-	case !errors.Is(err, errClosed):
-		s.rt.metrics.redials.WithLabelValues("failed").Inc()
-		s.logger().Warn("could not re-dial the room's owner; closing the client", "cause", cause, "took", time.Since(start))
+		if target != "" {
+			dctx, dcancel := context.WithTimeout(ctx, s.rt.cfg.DialTimeout)
+			c, _, err := s.rt.dial(dctx, target, q.Encode(), s.header)
+			dcancel()
+			if err == nil {
+				err = s.adopt(c, closed)
+				closed = closed && !errors.Is(err, errResend)
+				if err == nil {
+					s.rt.metrics.redials.WithLabelValues("ok").Inc()
+					s.logger().Debug("re-dialed the room's owner", "cause", cause, "since", s.lastSeq, "took", time.Since(start))
+					return nil
+				}
+			}
+		}
+		if s.isStopping() {
+			return errClosed
+		}
+		select {
+		case <-ctx.Done():
+			s.rt.metrics.redials.WithLabelValues("failed").Inc()
+			s.logger().Warn("could not re-dial the room's owner; closing the client", "cause", cause, "took", time.Since(start))
+			return ctx.Err()
+		case <-time.After(min(50*time.Millisecond<<min(attempt, 5), time.Second)):
+		}
 	}
-	return err
 }
 
 // adopt makes c the owner leg: it reads and swallows c's welcome, re-sends the pending frames
