@@ -12,15 +12,15 @@ import (
 	"github.com/roost-dev/roost/internal/proc"
 )
 
-// TestStormBecomesARamp: a node and a router that each let 4 handshakes be in progress at once
-// (--max-handshakes 4), and 400 Go clients that all connect at the same moment, half directly
-// and half through the router, as after a node died and its clients all come back. The members
-// refuse what is past the bound with 503 overloaded and Retry-After, and the clients come back
-// after the wait with jitter: every client gets its welcome (no refusal is lost), and the
-// refusals happened (the bound held).
+// TestStormBecomesARamp: a node and a router that each let 1 handshake be in progress at a time
+// (--max-handshakes 1; with 4, CI once saw 400 clients at once never overlap past 4), and 400 Go
+// clients that all connect at the same moment, half directly and half through the router, as
+// after a node died and its clients all come back. The members refuse what is past the bound
+// with 503 overloaded and Retry-After, and the clients come back after the wait with jitter:
+// every client gets its welcome (no refusal is lost), and the refusals happened (the bound held).
 func TestStormBecomesARamp(t *testing.T) {
 	const clients = 400
-	bound := []string{"--max-handshakes", "4"}
+	bound := []string{"--max-handshakes", "1"}
 	n1 := startProc(t, "node", "n1", "", bound...)
 	r1 := startProc(t, "router", "r1", n1.Gossip, bound...)
 	proc.WaitRingT(t, []*proc.Proc{n1, r1}, 1)
@@ -73,9 +73,9 @@ func TestStormBecomesARamp(t *testing.T) {
 		refused += v
 	}
 	slices.Sort(took)
-	t.Logf("%d clients at once, 4 handshakes in progress at most per member: %.0f handshakes refused and retried; welcomed after p50 %s, p90 %s, all %s",
+	t.Logf("%d clients at once, 1 handshake in progress at most per member: %.0f handshakes refused and retried; welcomed after p50 %s, p90 %s, all %s",
 		clients, refused, took[clients/2].Round(time.Millisecond), took[clients*9/10].Round(time.Millisecond), took[clients-1].Round(time.Millisecond))
 	if refused == 0 {
-		t.Error("no handshake was refused: 400 at once never passed 4 in progress, so the bound is not what let them in")
+		t.Error("no handshake was refused: 400 at once never overlapped, so the bound is not what let them in")
 	}
 }
