@@ -119,7 +119,7 @@ func TestHostileMemory(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i] = floodRoom(ctx, n, fmt.Sprintf("flood-%d", i), perRoom, size)
+				results[i] = floodRoom(ctx, n, fmt.Sprintf("flood-%d", i), perRoom, size, 0)
 			}()
 		}
 		wg.Wait()
@@ -192,7 +192,9 @@ func TestHostileMemory(t *testing.T) {
 				}
 			}
 		}()
-		r := floodRoom(ctx, n, "slow", messages, size)
+		// The flooder reads the room too, and is held to the same bound: 16 unanswered
+		// publishes (4 MiB) keep it well inside it however slowly this machine lets it read.
+		r := floodRoom(ctx, n, "slow", messages, size, 16)
 		close(stopSampling)
 		<-sampled
 		if r.err != nil {
@@ -324,9 +326,10 @@ type floodResult struct {
 }
 
 // floodRoom connects to room on n, publishes count binary messages of size bytes as fast as the
-// node's publish rate allows while reading everything the room sends it, and returns once every
-// publish is answered (ack or refusal) and every acked message has arrived.
-func floodRoom(ctx context.Context, n *proc.Proc, room string, count, size int) floodResult {
+// node's publish rate allows — with at most window of them unanswered, when window > 0 — while
+// reading everything the room sends it, and returns once every publish is answered (ack or
+// refusal) and every acked message has arrived.
+func floodRoom(ctx context.Context, n *proc.Proc, room string, count, size, window int) floodResult {
 	var res floodResult
 	var ws *websocket.Conn
 	var err error
@@ -349,6 +352,7 @@ func floodRoom(ctx context.Context, n *proc.Proc, room string, count, size int) 
 	}
 	payload := make([]byte, size)
 	done := make(chan error, 1)
+	answered := make(chan struct{}, count) // one per ack or refusal, for the window
 	go func() {
 		for {
 			_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -370,8 +374,10 @@ func floodRoom(ctx context.Context, n *proc.Proc, room string, count, size int) 
 					switch {
 					case f.Type == protocol.TypeAck:
 						res.acked++
+						answered <- struct{}{}
 					case f.Type == protocol.TypeError && f.Code == "overloaded":
 						res.refused++
+						answered <- struct{}{}
 					case f.Type == protocol.TypeError && f.Code == protocol.CodeRateLimited:
 						done <- errors.New("publish rate-limited: the test publishes too fast")
 						return
@@ -384,7 +390,17 @@ func floodRoom(ctx context.Context, n *proc.Proc, room string, count, size int) 
 			}
 		}
 	}()
-	for range count {
+	for i := range count {
+		if window > 0 && i >= window {
+			select {
+			case <-answered:
+			case <-ctx.Done():
+				ws.Close()
+				<-done // the reader has stopped writing res
+				res.err = fmt.Errorf("%s: no answer to a publish while %d were unanswered", room, window)
+				return res
+			}
+		}
 		_ = ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		if err := ws.WriteMessage(websocket.BinaryMessage, payload); err != nil {
 			res.err = err
